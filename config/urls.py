@@ -1,0 +1,20 @@
+from django.contrib import admin
+from django.http import HttpRequest, JsonResponse
+from django.urls import include, path
+
+
+def healthz(request: HttpRequest) -> JsonResponse:
+    return JsonResponse({"ok": True})
+
+
+admin.site.site_header = "Engage console"
+admin.site.site_title = "Engage"
+admin.site.index_title = "Marketing console"
+
+urlpatterns = [
+    path("healthz", healthz),
+    path("admin/", admin.site.urls),
+    path("api/v1/", include("crm.api.urls")),
+    path("", include("ingestion.urls")),
+    path("api/v1/", include("catalog.api.urls")),
+]

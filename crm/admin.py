@@ -1,0 +1,193 @@
+"""The console for projects, profiles, devices and events."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.utils.html import format_html, format_html_join
+
+from crm import services
+from crm.admin_base import CappedCountPaginator, ProjectScopedAdmin, ReadOnlyFactsAdmin, allowed_project_ids
+from crm.models import Device, Event, Membership, Profile, Project
+from crm.selectors import profile_events
+
+
+class MembershipInline(admin.TabularInline):
+    model = Membership
+    extra = 0
+    raw_id_fields = ["user"]
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return request.user.is_superuser
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return request.user.is_superuser
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return request.user.is_superuser
+
+
+def _show_keys(request: HttpRequest, project: Project, keys: services.ProjectKeys) -> None:
+    parts = []
+    if keys.write_key:
+        parts.append(f"write key: {keys.write_key}")
+    if keys.secret_key:
+        parts.append(f"secret key: {keys.secret_key}")
+    messages.warning(
+        request,
+        f"New keys of {project.name!r} (shown once; copy them now) — " + " · ".join(parts),
+    )
+
+
+@admin.register(Project)
+class ProjectAdmin(admin.ModelAdmin):
+    list_display = ["name", "id", "timezone", "write_key_prefix", "secret_key_prefix", "keys_rotated_at"]
+    readonly_fields = ["write_key_prefix", "secret_key_prefix", "keys_rotated_at", "created_at"]
+    fields = ["name", "timezone", *readonly_fields]
+    inlines = [MembershipInline]
+    actions = ["rotate_write_key", "rotate_secret_key"]
+    search_fields = ["name"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Project]:
+        qs = super().get_queryset(request)
+        ids = allowed_project_ids(request)
+        return qs if ids is None else qs.filter(pk__in=ids)
+
+    def _is_member(self, request: HttpRequest, obj: Project | None) -> bool:
+        ids = allowed_project_ids(request)
+        if ids is None:
+            return True
+        return bool(ids) and (obj is None or obj.pk in ids)
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return self._is_member(request, None)
+
+    def has_view_permission(self, request: HttpRequest, obj: Project | None = None) -> bool:
+        return self._is_member(request, obj)
+
+    def has_change_permission(self, request: HttpRequest, obj: Project | None = None) -> bool:
+        return self._is_member(request, obj)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return request.user.is_superuser
+
+    def has_delete_permission(self, request: HttpRequest, obj: Project | None = None) -> bool:
+        return request.user.is_superuser
+
+    def save_model(self, request: HttpRequest, obj: Project, form: Any, change: bool) -> None:
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        project, keys = services.project_create(name=obj.name, timezone_name=obj.timezone)
+        obj.pk = project.pk
+        obj.refresh_from_db()
+        services.membership_add(project_id=project.pk, user_id=request.user.pk)
+        _show_keys(request, project, keys)
+
+    @admin.action(description="Rotate the write key (apps must be updated)")
+    def rotate_write_key(self, request: HttpRequest, queryset: QuerySet[Project]) -> None:
+        for project in queryset:
+            _show_keys(request, project, services.project_rotate_keys(project_id=project.pk, secret=False))
+
+    @admin.action(description="Rotate the secret key (servers must be updated)")
+    def rotate_secret_key(self, request: HttpRequest, queryset: QuerySet[Project]) -> None:
+        for project in queryset:
+            _show_keys(request, project, services.project_rotate_keys(project_id=project.pk, write=False))
+
+
+@admin.register(Profile)
+class ProfileAdmin(ProjectScopedAdmin):
+    list_display = ["__str__", "project", "email", "name", "country", "last_seen"]
+    list_select_related = ["project"]
+    list_filter = ["project", "country", "email_subscribed", "push_subscribed"]
+    # Exact matches use the unique (project, user_id) and (project, email) indexes.
+    search_fields = ["=user_id", "=email"]
+    show_full_result_count = False
+    paginator = CappedCountPaginator
+    readonly_fields = [
+        "project",
+        "user_id",
+        "anonymous_id_list",
+        "first_seen",
+        "last_seen",
+        "recent_viewed",
+        "recent_purchased",
+        "last_events",
+        "traits",
+    ]
+    fieldsets = [
+        (None, {"fields": ["project", "user_id", "anonymous_id_list", "first_seen", "last_seen"]}),
+        (
+            "Demographics",
+            {"fields": ["email", "phone", "name", "gender", "birth_date", "locale", "country", "city", "timezone"]},
+        ),
+        ("Subscriptions", {"fields": ["email_subscribed", "push_subscribed", "sms_subscribed"]}),
+        ("Activity", {"fields": ["recent_viewed", "recent_purchased", "last_events", "traits"]}),
+    ]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # profiles come from the collectors and imports
+
+    @admin.display(description="Anonymous ids")
+    def anonymous_id_list(self, obj: Profile) -> str:
+        return ", ".join(obj.anonymous_ids.values_list("anonymous_id", flat=True)) or "—"
+
+    @admin.display(description="Last events")
+    def last_events(self, obj: Profile) -> str:
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td><code>{}</code></td></tr>",
+            (
+                (e.timestamp.strftime("%Y-%m-%d %H:%M:%S"), e.name, str(e.properties)[:200])
+                for e in profile_events(profile_id=obj.pk, limit=20)
+            ),
+        )
+        return format_html("<table><tr><th>time</th><th>event</th><th>properties</th></tr>{}</table>", rows)
+
+
+@admin.register(Device)
+class DeviceAdmin(ProjectScopedAdmin):
+    list_display = ["device_id", "platform", "profile", "project", "app_version", "last_seen"]
+    list_select_related = ["profile", "project"]
+    list_filter = ["project", "platform"]
+    search_fields = ["=device_id"]
+    raw_id_fields = ["profile"]
+    show_full_result_count = False
+    paginator = CappedCountPaginator
+    readonly_fields = [
+        "project",
+        "profile",
+        "device_id",
+        "platform",
+        "app_version",
+        "os_name",
+        "os_version",
+        "last_seen",
+    ]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+
+@admin.register(Event)
+class EventAdmin(ReadOnlyFactsAdmin):
+    list_display = ["name", "type", "profile", "project", "timestamp", "received_at"]
+    list_select_related = ["profile", "project"]
+    list_filter = ["project", "type"]
+    search_fields = ["=name", "=message_id"]
+    # Newest first by primary key: the pk index serves it, unlike timestamp.
+    ordering = ["-id"]
+    show_full_result_count = False
+    paginator = CappedCountPaginator
+    raw_id_fields = ["profile"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Event]:
+        qs = super().get_queryset(request)
+        match = request.resolver_match
+        if match is not None and match.url_name and match.url_name.endswith("changelist"):
+            # The JSON columns are only shown on the detail page.
+            qs = qs.defer("properties", "context")
+        return qs

@@ -1,0 +1,92 @@
+"""API authentication by project key, and the base classes that scope every
+queryset to the caller's project.
+
+- Write key (public, in apps and SDKs): HTTP Basic with the key as user name and
+  an empty password, as the Segment HTTP API does. May only send events.
+- Secret key (servers): `Authorization: Bearer <secret>`.
+
+Either sets `request.auth` to the Project and `request.user` to an ApiClient.
+The view base classes that scope querysets live in crm.api.base (this module
+must not import DRF views: settings name it, and views read settings at import).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+
+from rest_framework import exceptions
+from rest_framework.authentication import BaseAuthentication, get_authorization_header
+from rest_framework.permissions import BasePermission
+from rest_framework.request import Request
+
+from crm.models import Project
+from crm.selectors import project_for_secret_key, project_for_write_key
+
+
+@dataclass(frozen=True)
+class ApiClient:
+    """The caller of an API request: a project, through one of its keys."""
+
+    project: Project
+    key_kind: str  # "write" or "secret"
+
+    is_authenticated = True
+    is_anonymous = False
+    is_active = True
+    is_staff = False
+    is_superuser = False
+
+    @property
+    def pk(self) -> None:
+        return None
+
+
+def basic_auth_username(header: bytes) -> str | None:
+    """The user name of an HTTP Basic header, or None when the header is not Basic."""
+    parts = header.split()
+    if len(parts) != 2 or parts[0].lower() != b"basic":
+        return None
+    try:
+        decoded = base64.b64decode(parts[1], validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        raise exceptions.AuthenticationFailed("Malformed Basic credentials.") from None
+    return decoded.partition(":")[0]
+
+
+class WriteKeyAuthentication(BaseAuthentication):
+    def authenticate(self, request: Request) -> tuple[ApiClient, Project] | None:
+        username = basic_auth_username(get_authorization_header(request))
+        if username is None:
+            return None
+        project = project_for_write_key(username)
+        if project is None:
+            raise exceptions.AuthenticationFailed("Unknown write key.")
+        return ApiClient(project=project, key_kind="write"), project
+
+    def authenticate_header(self, request: Request) -> str:
+        return 'Basic realm="write key"'
+
+
+class SecretKeyAuthentication(BaseAuthentication):
+    def authenticate(self, request: Request) -> tuple[ApiClient, Project] | None:
+        parts = get_authorization_header(request).split()
+        if not parts or parts[0].lower() != b"bearer":
+            return None
+        if len(parts) != 2:
+            raise exceptions.AuthenticationFailed("Authorization must be 'Bearer <secret key>'.")
+        project = project_for_secret_key(parts[1].decode("latin-1"))
+        if project is None:
+            raise exceptions.AuthenticationFailed("Unknown secret key.")
+        return ApiClient(project=project, key_kind="secret"), project
+
+    def authenticate_header(self, request: Request) -> str:
+        return 'Bearer realm="api"'
+
+
+class HasProject(BasePermission):
+    """Any request authenticated by one of the project keys."""
+
+    def has_permission(self, request: Request, view: object) -> bool:
+        return isinstance(request.auth, Project)

@@ -1,0 +1,83 @@
+"""Prepare the embedded quickstart: an admin user, a demo project with keys and
+demo data. Idempotent: a second run reuses what the first one made (kept in
+var/quickstart.json, a local file of the user's own machine) and prints it again."""
+
+import json
+import secrets
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandParser
+
+from crm.models import Profile, Project
+from crm.services import membership_add, project_create, project_rotate_keys
+
+
+class Command(BaseCommand):
+    help = "Create the quickstart admin user, demo project and demo data (safe to run again)."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--users", type=int, default=2000)
+        parser.add_argument("--products", type=int, default=300)
+        parser.add_argument("--events", type=int, default=30_000)
+        parser.add_argument("--host", default="http://127.0.0.1:8000")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        state_file = Path(settings.VAR_DIR) / "quickstart.json"
+        state: dict[str, Any] = json.loads(state_file.read_text()) if state_file.exists() else {}
+
+        User = get_user_model()
+        admin = User.objects.filter(username="admin").first()
+        if admin is None or "admin_password" not in state:
+            state["admin_password"] = secrets.token_urlsafe(12)
+            if admin is None:
+                admin = User.objects.create_superuser("admin", "admin@example.com", state["admin_password"])
+            else:
+                admin.set_password(state["admin_password"])
+                admin.save()
+
+        project = Project.objects.filter(pk=state.get("project_id")).first()
+        if project is None:
+            project, keys = project_create(name="Demo store")
+            state.update(project_id=project.pk, write_key=keys.write_key, secret_key=keys.secret_key)
+        elif "write_key" not in state:
+            keys = project_rotate_keys(project_id=project.pk)
+            state.update(write_key=keys.write_key, secret_key=keys.secret_key)
+        membership_add(project_id=project.pk, user_id=admin.pk)
+        state_file.parent.mkdir(parents=True, exist_ok=True)
+        state_file.write_text(json.dumps(state, indent=2))
+        state_file.chmod(0o600)
+
+        if not Profile.objects.filter(project=project).exists():
+            self.stdout.write("Generating demo data…")
+            call_command(
+                "generate_demo_data",
+                project=project.pk,
+                users=options["users"],
+                products=options["products"],
+                events=options["events"],
+                stdout=self.stdout,
+            )
+
+        host = options["host"]
+        self.stdout.write(
+            "\n".join(
+                [
+                    "",
+                    f"Console:     {host}/admin/   user: admin   password: {state['admin_password']}",
+                    f"Project:     {project.name} (id {project.pk})",
+                    f"Write key:   {state['write_key']}",
+                    f"Secret key:  {state['secret_key']}",
+                    "Send an event:",
+                    f"  curl -u '{state['write_key']}:' -H 'Content-Type: application/json' "
+                    f'-d \'{{"userId": "user-0000001", "event": "Product Viewed", '
+                    f'"properties": {{"product_id": "SKU-000001"}}}}\' {host}/v1/track',
+                    f"Read a profile:  curl -H 'Authorization: Bearer {state['secret_key']}' "
+                    f"{host}/api/v1/profiles/user-0000001",
+                    "",
+                ]
+            )
+        )

@@ -1,0 +1,460 @@
+"""Writes to the data store. Every function is keyword-only and scoped to a project."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from crm.models import (
+    RECENT_ITEMS_LIMIT,
+    AnonymousId,
+    Device,
+    Event,
+    Membership,
+    Platform,
+    Profile,
+    Project,
+    key_digest,
+)
+from crm.selectors import project_key_cache_clear
+
+BULK_CHUNK = 1000
+
+
+# --- Projects -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProjectKeys:
+    """The raw keys, returned once at creation or rotation and never stored."""
+
+    write_key: str
+    secret_key: str | None = None
+
+
+def _new_key(prefix: str) -> str:
+    return prefix + secrets.token_urlsafe(32)
+
+
+def _set_write_key(project: Project) -> str:
+    raw = _new_key("wk_")
+    project.write_key_prefix = raw[:10]
+    project.write_key_hash = key_digest(raw)
+    return raw
+
+
+def _set_secret_key(project: Project) -> str:
+    raw = _new_key("sk_")
+    project.secret_key_prefix = raw[:10]
+    project.secret_key_hash = key_digest(raw)
+    return raw
+
+
+def project_create(*, name: str, timezone_name: str = "UTC") -> tuple[Project, ProjectKeys]:
+    """Create a project with fresh keys. The raw keys are only in the return value."""
+    project = Project(name=name, timezone=timezone_name)
+    write_key = _set_write_key(project)
+    secret_key = _set_secret_key(project)
+    project.full_clean()
+    project.save()
+    return project, ProjectKeys(write_key=write_key, secret_key=secret_key)
+
+
+def project_rotate_keys(*, project_id: int, write: bool = True, secret: bool = True) -> ProjectKeys:
+    """Replace the project's keys; the old ones stop working at once in this process
+    and within the selectors' cache lifetime in the others."""
+    project = Project.objects.get(pk=project_id)
+    old_hashes = [project.write_key_hash, project.secret_key_hash]
+    write_key = _set_write_key(project) if write else ""
+    secret_key = _set_secret_key(project) if secret else None
+    project.keys_rotated_at = timezone.now()
+    project.save()
+    project_key_cache_clear(old_hashes)
+    return ProjectKeys(write_key=write_key, secret_key=secret_key)
+
+
+def membership_add(*, project_id: int, user_id: int) -> Membership:
+    membership, _ = Membership.objects.get_or_create(project_id=project_id, user_id=user_id)
+    return membership
+
+
+# --- Profiles -----------------------------------------------------------------
+
+# Segment's reserved identify traits and the profile columns they fill.
+_TRAIT_COLUMNS = {
+    "email": "email",
+    "phone": "phone",
+    "name": "name",
+    "gender": "gender",
+    "birthday": "birth_date",
+    "timezone": "timezone",
+    "locale": "locale",
+}
+_GENDERS = {"f": "female", "female": "female", "m": "male", "male": "male", "other": "other"}
+
+
+def demographics_from_traits(traits: dict[str, Any]) -> dict[str, Any]:
+    """Map Segment's reserved traits onto profile columns; unknown or malformed
+    values are left out (the raw traits are kept on the profile anyway)."""
+    out: dict[str, Any] = {}
+    for trait, column in _TRAIT_COLUMNS.items():
+        value = traits.get(trait)
+        if value in (None, ""):
+            continue
+        if column == "gender":
+            value = _GENDERS.get(str(value).strip().lower(), "other")
+        elif column == "birth_date":
+            try:
+                value = date.fromisoformat(str(value)[:10])
+            except ValueError:
+                continue
+        else:
+            value = str(value)[: Profile._meta.get_field(column).max_length]
+        out[column] = value
+    if "name" not in out:
+        full = " ".join(str(traits[k]) for k in ("firstName", "lastName") if traits.get(k))
+        if full:
+            out["name"] = full[:255]
+    address = traits.get("address")
+    if isinstance(address, dict):
+        if address.get("city"):
+            out["city"] = str(address["city"])[:128]
+        if address.get("country"):
+            out["country"] = str(address["country"])[:64]
+    return out
+
+
+def profile_upsert(
+    *,
+    project_id: int,
+    user_id: str | None = None,
+    anonymous_id: str | None = None,
+    traits: dict[str, Any] | None = None,
+    seen_at: datetime | None = None,
+) -> Profile:
+    """Find the profile of (user_id, anonymous_id), creating it if needed, merge
+    `traits` into it (new values win) and move last_seen forward.
+
+    An anonymous id seen for the first time with a user id is attached to that
+    user's profile. An anonymous id that already belongs to another identified
+    user is left there (a shared device) and a new anonymous id link is not made.
+    """
+    if not user_id and not anonymous_id:
+        raise ValueError("profile_upsert needs user_id or anonymous_id")
+    seen_at = seen_at or timezone.now()
+    with transaction.atomic():
+        profile = _profile_find_or_create(
+            project_id=project_id, user_id=user_id, anonymous_id=anonymous_id, seen_at=seen_at
+        )
+        profile = Profile.objects.select_for_update().get(pk=profile.pk)
+        changed: set[str] = set()
+        if traits:
+            profile.traits = {**profile.traits, **traits}
+            changed.add("traits")
+            for column, value in demographics_from_traits(traits).items():
+                setattr(profile, column, value)
+                changed.add(column)
+        if seen_at > profile.last_seen:
+            profile.last_seen = seen_at
+            changed.add("last_seen")
+        if seen_at < profile.first_seen:
+            profile.first_seen = seen_at
+            changed.add("first_seen")
+        if changed:
+            profile.save(update_fields=[*changed, "updated_at"])
+    return profile
+
+
+def _profile_find_or_create(
+    *, project_id: int, user_id: str | None, anonymous_id: str | None, seen_at: datetime
+) -> Profile:
+    if user_id:
+        profile = Profile.objects.filter(project_id=project_id, user_id=user_id).first()
+        if profile is None and anonymous_id:
+            # The anonymous profile becomes the identified one (first login).
+            anon = (
+                AnonymousId.objects.select_related("profile")
+                .filter(project_id=project_id, anonymous_id=anonymous_id)
+                .first()
+            )
+            if anon is not None and anon.profile.user_id is None:
+                profile = anon.profile
+                profile.user_id = user_id
+                try:
+                    with transaction.atomic():
+                        profile.save(update_fields=["user_id", "updated_at"])
+                except IntegrityError:  # another worker identified it first
+                    profile = Profile.objects.get(project_id=project_id, user_id=user_id)
+        if profile is None:
+            profile = _profile_create(project_id=project_id, user_id=user_id, seen_at=seen_at)
+        if anonymous_id:
+            _anonymous_id_link(project_id=project_id, profile_id=profile.pk, anonymous_id=anonymous_id)
+        return profile
+    assert anonymous_id
+    anon = (
+        AnonymousId.objects.select_related("profile").filter(project_id=project_id, anonymous_id=anonymous_id).first()
+    )
+    if anon is not None:
+        return anon.profile
+    profile = _profile_create(project_id=project_id, user_id=None, seen_at=seen_at)
+    _anonymous_id_link(project_id=project_id, profile_id=profile.pk, anonymous_id=anonymous_id)
+    # A concurrent creator may have won the anonymous id: use its profile.
+    winner = AnonymousId.objects.get(project_id=project_id, anonymous_id=anonymous_id).profile
+    if winner.pk != profile.pk:
+        profile.delete()
+    return winner
+
+
+def _profile_create(*, project_id: int, user_id: str | None, seen_at: datetime) -> Profile:
+    try:
+        with transaction.atomic():
+            return Profile.objects.create(project_id=project_id, user_id=user_id, first_seen=seen_at, last_seen=seen_at)
+    except IntegrityError:
+        return Profile.objects.get(project_id=project_id, user_id=user_id)
+
+
+def _anonymous_id_link(*, project_id: int, profile_id: int, anonymous_id: str) -> None:
+    AnonymousId.objects.bulk_create(
+        [AnonymousId(project_id=project_id, profile_id=profile_id, anonymous_id=anonymous_id)],
+        ignore_conflicts=True,
+    )
+
+
+def profile_merge(*, project_id: int, source_profile_id: int, target_profile_id: int) -> Profile:
+    """Merge `source` into `target` (Segment `alias`): events, devices and anonymous
+    ids move over, traits merge with the target's values winning, recent items
+    interleave by recency (target first), first/last seen widen. `source` is deleted."""
+    if source_profile_id == target_profile_id:
+        return Profile.objects.get(pk=target_profile_id, project_id=project_id)
+    with transaction.atomic():
+        profiles = {
+            p.pk: p
+            for p in Profile.objects.select_for_update()
+            .filter(project_id=project_id, pk__in=[source_profile_id, target_profile_id])
+            .order_by("pk")  # lock order avoids deadlocks between concurrent merges
+        }
+        source, target = profiles[source_profile_id], profiles[target_profile_id]
+        Event.objects.filter(profile_id=source.pk).update(profile_id=target.pk)
+        Device.objects.filter(profile_id=source.pk).update(profile_id=target.pk)
+        AnonymousId.objects.filter(profile_id=source.pk).update(profile_id=target.pk)
+        target.traits = {**source.traits, **target.traits}
+        for column in ("email", "phone", "name", "gender", "locale", "country", "city", "timezone"):
+            if not getattr(target, column) and getattr(source, column):
+                setattr(target, column, getattr(source, column))
+        if target.birth_date is None:
+            target.birth_date = source.birth_date
+        for column in ("email_subscribed", "push_subscribed", "sms_subscribed"):
+            if getattr(target, column) is None:
+                setattr(target, column, getattr(source, column))
+        target.recent_viewed = _merge_recent(target.recent_viewed, source.recent_viewed)
+        target.recent_purchased = _merge_recent(target.recent_purchased, source.recent_purchased)
+        target.first_seen = min(target.first_seen, source.first_seen)
+        target.last_seen = max(target.last_seen, source.last_seen)
+        source.delete()
+        target.save()
+    return target
+
+
+def _merge_recent(first: Sequence[str], second: Sequence[str]) -> list[str]:
+    """`first`'s items stay in front: without per-item times, the surviving
+    (identified) profile's activity is taken as the more recent."""
+    return list(dict.fromkeys([*first, *second]))[:RECENT_ITEMS_LIMIT]
+
+
+def _push_recent(new_items_oldest_first: Iterable[str], current: list[str]) -> list[str]:
+    items = list(current)
+    for item in new_items_oldest_first:
+        item = str(item)
+        if item in items:
+            items.remove(item)
+        items.insert(0, item)
+    return items[:RECENT_ITEMS_LIMIT]
+
+
+def profile_push_recent_items(
+    *,
+    profile_id: int,
+    viewed: Sequence[str] = (),
+    purchased: Sequence[str] = (),
+    seen_at: datetime | None = None,
+) -> Profile:
+    """Put product ids at the front of the profile's recent lists (oldest first in
+    the arguments, so the last one given ends up newest). A product already in a
+    list moves to the front; each list keeps RECENT_ITEMS_LIMIT items.
+
+    Locks the profile row: two workers updating one profile do not lose an item.
+    """
+    with transaction.atomic():
+        profile = Profile.objects.select_for_update().get(pk=profile_id)
+        update = ["updated_at"]
+        if viewed:
+            profile.recent_viewed = _push_recent(viewed, profile.recent_viewed)
+            update.append("recent_viewed")
+        if purchased:
+            profile.recent_purchased = _push_recent(purchased, profile.recent_purchased)
+            update.append("recent_purchased")
+        if seen_at and seen_at > profile.last_seen:
+            profile.last_seen = seen_at
+            update.append("last_seen")
+        profile.save(update_fields=update)
+    return profile
+
+
+def profile_set_subscription(*, profile_id: int, channel: str, subscribed: bool | None) -> None:
+    column = {"email": "email_subscribed", "push": "push_subscribed", "sms": "sms_subscribed"}.get(channel)
+    if column is None:
+        raise ValueError(f"unknown channel {channel!r}; expected email, push or sms")
+    Profile.objects.filter(pk=profile_id).update(**{column: subscribed, "updated_at": timezone.now()})
+
+
+# --- Devices --------------------------------------------------------------------
+
+
+@dataclass
+class DeviceIn:
+    profile_id: int
+    device_id: str
+    platform: str = Platform.OTHER
+    push_token: str = ""
+    app_version: str = ""
+    os_name: str = ""
+    os_version: str = ""
+    last_seen: datetime = field(default_factory=timezone.now)
+
+
+def platform_from(value: str | None) -> str:
+    """Map SDK spellings ("iOS", "Android", "web", "browser") onto our platforms."""
+    lowered = (value or "").strip().lower()
+    if lowered in {"ios", "ipados", "iphone os", "tvos"}:
+        return Platform.IOS
+    if lowered == "android":
+        return Platform.ANDROID
+    if lowered in {"web", "browser"}:
+        return Platform.WEB
+    return Platform.OTHER
+
+
+def devices_upsert(*, project_id: int, devices: Sequence[DeviceIn]) -> None:
+    """Insert or update devices by (project, device_id) in bulk. The latest
+    profile, token and versions win; an empty push token does not erase a known one."""
+    latest: dict[str, DeviceIn] = {}
+    for device in devices:
+        known = latest.get(device.device_id)
+        if known is None or device.last_seen >= known.last_seen:
+            if known is not None and not device.push_token:
+                device.push_token = known.push_token
+            latest[device.device_id] = device
+    if not latest:
+        return
+    existing_tokens = dict(
+        Device.objects.filter(project_id=project_id, device_id__in=list(latest)).values_list("device_id", "push_token")
+    )
+    rows = []
+    for device in latest.values():
+        token = device.push_token or existing_tokens.get(device.device_id, "")
+        rows.append(
+            Device(
+                project_id=project_id,
+                profile_id=device.profile_id,
+                device_id=device.device_id,
+                platform=device.platform,
+                push_token=token,
+                app_version=device.app_version,
+                os_name=device.os_name,
+                os_version=device.os_version,
+                last_seen=device.last_seen,
+            )
+        )
+    Device.objects.bulk_create(
+        rows,
+        batch_size=BULK_CHUNK,
+        update_conflicts=True,
+        unique_fields=["project", "device_id"],
+        update_fields=[
+            "profile",
+            "platform",
+            "push_token",
+            "app_version",
+            "os_name",
+            "os_version",
+            "last_seen",
+        ],
+    )
+
+
+# --- Events -----------------------------------------------------------------------
+
+
+@dataclass
+class EventIn:
+    profile_id: int
+    name: str
+    timestamp: datetime
+    message_id: str
+    type: str = "track"
+    properties: dict[str, Any] = field(default_factory=dict)
+    context: dict[str, Any] = field(default_factory=dict)
+    received_at: datetime | None = None
+
+
+def events_record(*, project_id: int, events: Sequence[EventIn]) -> int:
+    """Insert events in chunks of BULK_CHUNK, each chunk its own transaction.
+
+    A message id already stored in the project is skipped (SDK retries and
+    queue redeliveries). Returns how many events were new.
+    """
+    now = timezone.now()
+    inserted = 0
+    for start in range(0, len(events), BULK_CHUNK):
+        chunk = events[start : start + BULK_CHUNK]
+        ids = [e.message_id for e in chunk]
+        with transaction.atomic():
+            existing = set(
+                Event.objects.filter(project_id=project_id, message_id__in=ids).values_list("message_id", flat=True)
+            )
+            rows = []
+            for e in chunk:
+                if e.message_id in existing:
+                    continue
+                existing.add(e.message_id)  # also dedupes within the chunk
+                rows.append(
+                    Event(
+                        project_id=project_id,
+                        profile_id=e.profile_id,
+                        type=e.type,
+                        name=e.name,
+                        properties=e.properties,
+                        context=e.context,
+                        timestamp=e.timestamp,
+                        received_at=e.received_at or now,
+                        message_id=e.message_id,
+                    )
+                )
+            # ignore_conflicts covers the race with a concurrent worker.
+            Event.objects.bulk_create(rows, ignore_conflicts=True)
+            inserted += len(rows)
+    return inserted
+
+
+def profiles_for_identities(
+    *, project_id: int, user_ids: Iterable[str] = (), anonymous_ids: Iterable[str] = ()
+) -> tuple[dict[str, int], dict[str, int]]:
+    """Profile ids for known user ids and anonymous ids, in two queries."""
+    users = dict(Profile.objects.filter(project_id=project_id, user_id__in=set(user_ids)).values_list("user_id", "pk"))
+    anons = dict(
+        AnonymousId.objects.filter(project_id=project_id, anonymous_id__in=set(anonymous_ids)).values_list(
+            "anonymous_id", "profile_id"
+        )
+    )
+    return users, anons
+
+
+def profile_search_q(term: str) -> Q:
+    return Q(user_id=term) | Q(email__iexact=term)

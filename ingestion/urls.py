@@ -1,0 +1,2 @@
+# The collectors (Segment HTTP Tracking API) are mounted here.
+urlpatterns: list = []

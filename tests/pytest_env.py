@@ -1,0 +1,15 @@
+"""Loaded with `-p` (see pyproject) before pytest-django reads the settings.
+
+Tests run with DEBUG off, like production; they only need a key and plain HTTP.
+Anything already in the environment (DATABASE_URL, CELERY_BROKER_URL) is kept.
+"""
+
+import os
+
+os.environ.setdefault("SECRET_KEY", "test-only-secret-key-not-for-production-0123456789abcdef")
+os.environ.setdefault("SECURE_SSL_REDIRECT", "0")
+os.environ.setdefault("SESSION_COOKIE_SECURE", "0")
+os.environ.setdefault("CSRF_COOKIE_SECURE", "0")
+os.environ.setdefault("ALLOWED_HOSTS", "testserver,localhost,127.0.0.1")
+# Tests must not write into a developer's var/ folder.
+os.environ.setdefault("VAR_DIR", os.path.join(os.environ.get("TMPDIR", "/tmp"), "engage-test-var"))
