@@ -81,3 +81,92 @@ def bearer_client(secret_key: str) -> APIClient:
 
 def basic_header(write_key: str) -> str:
     return "Basic " + base64.b64encode(f"{write_key}:".encode()).decode()
+
+
+@pytest.fixture
+def celery_worker_process(transactional_db: None):  # noqa: ANN201
+    """Start real Celery worker processes (`celery -A config worker`) against the
+    test database and the configured broker. Use with tests marked `postgres`
+    and `broker`: the worker is another process, so it needs committed data
+    (transactional_db) and a database it can reach (not in-memory SQLite).
+
+    Usage: `proc = celery_worker_process(queues=["ingest"])`; every process
+    started is terminated after the test. Queues are purged before the first start.
+    """
+    import subprocess
+    import sys
+    import time
+
+    from django.db import connection
+
+    from config.celery import app
+
+    db = connection.settings_dict
+    database_url = (
+        f"postgres://{db['USER'] or 'postgres'}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+    )
+    started: list[subprocess.Popen] = []
+
+    def purge(queues: list[str]) -> None:
+        with app.connection_for_write() as conn:
+            channel = conn.default_channel
+            for queue in queues:
+                try:
+                    channel.queue_declare(queue=queue, durable=True, auto_delete=False)
+                    channel.queue_purge(queue)
+                except Exception:  # noqa: BLE001 - a queue that cannot be declared has nothing to purge
+                    channel = conn.channel()
+
+    def start(
+        queues: list[str], concurrency: int = 1, extra_env: dict[str, str] | None = None, log_path: str | None = None
+    ) -> subprocess.Popen:
+        if not started:
+            purge(queues)
+        env = {**os.environ, "DATABASE_URL": database_url, "DB_CONN_MAX_AGE": "0", **(extra_env or {})}
+        log = open(log_path, "w") if log_path else subprocess.DEVNULL  # noqa: SIM115
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "config",
+                "worker",
+                "-Q",
+                ",".join(queues),
+                "-c",
+                str(concurrency),
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+                "-n",
+                f"test-{len(started)}-{os.getpid()}@%h",
+                "-l",
+                "INFO",
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        started.append(proc)
+        # Ready when it answers a ping by name.
+        name = f"test-{len(started) - 1}-{os.getpid()}@"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"celery worker exited with {proc.returncode}")
+            replies = app.control.ping(timeout=0.5) or []
+            if any(next(iter(r)).startswith(name) for r in replies):
+                return proc
+        raise RuntimeError("celery worker did not become ready in 60 s")
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
