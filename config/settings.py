@@ -133,10 +133,12 @@ else:
 STORAGES = {
     "default": _default_storage,
     "staticfiles": {
+        # Hashed, compressed names in production (needs `collectstatic`); plain
+        # names in the quickstart and tests.
         "BACKEND": (
-            "django.contrib.staticfiles.storage.StaticFilesStorage"
-            if DEBUG
-            else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+            "whitenoise.storage.CompressedManifestStaticFilesStorage"
+            if env_bool("STATIC_MANIFEST", not DEBUG)
+            else "django.contrib.staticfiles.storage.StaticFilesStorage"
         )
     },
 }

@@ -343,13 +343,16 @@ def _demo_chunk(
         # Sessions spread over the user's lifetime in the window.
         born = start.timestamp() + rnd.random() * span * 0.8
         t = born
+        last_start = end.timestamp() - 3600
+        mean_gap = max(60.0, (last_start - born) / max(1.0, count / 3.5))
         viewed: list[str] = []
         purchased: list[str] = []
         remaining = count
         session_no = 0
         while remaining > 0:
             session_no += 1
-            t = min(t + rnd.expovariate(1 / (span / 8)), end.timestamp() - 600)
+            # Gaps sized so the user's sessions fit the window; time never goes back.
+            t = max(t, min(t + rnd.expovariate(1 / mean_gap), last_start))
             top = rnd.choice(favourites)
             cluster_cum, clusters = catalog.by_top[top]
             members, member_cum = clusters[_pick(rnd, cluster_cum)]

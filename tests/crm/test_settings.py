@@ -1,0 +1,102 @@
+"""The settings module: environment-driven, fail-loud, deploy-checked."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+PRODUCTION = {
+    "DEBUG": "0",
+    "SECRET_KEY": "prod-Hk3v9QwZr8Lp2Xy7Tn4Bm6Cd1Fg5Jk0Sa3Ue8Wi2Oq9Rt7Yz4",
+    "ALLOWED_HOSTS": "engage.example.com",
+}
+
+
+def _run(code: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    # A clean environment: the test process's own defaults (tests/pytest_env.py) must not leak in.
+    base = {k: v for k, v in os.environ.items() if k in {"PATH", "HOME", "LANG", "TMPDIR"}}
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env={**base, "DJANGO_SETTINGS_MODULE": "config.settings", "VAR_DIR": "/tmp/engage-settings-test", **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_refuses_to_start_without_secret_key_when_debug_is_off():
+    result = _run("import django; django.setup()", {"DEBUG": "0"})
+    assert result.returncode != 0
+    assert "SECRET_KEY is required" in result.stderr
+
+
+def test_bad_boolean_names_the_variable():
+    result = _run("import django; django.setup()", {**PRODUCTION, "DEBUG": "maybe"})
+    assert result.returncode != 0
+    assert "DEBUG must be a boolean" in result.stderr
+
+
+def test_check_deploy_is_clean_with_production_values():
+    code = (
+        "import sys, django; django.setup();"
+        "from django.core.management import call_command;"
+        "call_command('check', deploy=True, fail_level='WARNING')"
+    )
+    result = _run(code, {**PRODUCTION, "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/engage"})
+    assert result.returncode == 0, result.stderr
+    assert "no issues" in result.stdout
+
+
+def test_embedded_defaults_without_services():
+    code = (
+        "import django; django.setup(); from django.conf import settings as s;"
+        "print(s.DATABASES['default']['ENGINE'], s.DATABASES['default']['NAME'], s.CELERY_TASK_ALWAYS_EAGER,"
+        " s.CACHES['default']['BACKEND'], s.STORAGES['default']['BACKEND'])"
+    )
+    result = _run(code, {"DEBUG": "1"})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [
+        "django.db.backends.sqlite3",
+        "/tmp/engage-settings-test/db.sqlite3",
+        "True",
+        "django.core.cache.backends.locmem.LocMemCache",
+        "django.core.files.storage.FileSystemStorage",
+    ]
+
+
+def test_services_are_taken_from_the_environment():
+    code = (
+        "import django; django.setup(); from django.conf import settings as s;"
+        "print(s.DATABASES['default']['ENGINE'], s.DATABASES['default']['NAME'], s.CELERY_TASK_ALWAYS_EAGER,"
+        " s.CACHES['default']['BACKEND'], s.STORAGES['default']['BACKEND'])"
+    )
+    env = {
+        **PRODUCTION,
+        "DATABASE_URL": "postgres://u@db.internal:5432/engage",
+        "CELERY_BROKER_URL": "amqp://guest:guest@mq.internal:5672//",
+        "REDIS_URL": "redis://cache.internal:6379/0",
+        "AWS_STORAGE_BUCKET_NAME": "engage-media",
+    }
+    result = _run(code, env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [
+        "django.db.backends.postgresql",
+        "engage",
+        "False",
+        "django.core.cache.backends.redis.RedisCache",
+        "storages.backends.s3.S3Storage",
+    ]
+
+
+def test_web_process_does_not_import_tensorflow_or_pandas():
+    code = (
+        "import sys, django; django.setup();"
+        "import config.wsgi, config.urls; from django.urls import get_resolver; get_resolver().url_patterns;"
+        "from django.contrib import admin; admin.autodiscover();"
+        "print(sorted(m for m in ('tensorflow', 'pandas') if m in sys.modules))"
+    )
+    result = _run(code, {**PRODUCTION})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
