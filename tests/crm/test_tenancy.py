@@ -220,3 +220,41 @@ def test_profiles_list_does_not_query_per_row(project_a):
         response = api.get("/api/v1/profiles")
     assert len(response.json()["results"]) == 15
     assert len(queries.captured_queries) <= 4
+
+
+@pytest.mark.django_db
+def test_superuser_creates_a_project_in_the_console_and_sees_its_keys_once(client):
+    from crm.models import Project
+    from crm.selectors import project_for_secret_key, project_for_write_key
+
+    admin = get_user_model().objects.create_superuser("root", "r@x.io", "pw-root-123")
+    client.force_login(admin)
+    response = client.post(
+        reverse("admin:crm_project_add"),
+        {
+            "name": "New Shop",
+            "timezone": "Asia/Tokyo",
+            "memberships-TOTAL_FORMS": "0",
+            "memberships-INITIAL_FORMS": "0",
+            "memberships-MIN_NUM_FORMS": "0",
+            "memberships-MAX_NUM_FORMS": "1000",
+        },
+        follow=True,
+    )
+    assert response.status_code == 200
+    project = Project.objects.get(name="New Shop")
+    assert project.timezone == "Asia/Tokyo"
+    text = " ".join(str(m) for m in response.context["messages"])
+    write_key = text.split("write key: ")[1].split()[0]
+    secret_key = text.split("secret key: ")[1].split()[0]
+    assert project_for_write_key(write_key) == project
+    assert project_for_secret_key(secret_key) == project
+    # The change page shows only the prefixes, never the keys.
+    page = client.get(reverse("admin:crm_project_change", args=[project.pk])).content.decode()
+    assert write_key not in page and secret_key not in page and project.write_key_prefix in page
+
+
+@pytest.mark.django_db
+def test_marketer_cannot_create_projects(marketer_a, client):
+    client.force_login(marketer_a)
+    assert client.get(reverse("admin:crm_project_add")).status_code == 403
