@@ -1,0 +1,206 @@
+"""The product catalog: products, and the upload jobs that fill it from CSV files."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from django.conf import settings
+from django.db import models
+from django.db.models import Lookup, Q
+
+from crm.models import Project
+
+
+class HasElement(Lookup):
+    """`categories__has_element="Drama"`: the JSON list holds that exact string.
+
+    PostgreSQL: `categories @> '["Drama"]'`, served by the GIN index below.
+    SQLite (the quickstart): a json_each() probe per row, fine for demo-sized catalogs.
+    Django's own `__contains` on a JSONField is not available on SQLite, hence this lookup.
+    """
+
+    lookup_name = "has_element"
+    prepare_rhs = False
+
+    def as_sql(self, compiler: Any, connection: Any) -> tuple[str, list[Any]]:
+        lhs, lhs_params = compiler.compile(self.lhs)
+        return f"EXISTS (SELECT 1 FROM json_each({lhs}) WHERE json_each.value = %s)", [*lhs_params, str(self.rhs)]
+
+    def as_postgresql(self, compiler: Any, connection: Any) -> tuple[str, list[Any]]:
+        lhs, lhs_params = compiler.compile(self.lhs)
+        return f"{lhs} @> %s::jsonb", [*lhs_params, orjson.dumps([str(self.rhs)]).decode()]
+
+
+class Product(models.Model):
+    """One product of a project's catalog, as the customer's CSV describes it.
+
+    Products are never deleted by an import: a replace-mode upload marks the ones
+    missing from the file inactive, so events and recommendations that name them
+    still resolve.
+    """
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="products")
+    # The customer's own id (the `product_id` of their events).
+    product_id = models.CharField(max_length=255)
+    name = models.CharField(max_length=500, blank=True, default="")
+    # The category path as a list of levels: "Movies > Drama" -> ["Movies", "Drama"].
+    categories = models.JSONField(default=list, blank=True)
+    price = models.DecimalField(max_digits=14, decimal_places=4, null=True, blank=True)
+    currency = models.CharField(max_length=3, blank=True, default="")
+    rating = models.FloatField(null=True, blank=True)
+    description = models.TextField(blank=True, default="")
+    image_url = models.URLField(max_length=2048, blank=True, default="")
+    deeplink = models.CharField(max_length=2048, blank=True, default="")
+    in_stock = models.BooleanField(default=True)
+    is_active = models.BooleanField(default=True)
+    # Every further CSV column, typed: number, boolean, text, or date (an ISO string).
+    properties = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    # The upload (and its row) that last wrote this product: replace mode deactivates
+    # what the current upload did not touch, and a second row with the same id in one
+    # file is recognised as a duplicate without keeping every id of the file in memory.
+    # A plain id, not a foreign key: deleting an old upload must not rewrite millions
+    # of product rows, and the import does not pay a constraint check per row.
+    last_upload_id = models.BigIntegerField(null=True, blank=True, editable=False)
+    last_upload_row = models.PositiveBigIntegerField(null=True, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            # The upsert's conflict target; also serves lookups by the customer's id
+            # (API detail, recommendation candidates by id, event enrichment).
+            models.UniqueConstraint(fields=["project", "product_id"], name="product_id_unique_per_project"),
+        ]
+        indexes = [
+            # Recommendation candidates and the API list: a project's active products,
+            # in stock or not, within a price range (project_id = ? AND in_stock AND price BETWEEN).
+            models.Index(
+                fields=["project", "in_stock", "price"], condition=Q(is_active=True), name="product_active_stock_price"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.product_id} {self.name}".strip()
+
+
+# Instance registration (Django >= 4.2): the lookup exists on this field only.
+Product._meta.get_field("categories").register_lookup(HasElement)
+
+
+class UploadMode(models.TextChoices):
+    UPSERT = "upsert", "Upsert: create or update the products in the file, leave the others"
+    REPLACE = "replace", "Replace: also deactivate the products missing from the file"
+
+
+class UploadState(models.TextChoices):
+    PENDING = "pending", "Awaiting confirmation"
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    DONE = "done", "Done"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+class UploadSource(models.TextChoices):
+    ADMIN = "admin"
+    API = "api"
+    CLI = "cli"
+    DEMO = "demo"
+
+
+class CatalogUpload(models.Model):
+    """One catalog file and its import: the single record that the admin, the API
+    and the command line all read for state, progress, counts and the error file."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="catalog_uploads")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    source = models.CharField(max_length=8, choices=UploadSource.choices, default=UploadSource.API)
+    mode = models.CharField(max_length=8, choices=UploadMode.choices, default=UploadMode.UPSERT)
+    state = models.CharField(max_length=10, choices=UploadState.choices, default=UploadState.PENDING)
+    file = models.FileField(upload_to="catalog/uploads/%Y/%m/", max_length=500)
+    original_name = models.CharField(max_length=255, blank=True, default="")
+    size_bytes = models.BigIntegerField(default=0)
+    # What the first rows told: encoding, delimiter, the recognised columns and a preview.
+    encoding = models.CharField(max_length=16, blank=True, default="")
+    header_row = models.PositiveIntegerField(default=1)  # 2 after an Excel "sep=;" line
+    delimiter = models.CharField(max_length=1, blank=True, default="")
+    columns = models.JSONField(default=list, blank=True)
+    preview = models.JSONField(default=list, blank=True)
+    # Progress, committed with every chunk: a resumed import starts after `rows_processed`.
+    progress = models.FloatField(default=0.0)  # percent of the file's bytes read
+    rows_processed = models.PositiveBigIntegerField(default=0)
+    created = models.PositiveBigIntegerField(default=0)
+    updated = models.PositiveBigIntegerField(default=0)
+    deactivated = models.PositiveBigIntegerField(default=0)
+    rejected = models.PositiveBigIntegerField(default=0)
+    error_file = models.FileField(upload_to="catalog/errors/%Y/%m/", max_length=500, blank=True, default="")
+    message = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [
+            # "Is another import of this project running?" before an import starts.
+            models.Index(fields=["project", "state"], name="catalog_upload_project_state"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Upload #{self.pk} ({self.original_name or self.file.name})"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.state in (UploadState.DONE, UploadState.FAILED, UploadState.CANCELLED)
+
+
+class CatalogUploadError(models.Model):
+    """One rejected value of an upload. Kept in the database, chunk by chunk with the
+    products, so a resumed import neither loses nor repeats them; the downloadable
+    CSV is written from these rows when the import ends."""
+
+    upload = models.ForeignKey(CatalogUpload, on_delete=models.CASCADE, related_name="errors")
+    row = models.PositiveBigIntegerField()  # the file's record number, header = 1
+    product_id = models.CharField(max_length=255, blank=True, default="")
+    column = models.CharField(max_length=255, blank=True, default="")
+    value = models.TextField(blank=True, default="")
+    reason = models.CharField(max_length=500)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"row {self.row} {self.column}: {self.reason}"
+
+
+class ProductStage(models.Model):
+    """The session-local staging table of an import chunk on PostgreSQL (a TEMP table
+    that catalog.services creates per connection): crm.bulk.copy_rows COPYs a chunk
+    into it, and one INSERT ... ON CONFLICT moves it into catalog_product. Not
+    managed: no migration creates it, and nothing else reads it."""
+
+    source_row = models.BigIntegerField(null=True)
+    product_id = models.CharField(max_length=255)
+    name = models.CharField(max_length=500)
+    categories = models.JSONField()
+    price = models.DecimalField(max_digits=14, decimal_places=4, null=True)
+    currency = models.CharField(max_length=3)
+    rating = models.FloatField(null=True)
+    description = models.TextField()
+    image_url = models.CharField(max_length=2048)
+    deeplink = models.CharField(max_length=2048)
+    in_stock = models.BooleanField()
+    is_active = models.BooleanField()
+    properties = models.JSONField()
+
+    class Meta:
+        managed = False
+        db_table = "catalog_product_stage"
+
+    def __str__(self) -> str:
+        return self.product_id

@@ -1,0 +1,159 @@
+"""Reads of the catalog, for the API, the console and the recommendation apps."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from decimal import Decimal
+from typing import Any
+
+from django.core.cache import cache
+from django.db import connection
+from django.db.models import Q, QuerySet
+from django.db.models.fields.json import KeyTransform
+from django.db.models.lookups import Exact
+
+from catalog.csvfile import property_value_candidates
+from catalog.models import CatalogUpload, CatalogUploadError, Product
+
+
+def product_filter(
+    *,
+    project_id: int,
+    categories: Sequence[str] = (),
+    in_stock: bool | None = None,
+    is_active: bool | None = None,
+    price_min: Decimal | float | None = None,
+    price_max: Decimal | float | None = None,
+    properties: Mapping[str, Any | Sequence[Any]] | None = None,
+) -> QuerySet[Product]:
+    """A project's products matching every given condition.
+
+    - `categories`: products in any of them, at any level of the path
+      ("Drama" matches "Movies > Drama"); exact, case-sensitive names.
+    - `properties`: {name: value} or {name: [values]}: the property equals (one of)
+      the value(s). Use property_filter_values() to turn a query-string value
+      ("42") into what it may be stored as (42 and "42").
+    On PostgreSQL the category and property conditions are JSON containment (@>),
+    served by the GIN indexes; active/stock/price by product_active_stock_price.
+    """
+    qs = Product.objects.filter(project_id=project_id)
+    if is_active is not None:
+        qs = qs.filter(is_active=is_active)
+    if in_stock is not None:
+        qs = qs.filter(in_stock=in_stock)
+    if price_min is not None:
+        qs = qs.filter(price__gte=price_min)
+    if price_max is not None:
+        qs = qs.filter(price__lte=price_max)
+    if categories:
+        any_category = Q()
+        for category in categories:
+            any_category |= Q(categories__has_element=category)
+        qs = qs.filter(any_category)
+    for name, wanted in (properties or {}).items():
+        values = list(wanted) if isinstance(wanted, list | tuple) else [wanted]
+        qs = qs.filter(_property_q(name, values))
+    return qs
+
+
+def _property_q(name: str, values: list[Any]) -> Q:
+    condition = Q()
+    for value in values:
+        if connection.vendor == "postgresql":
+            condition |= Q(properties__contains={name: value})
+        else:
+            # SQLite has no JSON containment: JSON_EXTRACT per row (demo-sized data).
+            condition |= Q(Exact(KeyTransform(name, "properties"), value))
+    return condition
+
+
+def property_filter_values(raw: str) -> list[Any]:
+    """ "42" -> [42, "42"]; "true" -> [True, "true"]; "red" -> ["red"]."""
+    return property_value_candidates(raw.strip())
+
+
+def product_get(*, project_id: int, product_id: str) -> Product | None:
+    return Product.objects.filter(project_id=project_id, product_id=product_id).first()
+
+
+def products_by_ids(*, project_id: int, product_ids: Iterable[str]) -> dict[str, Product]:
+    """{product_id: Product} for the ids that exist (one query; unique index)."""
+    ids = list(dict.fromkeys(product_ids))
+    if not ids:
+        return {}
+    return {p.product_id: p for p in Product.objects.filter(project_id=project_id, product_id__in=ids)}
+
+
+def products_iter(*, project_id: int, batch: int = 5000, only_active: bool = False) -> Iterator[list[Product]]:
+    """A project's products in primary-key ranges of `batch` (for training and
+    exports: no OFFSET, no long-held cursor)."""
+    last = 0
+    while True:
+        qs = Product.objects.filter(project_id=project_id, pk__gt=last)
+        if only_active:
+            qs = qs.filter(is_active=True)
+        rows = list(qs.order_by("pk")[:batch])
+        if not rows:
+            return
+        yield rows
+        last = rows[-1].pk
+
+
+CATEGORY_CACHE_SECONDS = 300
+
+
+def category_names(*, project_ids: Sequence[int] | None, limit: int = 200) -> list[str]:
+    """Distinct category names (any level) of the projects, for the console's
+    filter; cached for five minutes, as it reads every product."""
+    key = "catalog:categories:" + ("all" if project_ids is None else ",".join(map(str, sorted(project_ids))))
+    names = cache.get(key)
+    if names is not None:
+        return names
+    qs = Product.objects.all() if project_ids is None else Product.objects.filter(project_id__in=project_ids)
+    if connection.vendor == "postgresql":
+        where, params = "", []
+        if project_ids is not None:
+            where, params = "WHERE p.project_id = ANY(%s)", [list(project_ids)]
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT DISTINCT c FROM catalog_product p, jsonb_array_elements_text(p.categories) c {where} "
+                "ORDER BY c LIMIT %s",
+                [*params, limit],
+            )
+            names = [row[0] for row in cursor.fetchall()]
+    else:
+        seen: set[str] = set()
+        for cats in qs.values_list("categories", flat=True).iterator(chunk_size=2000):
+            seen.update(cats or [])
+        names = sorted(seen)[:limit]
+    cache.set(key, names, CATEGORY_CACHE_SECONDS)
+    return names
+
+
+def upload_get(*, project_id: int, upload_id: int) -> CatalogUpload | None:
+    return CatalogUpload.objects.filter(project_id=project_id, pk=upload_id).first()
+
+
+def upload_summary(upload: CatalogUpload) -> dict[str, Any]:
+    """What the console, the API and the command show of an upload: one shape."""
+    return {
+        "id": upload.pk,
+        "state": upload.state,
+        "mode": upload.mode,
+        "file": upload.original_name,
+        "progress": round(upload.progress, 1),
+        "rows": upload.rows_processed,
+        "created": upload.created,
+        "updated": upload.updated,
+        "deactivated": upload.deactivated,
+        "rejected": upload.rejected,
+        "has_error_file": bool(upload.error_file),
+        "message": upload.message,
+        "created_at": upload.created_at.isoformat() if upload.created_at else None,
+        "started_at": upload.started_at.isoformat() if upload.started_at else None,
+        "finished_at": upload.finished_at.isoformat() if upload.finished_at else None,
+    }
+
+
+def upload_errors(*, upload_id: int, limit: int = 20) -> list[CatalogUploadError]:
+    return list(CatalogUploadError.objects.filter(upload_id=upload_id).order_by("row", "id")[:limit])

@@ -1,0 +1,605 @@
+"""Writes to the catalog: the bulk product upsert, and catalog uploads and their import.
+
+Every way in (admin, API, command line, demo generator) calls these functions;
+the CatalogUpload row is the one record of an import's state, progress and counts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Collection, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, BinaryIO
+
+from django.core.files import File
+from django.db import connection, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from catalog.csvfile import (
+    FIELDS,
+    Column,
+    FileLayout,
+    ProductIn,
+    RowError,
+    RowParser,
+    file_inspect,
+    records_iter,
+    text_open,
+)
+from catalog.models import (
+    CatalogUpload,
+    CatalogUploadError,
+    Product,
+    ProductStage,
+    UploadMode,
+    UploadSource,
+    UploadState,
+)
+from crm.bulk import copy_rows
+from crm.models import Project
+
+logger = logging.getLogger(__name__)
+
+# Rows per chunk: each chunk is one transaction (products, rejected rows and the
+# upload's progress together), so an interrupted import resumes after the last
+# committed chunk. 5,000 rather than the house's usual 1,000: per-chunk costs
+# (COPY round trip, INSERT planning, the progress UPDATE and its commit) were a
+# fifth of a 1M-row import at 1,000 and under a twentieth at 5,000
+# (bench/catalog_import.py, see docs/benchmarks.md).
+IMPORT_CHUNK_ROWS = 5000
+# A running upload whose heartbeat is older than this is taken as dead (its
+# worker was killed and the task lost), so it no longer blocks the project.
+STALE_AFTER = timedelta(minutes=10)
+
+ALL_FIELDS = frozenset(FIELDS)
+_STAGE_COLUMNS = [
+    "source_row", "product_id", "name", "categories", "price", "currency", "rating", "description",
+    "image_url", "deeplink", "in_stock", "is_active", "properties",
+]  # fmt: skip
+# Fields a file may leave out; on update, only the columns the file has are written.
+_OPTIONAL = ("name", "categories", "price", "currency", "rating", "description", "image_url", "deeplink", "in_stock")
+
+
+# --- Products -------------------------------------------------------------------
+
+
+@dataclass
+class UpsertResult:
+    created: int = 0
+    updated: int = 0
+    # (product, the row of this upload that already wrote its product id)
+    duplicates: list[tuple[ProductIn, int | None]] = field(default_factory=list)
+
+
+def products_upsert(
+    *,
+    project_id: int,
+    products: Sequence[ProductIn],
+    fields: Collection[str] = ALL_FIELDS,
+    property_keys: Collection[str] | None = None,
+    upload_id: int | None = None,
+) -> UpsertResult:
+    """Create or update `products` by (project, product_id), in one statement.
+
+    - `fields`: the known columns the source has; an existing product keeps its
+      values for the others (a file of ids and prices only updates prices).
+      A product in the source is active unless the source says otherwise.
+    - `property_keys`: the property columns the source has; those keys are
+      replaced (an empty cell removes one), other keys are kept. None replaces
+      the whole properties object.
+    - `upload_id`: marks the products as written by this upload (replace mode
+      deactivates the rest). A product already written by an earlier chunk of the
+      same upload is not written again but returned in `duplicates`, as is a
+      repeated id within `products`.
+
+    Call inside a transaction for atomicity with other writes; on PostgreSQL it
+    uses the connection's TEMP staging table (see ProductStage).
+    """
+    result = UpsertResult()
+    unique: list[ProductIn] = []
+    first_row: dict[str, int | None] = {}
+    for product in products:
+        if product.product_id in first_row:
+            result.duplicates.append((product, first_row[product.product_id]))
+        else:
+            first_row[product.product_id] = product.row
+            unique.append(product)
+    if not unique:
+        return result
+    update_fields = [f for f in _OPTIONAL if f in fields]
+    if connection.vendor == "postgresql":
+        _upsert_postgresql(project_id, unique, update_fields, property_keys, upload_id, result)
+    else:
+        _upsert_portable(project_id, unique, update_fields, property_keys, upload_id, result)
+    return result
+
+
+_STAGE_DDL = """
+CREATE TEMP TABLE IF NOT EXISTS catalog_product_stage (
+    source_row bigint, product_id varchar(255), name varchar(500), categories jsonb,
+    price numeric(14, 4), currency varchar(3), rating double precision, description text,
+    image_url varchar(2048), deeplink varchar(2048), in_stock boolean, is_active boolean,
+    properties jsonb
+) ON COMMIT DELETE ROWS
+"""
+
+
+def _upsert_postgresql(
+    project_id: int,
+    products: list[ProductIn],
+    update_fields: list[str],
+    property_keys: Collection[str] | None,
+    upload_id: int | None,
+    result: UpsertResult,
+) -> None:
+    """COPY into the TEMP stage, then INSERT ... ON CONFLICT DO UPDATE from it.
+
+    Measured against bulk_create(update_conflicts=True) on the same chunks: the
+    multi-row INSERT with 13 parameters a row spent most of its time building and
+    parsing parameters; COPY + one INSERT ... SELECT was about 3x faster.
+    """
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(_STAGE_DDL)
+        cursor.execute("TRUNCATE catalog_product_stage")
+        copy_rows(
+            ProductStage,
+            _STAGE_COLUMNS,
+            (
+                (
+                    p.row,
+                    p.product_id,
+                    p.name,
+                    list(p.categories),
+                    p.price,
+                    p.currency,
+                    p.rating,
+                    p.description,
+                    p.image_url,
+                    p.deeplink,
+                    p.in_stock,
+                    p.is_active,
+                    p.properties or {},
+                )
+                for p in products
+            ),
+        )
+        sets = [f"{f} = EXCLUDED.{f}" for f in update_fields]
+        params: list[Any] = [project_id, upload_id]
+        if property_keys is None:
+            sets.append("properties = EXCLUDED.properties")
+        elif property_keys:
+            # jsonb - text[] drops the file's keys, || adds the file's values.
+            sets.append("properties = (p.properties - %s::text[]) || EXCLUDED.properties")
+            params.append(list(property_keys))
+        sets += [
+            "is_active = EXCLUDED.is_active",
+            "updated_at = EXCLUDED.updated_at",
+            "last_upload_id = EXCLUDED.last_upload_id",
+            "last_upload_row = EXCLUDED.last_upload_row",
+        ]
+        # Already written by this upload (an earlier chunk had the same id): leave
+        # it, and the row is reported as a duplicate. A product only "touched" for
+        # a rejected row (last_upload_row NULL) may still be written.
+        where = ""
+        if upload_id is not None:
+            where = "WHERE p.last_upload_id IS DISTINCT FROM EXCLUDED.last_upload_id OR p.last_upload_row IS NULL"
+        cursor.execute(
+            f"""
+            INSERT INTO catalog_product AS p (
+                project_id, product_id, name, categories, price, currency, rating, description,
+                image_url, deeplink, in_stock, is_active, properties, created_at, updated_at,
+                last_upload_id, last_upload_row)
+            SELECT %s, product_id, name, categories, price, currency, rating, description,
+                image_url, deeplink, in_stock, is_active, properties, now(), now(), %s, source_row
+            FROM catalog_product_stage
+            ON CONFLICT (project_id, product_id) DO UPDATE SET {", ".join(sets)}
+            {where}
+            RETURNING p.product_id, (p.xmax = 0)
+            """,
+            params,
+        )
+        # xmax is 0 on a freshly inserted row version and the updating transaction's
+        # id on an updated one: the usual way to tell the two apart in RETURNING.
+        written = dict(cursor.fetchall())
+    result.created += sum(1 for inserted in written.values() if inserted)
+    result.updated += sum(1 for inserted in written.values() if not inserted)
+    skipped = [p for p in products if p.product_id not in written]
+    if skipped:
+        rows = dict(
+            Product.objects.filter(project_id=project_id, product_id__in=[p.product_id for p in skipped]).values_list(
+                "product_id", "last_upload_row"
+            )
+        )
+        result.duplicates.extend((p, rows.get(p.product_id)) for p in skipped)
+
+
+def _upsert_portable(
+    project_id: int,
+    products: list[ProductIn],
+    update_fields: list[str],
+    property_keys: Collection[str] | None,
+    upload_id: int | None,
+    result: UpsertResult,
+) -> None:
+    """bulk_create(update_conflicts=True) for SQLite (the quickstart): the existing
+    rows of the chunk are read first for the property merge and duplicate check."""
+    existing = {
+        pid: (props, last_upload, last_row)
+        for pid, props, last_upload, last_row in Product.objects.filter(
+            project_id=project_id, product_id__in=[p.product_id for p in products]
+        ).values_list("product_id", "properties", "last_upload_id", "last_upload_row")
+    }
+    rows: list[Product] = []
+    for p in products:
+        properties = dict(p.properties or {})
+        known = existing.get(p.product_id)
+        if known is not None:
+            old_props, last_upload, last_row = known
+            if upload_id is not None and last_upload == upload_id and last_row is not None:
+                result.duplicates.append((p, last_row))
+                continue
+            if property_keys is not None:
+                properties = {**{k: v for k, v in old_props.items() if k not in property_keys}, **properties}
+            result.updated += 1
+        else:
+            result.created += 1
+        rows.append(
+            Product(
+                project_id=project_id,
+                product_id=p.product_id,
+                name=p.name,
+                categories=list(p.categories),
+                price=p.price,
+                currency=p.currency,
+                rating=p.rating,
+                description=p.description,
+                image_url=p.image_url,
+                deeplink=p.deeplink,
+                in_stock=p.in_stock,
+                is_active=p.is_active,
+                properties=properties,
+                last_upload_id=upload_id,
+                last_upload_row=p.row,
+            )
+        )
+    with transaction.atomic():
+        Product.objects.bulk_create(
+            rows,
+            batch_size=1000,
+            update_conflicts=True,
+            unique_fields=["project", "product_id"],
+            update_fields=[
+                *update_fields,
+                "properties",
+                "is_active",
+                "updated_at",
+                "last_upload_id",
+                "last_upload_row",
+            ],
+        )
+
+
+def products_touch(*, project_id: int, product_ids: Collection[str], upload_id: int) -> int:
+    """Mark existing products as seen by `upload_id` without writing their data:
+    a product whose row was rejected is then not deactivated by replace mode."""
+    if not product_ids:
+        return 0
+    return (
+        Product.objects.filter(project_id=project_id, product_id__in=list(product_ids))
+        .exclude(last_upload_id=upload_id)
+        .update(last_upload_id=upload_id, last_upload_row=None)
+    )
+
+
+def products_deactivate_missing(*, project_id: int, upload_id: int) -> int:
+    """Replace mode: active products that `upload_id` did not see become inactive
+    (never deleted: events and recommendations that name them still resolve)."""
+    return (
+        Product.objects.filter(project_id=project_id, is_active=True)
+        .exclude(last_upload_id=upload_id)
+        .update(is_active=False, updated_at=timezone.now())
+    )
+
+
+def products_set_active(*, project_id: int, product_pks: Collection[int], active: bool) -> int:
+    """The console's activate/deactivate actions."""
+    return Product.objects.filter(project_id=project_id, pk__in=list(product_pks)).update(
+        is_active=active, updated_at=timezone.now()
+    )
+
+
+# --- Uploads ----------------------------------------------------------------------
+
+
+def catalog_upload_create(
+    *,
+    project_id: int,
+    file: File,
+    mode: str = UploadMode.UPSERT,
+    source: str = UploadSource.API,
+    created_by_id: int | None = None,
+    start: bool = True,
+) -> CatalogUpload:
+    """Check the file's first megabyte, store it, and record the upload.
+
+    Raises CatalogFileError (from catalog.csvfile) when the file cannot be a
+    catalog: then nothing is stored and nothing changes. With `start`, the import
+    is queued after commit; otherwise the upload waits (state pending) for
+    catalog_upload_start, as the console does after showing its preview.
+    """
+    if mode not in UploadMode.values:
+        raise ValueError(f"mode must be one of {', '.join(UploadMode.values)}")
+    layout = file_inspect(file)  # type: ignore[arg-type]
+    name = os.path.basename(file.name or "catalog.csv")[:200] or "catalog.csv"
+    upload = CatalogUpload(
+        project_id=project_id,
+        created_by_id=created_by_id,
+        source=source,
+        mode=mode,
+        original_name=name,
+        size_bytes=file.size or 0,
+        encoding=layout.encoding,
+        delimiter=layout.delimiter,
+        header_row=layout.header_row,
+        columns=[c.as_json() for c in layout.columns],
+        preview=layout.preview,
+    )
+    file.seek(0)
+    upload.file.save(name, file, save=False)
+    upload.save()
+    if start:
+        catalog_upload_start(upload_id=upload.pk)
+        upload.refresh_from_db()
+    return upload
+
+
+def catalog_upload_start(*, upload_id: int) -> bool:
+    """Queue the import of a pending upload (after the current transaction
+    commits). False when the upload was not pending (already started, cancelled)."""
+    from catalog.tasks import catalog_import_task
+
+    moved = CatalogUpload.objects.filter(pk=upload_id, state=UploadState.PENDING).update(state=UploadState.QUEUED)
+    if moved:
+        catalog_import_task.delay_on_commit(upload_id)
+    return bool(moved)
+
+
+def catalog_upload_cancel(*, upload_id: int) -> bool:
+    """Drop a pending upload and its stored file. False when it had started."""
+    upload = CatalogUpload.objects.filter(pk=upload_id, state=UploadState.PENDING).first()
+    if upload is None:
+        return False
+    moved = CatalogUpload.objects.filter(pk=upload_id, state=UploadState.PENDING).update(
+        state=UploadState.CANCELLED, finished_at=timezone.now()
+    )
+    if moved and upload.file:
+        upload.file.delete(save=False)
+        CatalogUpload.objects.filter(pk=upload_id).update(file="")
+    return bool(moved)
+
+
+@contextlib.contextmanager
+def _local_copy(upload: CatalogUpload) -> Iterator[BinaryIO]:
+    """The stored file opened for reading from local disk: directly when the
+    storage has paths, otherwise streamed once into a temporary file (S3)."""
+    storage = upload.file.storage
+    try:
+        path = storage.path(upload.file.name)
+    except NotImplementedError:
+        path = None
+    if path is not None:
+        with open(path, "rb") as f:
+            yield f
+        return
+    with tempfile.TemporaryFile() as tmp:
+        with storage.open(upload.file.name, "rb") as remote:
+            shutil.copyfileobj(remote, tmp, length=1024 * 1024)
+        tmp.seek(0)
+        yield tmp  # type: ignore[misc]
+
+
+def _claim(upload_id: int) -> CatalogUpload | None:
+    """Move a queued (or resumed running) upload to running, unless another
+    import of the same project runs: two imports at once could deactivate each
+    other's products in replace mode. Returns None when it must wait."""
+    with transaction.atomic():
+        upload = CatalogUpload.objects.select_for_update().get(pk=upload_id)
+        if upload.state not in (UploadState.QUEUED, UploadState.RUNNING):
+            return upload
+        # The project row serialises claims: of two concurrent claimers, the
+        # second sees the first's running state once the first commits.
+        Project.objects.select_for_update().filter(pk=upload.project_id).first()
+        busy = (
+            CatalogUpload.objects.filter(project_id=upload.project_id, state=UploadState.RUNNING)
+            .exclude(pk=upload.pk)
+            .filter(heartbeat_at__gt=timezone.now() - STALE_AFTER)
+            .exists()
+        )
+        if busy:
+            return None
+        now = timezone.now()
+        upload.state = UploadState.RUNNING
+        upload.started_at = upload.started_at or now
+        upload.heartbeat_at = now
+        upload.save(update_fields=["state", "started_at", "heartbeat_at"])
+    return upload
+
+
+class ImportBusy(Exception):
+    """Another import of the same project is running; try again later."""
+
+
+ProgressCallback = Callable[[CatalogUpload], None]
+
+
+def catalog_import_run(
+    *, upload_id: int, on_progress: ProgressCallback | None = None, chunk_rows: int | None = None
+) -> CatalogUpload:
+    """Import a queued upload's file; run it outside a transaction (each chunk
+    commits on its own). Resumes after the last committed chunk when the upload
+    is already running (a worker died). Raises ImportBusy when another import of
+    the project is running. An upload not queued or running is returned as is.
+
+    Side effects: products created or updated chunk by chunk; rejected rows stored
+    as CatalogUploadError; at the end, in replace mode, products missing from the
+    file deactivated; the error CSV saved to storage; the upload done (or failed,
+    with its message, when the file breaks off: the rows before stay imported).
+    """
+    upload = _claim(upload_id)
+    if upload is None:
+        raise ImportBusy(f"another catalog import of this project is running (upload {upload_id} waits)")
+    if upload.state != UploadState.RUNNING:
+        return upload
+    try:
+        _import_chunks(upload, on_progress, chunk_rows or IMPORT_CHUNK_ROWS)
+        _import_finish(upload)
+    except Exception as exc:
+        logger.exception("catalog upload %s failed", upload.pk)
+        CatalogUpload.objects.filter(pk=upload.pk).update(
+            state=UploadState.FAILED,
+            message=f"Import stopped after {upload.rows_processed} rows: {exc}",
+            finished_at=timezone.now(),
+        )
+    upload.refresh_from_db()
+    if on_progress:
+        on_progress(upload)
+    return upload
+
+
+def _import_chunks(upload: CatalogUpload, on_progress: ProgressCallback | None, chunk_rows: int) -> None:
+    layout = FileLayout(
+        encoding=upload.encoding,
+        delimiter=upload.delimiter,
+        header_row=upload.header_row,
+        columns=[Column.from_json(c) for c in upload.columns],
+    )
+    parser = RowParser(layout.columns)
+    replace = upload.mode == UploadMode.REPLACE
+    size = max(upload.size_bytes, 1)
+    with _local_copy(upload) as raw:
+        text = text_open(raw, layout.encoding)
+        records = records_iter(text, layout, skip=upload.rows_processed)
+        while True:
+            chunk: list[tuple[int, list[str]]] = []
+            for item in records:
+                chunk.append(item)
+                if len(chunk) >= chunk_rows:
+                    break
+            if not chunk:
+                break
+            valid: list[ProductIn] = []
+            errors: list[RowError] = []
+            rejected_rows: set[int] = set()
+            rejected_ids: set[str] = set()
+            for row, record in chunk:
+                product, row_errors = parser.parse(row, record)
+                if product is not None:
+                    valid.append(product)
+                elif row_errors:
+                    errors.extend(row_errors)
+                    rejected_rows.add(row)
+                    if row_errors[0].product_id:
+                        rejected_ids.add(row_errors[0].product_id)
+            with transaction.atomic():
+                if connection.vendor == "postgresql":
+                    # Safe here: progress commits with the rows it counts, so a commit
+                    # lost in a crash is simply imported again on resume; saves a WAL
+                    # flush per chunk.
+                    with connection.cursor() as cursor:
+                        cursor.execute("SET LOCAL synchronous_commit TO OFF")
+                result = products_upsert(
+                    project_id=upload.project_id,
+                    products=valid,
+                    fields=parser.fields,
+                    property_keys=parser.property_keys,
+                    upload_id=upload.pk,
+                )
+                for product, first in result.duplicates:
+                    where = f"row {first}" if first else "an earlier row"
+                    errors.append(
+                        RowError(
+                            product.row or 0,
+                            product.product_id,
+                            parser.id_header,
+                            product.product_id,
+                            f"duplicate product_id: already on {where} of this file",
+                        )
+                    )
+                    rejected_rows.add(product.row or 0)
+                if replace and rejected_ids:
+                    products_touch(project_id=upload.project_id, product_ids=rejected_ids, upload_id=upload.pk)
+                CatalogUploadError.objects.bulk_create(
+                    [
+                        CatalogUploadError(
+                            upload_id=upload.pk,
+                            row=e.row,
+                            product_id=e.product_id,
+                            column=e.column[:255],
+                            value=e.value,
+                            reason=e.reason[:500],
+                        )
+                        for e in sorted(errors)
+                    ],
+                    batch_size=1000,
+                )
+                upload.rows_processed += len(chunk)
+                upload.created += result.created
+                upload.updated += result.updated
+                upload.rejected += len(rejected_rows)
+                upload.progress = min(99.9, 100.0 * raw.tell() / size)
+                upload.heartbeat_at = timezone.now()
+                upload.save(
+                    update_fields=["rows_processed", "created", "updated", "rejected", "progress", "heartbeat_at"]
+                )
+            if on_progress:
+                on_progress(upload)
+
+
+def _import_finish(upload: CatalogUpload) -> None:
+    if upload.rejected:
+        _error_file_write(upload)
+    with transaction.atomic():
+        deactivated = 0
+        if upload.mode == UploadMode.REPLACE:
+            deactivated = products_deactivate_missing(project_id=upload.project_id, upload_id=upload.pk)
+        # One transaction with the deactivation: a resumed run cannot count twice.
+        CatalogUpload.objects.filter(pk=upload.pk).update(
+            state=UploadState.DONE,
+            deactivated=F("deactivated") + deactivated,
+            progress=100.0,
+            finished_at=timezone.now(),
+            heartbeat_at=timezone.now(),
+            error_file=upload.error_file.name or "",
+        )
+
+
+ERROR_FILE_HEADER = ["row", "product_id", "column", "value", "reason"]
+
+
+def _error_file_write(upload: CatalogUpload) -> None:
+    """The rejected rows as CSV, written from the database in id order (bounded
+    memory), saved to storage beside the upload."""
+    with tempfile.TemporaryFile("w+b") as tmp:
+        text = io.TextIOWrapper(tmp, encoding="utf-8-sig", newline="")  # a BOM: Excel then reads UTF-8 right
+        writer = csv.writer(text)
+        writer.writerow(ERROR_FILE_HEADER)
+        for error in (
+            CatalogUploadError.objects.filter(upload_id=upload.pk)
+            .order_by("row", "id")
+            .values_list("row", "product_id", "column", "value", "reason")
+            .iterator(chunk_size=2000)
+        ):
+            writer.writerow(error)
+        text.flush()
+        text.detach()
+        tmp.seek(0)
+        stem = os.path.splitext(upload.original_name or "catalog")[0][:100]
+        upload.error_file.save(f"{stem}-upload{upload.pk}-errors.csv", File(tmp), save=False)
