@@ -166,6 +166,12 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = env_int("CELERY_WORKER_PREFETCH_MULTIPLIER",
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TIMEZONE = "UTC"
 
+# --- Ingestion (collectors) ------------------------------------------------------
+# Seconds a collector request waits for the broker to confirm its messages
+# before answering 503, and the Retry-After it then tells the SDK.
+INGEST_PUBLISH_TIMEOUT = env_int("INGEST_PUBLISH_TIMEOUT", 5)
+INGEST_RETRY_AFTER = env_int("INGEST_RETRY_AFTER", 10)
+
 # --- Auth, i18n ----------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

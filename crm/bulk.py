@@ -61,3 +61,87 @@ def _bulk_create_rows(model: type[models.Model], columns: Sequence[str], rows: I
     with transaction.atomic():
         model.objects.bulk_create(objs, batch_size=1000)
     return len(objs)
+
+
+def _sql_value(value: Any) -> Any:
+    """A Python value as a query parameter of a raw statement: JSON as text (the
+    column's type turns it back into JSON), datetimes as the backend stores them."""
+    if isinstance(value, (dict, list)):
+        return orjson.dumps(value).decode()
+    if isinstance(value, datetime):
+        return connection.ops.adapt_datetimefield_value(value)
+    return value
+
+
+def insert_new_rows(
+    model: type[models.Model],
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    *,
+    unique_columns: Sequence[str],
+    returning: str,
+) -> list[Any]:
+    """INSERT rows, skipping those that collide with an existing row on
+    `unique_columns` (or with an earlier row of the same call), and return the
+    `returning` column of the rows actually inserted.
+
+    Unlike `bulk_create(ignore_conflicts=True)` this tells the caller which rows
+    are new, which is what makes redelivered queue messages safe: side effects
+    are applied only for rows this call inserted. The conflict check is done by
+    the unique index inside the INSERT, so two concurrent callers never both
+    see a row as new. Runs in the caller's transaction; PostgreSQL and SQLite
+    (3.35+) both support `ON CONFLICT DO NOTHING RETURNING`.
+    """
+    if not rows:
+        return []
+    table = connection.ops.quote_name(model._meta.db_table)
+    column_sql = ", ".join(connection.ops.quote_name(c) for c in columns)
+    conflict_sql = ", ".join(connection.ops.quote_name(c) for c in unique_columns)
+    placeholder = "(" + ", ".join(["%s"] * len(columns)) + ")"
+    # SQLite caps the parameters of one statement; PostgreSQL takes 1,000 rows at once.
+    per_statement = max(1, min(1000, (connection.features.max_query_params or 65_535) // len(columns)))
+    returned: list[Any] = []
+    with connection.cursor() as cursor:
+        for start in range(0, len(rows), per_statement):
+            chunk = rows[start : start + per_statement]
+            params = [_sql_value(v) for row in chunk for v in row]
+            cursor.execute(
+                f"INSERT INTO {table} ({column_sql}) VALUES {', '.join([placeholder] * len(chunk))} "
+                f"ON CONFLICT ({conflict_sql}) DO NOTHING RETURNING {connection.ops.quote_name(returning)}",
+                params,
+            )
+            returned.extend(r[0] for r in cursor.fetchall())
+    return returned
+
+
+def update_rows(model: type[models.Model], columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> int:
+    """Set `columns` of many rows in one statement; each row is `(pk, *values)`.
+
+    PostgreSQL gets `UPDATE ... FROM (VALUES ...)`: one statement for any number
+    of rows, where Django's `bulk_update` builds a CASE per column whose cost
+    grows with rows x rows. Elsewhere this falls back to `bulk_update`.
+    Runs in the caller's transaction; returns the number of rows given.
+    """
+    if not rows:
+        return 0
+    fields = {f.column: f for f in model._meta.concrete_fields}
+    if connection.vendor != "postgresql":
+        attnames = [fields[c].attname for c in columns]
+        objs = [model(pk=row[0], **dict(zip(attnames, row[1:], strict=True))) for row in rows]
+        model.objects.bulk_update(objs, attnames, batch_size=500)
+        return len(objs)
+    from psycopg2.extras import execute_values
+
+    qn = connection.ops.quote_name
+    pk_column = qn(model._meta.pk.column)
+    names = [f"v{i}" for i in range(len(columns))]
+    set_sql = ", ".join(
+        f"{qn(c)} = v.{n}::{fields[c].db_type(connection)}" for c, n in zip(columns, names, strict=True)
+    )
+    sql = (
+        f"UPDATE {qn(model._meta.db_table)} AS t SET {set_sql} "
+        f"FROM (VALUES %s) AS v(pk, {', '.join(names)}) WHERE t.{pk_column} = v.pk"
+    )
+    with connection.cursor() as cursor:
+        execute_values(cursor.cursor, sql, [[_sql_value(v) for v in row] for row in rows], page_size=1000)
+    return len(rows)

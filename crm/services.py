@@ -12,6 +12,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from crm.bulk import insert_new_rows, update_rows
 from crm.models import (
     RECENT_ITEMS_LIMIT,
     AnonymousId,
@@ -410,36 +411,10 @@ def events_record(*, project_id: int, events: Sequence[EventIn]) -> int:
     A message id already stored in the project is skipped (SDK retries and
     queue redeliveries). Returns how many events were new.
     """
-    now = timezone.now()
     inserted = 0
     for start in range(0, len(events), BULK_CHUNK):
-        chunk = events[start : start + BULK_CHUNK]
-        ids = [e.message_id for e in chunk]
         with transaction.atomic():
-            existing = set(
-                Event.objects.filter(project_id=project_id, message_id__in=ids).values_list("message_id", flat=True)
-            )
-            rows = []
-            for e in chunk:
-                if e.message_id in existing:
-                    continue
-                existing.add(e.message_id)  # also dedupes within the chunk
-                rows.append(
-                    Event(
-                        project_id=project_id,
-                        profile_id=e.profile_id,
-                        type=e.type,
-                        name=e.name,
-                        properties=e.properties,
-                        context=e.context,
-                        timestamp=e.timestamp,
-                        received_at=e.received_at or now,
-                        message_id=e.message_id,
-                    )
-                )
-            # ignore_conflicts covers the race with a concurrent worker.
-            Event.objects.bulk_create(rows, ignore_conflicts=True)
-            inserted += len(rows)
+            inserted += len(events_insert_new(project_id=project_id, events=events[start : start + BULK_CHUNK]))
     return inserted
 
 
@@ -458,3 +433,358 @@ def profiles_for_identities(
 
 def profile_search_q(term: str) -> Q:
     return Q(user_id=term) | Q(email__iexact=term)
+
+
+# --- Bulk paths of the ingest pipeline ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class IdentityIn:
+    """Who one message is about: Segment's userId and anonymousId, and for an
+    `alias` call its previousId. `seen_at` dates a profile this creates."""
+
+    user_id: str | None = None
+    anonymous_id: str | None = None
+    previous_id: str | None = None
+    seen_at: datetime | None = None
+
+
+class _NewProfile:
+    """A profile the batch needs and the store does not have yet. `forward`
+    points at the profile it turned out to be (folded into another)."""
+
+    __slots__ = ("anonymous_ids", "forward", "pk", "seen_at", "user_id")
+
+    def __init__(self, user_id: str | None, seen_at: datetime) -> None:
+        self.user_id = user_id
+        self.seen_at = seen_at
+        self.anonymous_ids: list[str] = []
+        self.forward: int | _NewProfile | None = None
+        self.pk: int | None = None
+
+
+_Ref = int | _NewProfile
+
+
+def profiles_resolve(*, project_id: int, identities: Sequence[IdentityIn]) -> list[int]:
+    """The profile id of each identity, in order, creating, linking and merging
+    profiles as Segment's identity calls imply. Run it inside a transaction.
+
+    Applied in order, so a batch reads like the same calls made one by one:
+    - a known userId is its profile; a new userId is a new profile;
+    - an anonymousId alone is its profile, or a new anonymous profile;
+    - a userId with an anonymousId links the anonymous id to the user's profile.
+      The anonymous id's never-identified profile becomes the user's (first
+      login) when the user is new, and is merged into the user's profile
+      (profile_merge: events, devices, ids, traits, recent items) when the user
+      already has one. An anonymous id of another identified user stays there
+      (a shared device), as in profile_upsert;
+    - alias: the profile of previousId (as a user id, else as an anonymous id)
+      is merged into userId's; an unknown previousId becomes an anonymous id of
+      userId's profile.
+
+    Cost: two lookups, then one INSERT per kind of new row; merges and first
+    logins (a few per user, ever) go one by one. Concurrent callers are safe:
+    inserts skip rows another transaction created, and the winner's row is used.
+    """
+    wanted_users: set[str] = set()
+    wanted_anons: set[str] = set()
+    for ident in identities:
+        if ident.user_id:
+            wanted_users.add(ident.user_id)
+        if ident.anonymous_id:
+            wanted_anons.add(ident.anonymous_id)
+        if ident.previous_id:
+            wanted_users.add(ident.previous_id)
+            wanted_anons.add(ident.previous_id)
+    users: dict[str, _Ref] = {}
+    if wanted_users:
+        users.update(
+            Profile.objects.filter(project_id=project_id, user_id__in=wanted_users).values_list("user_id", "pk")
+        )
+    anons: dict[str, _Ref] = {}
+    anonymous_pids: set[int] = set()  # existing profiles that were never identified
+    if wanted_anons:
+        for anon, pid, user in AnonymousId.objects.filter(
+            project_id=project_id, anonymous_id__in=wanted_anons
+        ).values_list("anonymous_id", "profile_id", "profile__user_id"):
+            anons[anon] = pid
+            if user is None:
+                anonymous_pids.add(pid)
+
+    merged_into: dict[int, _Ref] = {}
+    merges: list[tuple[int, _Ref]] = []
+    conversions: dict[int, str] = {}  # anonymous profile -> the user id it takes
+    links: dict[str, _Ref] = {}  # anonymous-id rows to create
+    created: list[_NewProfile] = []
+
+    def final(ref: _Ref) -> _Ref:
+        while True:
+            if isinstance(ref, _NewProfile):
+                if ref.forward is None:
+                    return ref
+                ref = ref.forward
+            else:
+                nxt = merged_into.get(ref)
+                if nxt is None:
+                    return ref
+                ref = nxt
+
+    def is_anonymous(ref: _Ref) -> bool:
+        ref = final(ref)
+        if isinstance(ref, _NewProfile):
+            return ref.user_id is None
+        return ref in anonymous_pids and ref not in conversions
+
+    def new(user_id: str | None, seen_at: datetime) -> _NewProfile:
+        profile = _NewProfile(user_id, seen_at)
+        created.append(profile)
+        return profile
+
+    def link(anonymous_id: str, ref: _Ref) -> None:
+        links[anonymous_id] = ref
+        anons[anonymous_id] = ref
+
+    def fold(source: _Ref, target: _Ref) -> None:
+        """`source` is the same person as `target`, which survives."""
+        source, target = final(source), final(target)
+        if source == target:
+            return
+        if isinstance(source, _NewProfile):
+            source.forward = target
+        elif isinstance(target, _NewProfile) and target.user_id and source in anonymous_pids:
+            # A user new to the store, and their anonymous profile: the
+            # anonymous profile becomes the user's (no merge needed).
+            conversions[source] = target.user_id
+            target.forward = source
+            users[target.user_id] = source
+        else:
+            merged_into[source] = target
+            merges.append((source, target))
+            anonymous_pids.discard(source)
+
+    refs: list[_Ref] = []
+    now = timezone.now()
+    for ident in identities:
+        seen_at = ident.seen_at or now
+        user_id, anonymous_id = ident.user_id or None, ident.anonymous_id or None
+        known_anon = anons.get(anonymous_id) if anonymous_id else None
+        if user_id:
+            ref = users.get(user_id)
+            if ref is None:
+                if known_anon is not None and is_anonymous(known_anon):
+                    ref = final(known_anon)  # first login
+                    if isinstance(ref, _NewProfile):
+                        ref.user_id = user_id
+                    else:
+                        conversions[ref] = user_id
+                else:
+                    ref = new(user_id, seen_at)
+                    if anonymous_id and known_anon is None:
+                        link(anonymous_id, ref)
+                users[user_id] = ref
+            elif anonymous_id:
+                if known_anon is None:
+                    link(anonymous_id, ref)
+                elif is_anonymous(known_anon):
+                    fold(known_anon, ref)
+        else:
+            assert anonymous_id, "a message needs userId or anonymousId"
+            ref = known_anon
+            if ref is None:
+                ref = new(None, seen_at)
+                link(anonymous_id, ref)
+        if ident.previous_id:
+            previous = users.get(ident.previous_id) or anons.get(ident.previous_id)
+            if previous is None:
+                link(ident.previous_id, ref)
+            else:
+                fold(previous, ref)
+        refs.append(ref)
+
+    with transaction.atomic():
+        _profiles_convert(project_id=project_id, conversions=conversions, merges=merges, merged_into=merged_into)
+        _profiles_create(project_id=project_id, profiles=[p for p in created if p.forward is None])
+
+        def final_pk(ref: _Ref) -> int:
+            ref = final(ref)
+            return ref.pk if isinstance(ref, _NewProfile) else ref  # type: ignore[return-value]
+
+        if links:
+            wanted = {anon: final_pk(ref) for anon, ref in sorted(links.items())}
+            AnonymousId.objects.bulk_create(
+                [AnonymousId(project_id=project_id, profile_id=pk, anonymous_id=anon) for anon, pk in wanted.items()],
+                ignore_conflicts=True,
+            )
+            actual = dict(
+                AnonymousId.objects.filter(project_id=project_id, anonymous_id__in=list(wanted)).values_list(
+                    "anonymous_id", "profile_id"
+                )
+            )
+            for anon, ref in links.items():
+                # A concurrent transaction linked this anonymous id first: an
+                # anonymous profile created here for it is dropped for theirs.
+                ref = final(ref)
+                if isinstance(ref, _NewProfile) and ref.user_id is None and actual.get(anon, ref.pk) != ref.pk:
+                    Profile.objects.filter(pk=ref.pk).delete()
+                    ref.forward = actual[anon]
+        for source, target in merges:
+            profile_merge(project_id=project_id, source_profile_id=source, target_profile_id=final_pk(target))
+        return [final_pk(ref) for ref in refs]
+
+
+def _profiles_convert(
+    *, project_id: int, conversions: dict[int, str], merges: list[tuple[int, _Ref]], merged_into: dict[int, _Ref]
+) -> None:
+    """Give anonymous profiles their user id (first login). If the user id was
+    taken meanwhile by a concurrent transaction, merge into that profile."""
+    for pk, user_id in conversions.items():
+        try:
+            with transaction.atomic():
+                changed = Profile.objects.filter(pk=pk, project_id=project_id, user_id__isnull=True).update(
+                    user_id=user_id, updated_at=timezone.now()
+                )
+        except IntegrityError:
+            changed = 0
+        if not changed:
+            winner = Profile.objects.get(project_id=project_id, user_id=user_id).pk
+            if winner != pk:
+                merged_into[pk] = winner
+                merges.append((pk, winner))
+
+
+def _profiles_create(*, project_id: int, profiles: list[_NewProfile]) -> None:
+    """Insert new profiles and set their pk. Identified ones skip a user id a
+    concurrent transaction created first and take that profile instead."""
+    identified = sorted((p for p in profiles if p.user_id), key=lambda p: p.user_id or "")
+    if identified:
+        Profile.objects.bulk_create(
+            [
+                Profile(project_id=project_id, user_id=p.user_id, first_seen=p.seen_at, last_seen=p.seen_at)
+                for p in identified
+            ],
+            ignore_conflicts=True,
+        )
+        pks = dict(
+            Profile.objects.filter(project_id=project_id, user_id__in=[p.user_id for p in identified]).values_list(
+                "user_id", "pk"
+            )
+        )
+        for p in identified:
+            p.pk = pks[p.user_id]
+    anonymous = [p for p in profiles if not p.user_id]
+    if anonymous:
+        rows = Profile.objects.bulk_create(
+            [Profile(project_id=project_id, first_seen=p.seen_at, last_seen=p.seen_at) for p in anonymous]
+        )
+        for p, row in zip(anonymous, rows, strict=True):
+            p.pk = row.pk
+
+
+@dataclass
+class ProfileActivity:
+    """What new messages did to one profile, oldest first."""
+
+    first_seen: datetime | None = None
+    last_seen: datetime | None = None
+    traits: list[dict[str, Any]] = field(default_factory=list)
+    viewed: list[str] = field(default_factory=list)
+    purchased: list[str] = field(default_factory=list)
+    locale: str = ""
+    timezone: str = ""
+
+    def seen(self, at: datetime) -> None:
+        if self.first_seen is None or at < self.first_seen:
+            self.first_seen = at
+        if self.last_seen is None or at > self.last_seen:
+            self.last_seen = at
+
+
+_ACTIVITY_COLUMNS = [
+    "traits", "email", "phone", "name", "gender", "birth_date", "locale", "country", "city", "timezone",
+    "first_seen", "last_seen", "recent_viewed", "recent_purchased", "updated_at",
+]  # fmt: skip
+
+
+def profiles_apply_activity(*, project_id: int, activities: dict[int, ProfileActivity]) -> int:
+    """Apply many profiles' activity with one locking read and one UPDATE.
+
+    Traits merge in order (new values win) and fill the demographic columns as
+    profile_upsert does; recent items are pushed as profile_push_recent_items
+    does; locale and time zone take the latest value; first/last seen widen.
+    Rows are locked in primary-key order, so concurrent workers wait for each
+    other instead of deadlocking. Run inside a transaction (the caller's, so
+    the locks hold until its events are committed). Returns profiles changed.
+    """
+    if not activities:
+        return 0
+    now = timezone.now()
+    rows = []
+    with transaction.atomic():
+        for profile in (
+            Profile.objects.select_for_update()
+            .filter(project_id=project_id, pk__in=list(activities))
+            .order_by("pk")
+            .only(*_ACTIVITY_COLUMNS)
+        ):
+            activity = activities[profile.pk]
+            changed = False
+            for traits in activity.traits:
+                profile.traits = {**profile.traits, **traits}
+                for column, value in demographics_from_traits(traits).items():
+                    setattr(profile, column, value)
+                changed = True
+            if activity.viewed:
+                profile.recent_viewed = _push_recent(activity.viewed, profile.recent_viewed)
+                changed = True
+            if activity.purchased:
+                profile.recent_purchased = _push_recent(activity.purchased, profile.recent_purchased)
+                changed = True
+            if activity.locale and activity.locale != profile.locale:
+                profile.locale = activity.locale[:35]
+                changed = True
+            if activity.timezone and activity.timezone != profile.timezone:
+                profile.timezone = activity.timezone[:64]
+                changed = True
+            if activity.first_seen and activity.first_seen < profile.first_seen:
+                profile.first_seen = activity.first_seen
+                changed = True
+            if activity.last_seen and activity.last_seen > profile.last_seen:
+                profile.last_seen = activity.last_seen
+                changed = True
+            if changed:
+                profile.updated_at = now
+                rows.append((profile.pk, *(getattr(profile, c) for c in _ACTIVITY_COLUMNS)))
+        update_rows(Profile, _ACTIVITY_COLUMNS, rows)
+    return len(rows)
+
+
+_EVENT_COLUMNS = [
+    "project_id", "profile_id", "type", "name", "properties", "context", "timestamp", "received_at", "message_id",
+]  # fmt: skip
+
+
+def events_insert_new(*, project_id: int, events: Sequence[EventIn]) -> set[str]:
+    """Insert the events whose message id the project has not stored yet and
+    return the message ids this call inserted (a repeated id in `events` is
+    stored once). The unique (project, message_id) index decides, inside the
+    INSERT, so a concurrent worker never sees the same event as new too: run
+    it in the same transaction as the side effects it gates, and a redelivered
+    message neither stores its events twice nor applies their effects twice."""
+    now = timezone.now()
+    rows = [
+        (
+            project_id,
+            e.profile_id,
+            e.type,
+            e.name,
+            e.properties,
+            e.context,
+            e.timestamp,
+            e.received_at or now,
+            e.message_id,
+        )
+        for e in events
+    ]
+    unique = ["project_id", "message_id"]
+    return set(insert_new_rows(Event, _EVENT_COLUMNS, rows, unique_columns=unique, returning="message_id"))

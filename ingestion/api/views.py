@@ -1,0 +1,250 @@
+"""The collectors: Segment's HTTP Tracking API.
+
+`POST /v1/{identify,track,page,screen,group,alias}` take one message;
+`POST /v1/batch` (also `/v1/import`, and `/v1/b` as analytics-swift and
+analytics-kotlin call it) takes `{"batch": [...], "sentAt", "context"}`.
+The one-letter paths of analytics.js (`/v1/t`, `/v1/p`, ...) are served too.
+
+Plain Django views, orjson and the hand-written checks of ingestion.spec rather
+than DRF: this is the hottest path of the platform (every event of every app
+passes here) and DRF's request wrapping, negotiation and serializers would
+cost more than the rest of the request together. The view only validates and
+puts the messages on the queue (ingestion.publisher); it writes nothing to the
+database. Errors are JSON `{"success": false, "code": ..., "message": ..., "field": ...}`:
+`code` and `message` because the official Python SDKs (Segment's and
+RudderStack's) read exactly those two keys of an error answer.
+"""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from typing import Any
+
+import orjson
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
+from django.http import HttpRequest, HttpResponse
+from django.utils import timezone
+from django.views.decorators.csrf import csrf_exempt
+from rest_framework.exceptions import AuthenticationFailed
+
+from crm.authentication import basic_auth_username
+from crm.models import Project
+from crm.selectors import project_for_write_key
+from ingestion import hooks
+from ingestion.publisher import BrokerUnavailable, batch_enqueue
+from ingestion.spec import (
+    MAX_BATCH_MESSAGES,
+    MAX_MESSAGE_BYTES,
+    MAX_REQUEST_BYTES,
+    MessageError,
+    message_normalize,
+    parse_time,
+)
+
+logger = logging.getLogger(__name__)
+
+_CORS = {
+    # Browser SDKs post from the customer's site: any origin may send events
+    # (the write key is public; it only allows sending).
+    "Access-Control-Allow-Origin": "*",
+}
+_PREFLIGHT = {
+    **_CORS,
+    "Access-Control-Allow-Methods": "POST, OPTIONS",
+    "Access-Control-Allow-Headers": "Authorization, Content-Type, Content-Encoding, AnonymousId",
+    "Access-Control-Max-Age": "86400",
+}
+_SUCCESS = orjson.dumps({"success": True})
+_CODES = {
+    400: "invalid_request",
+    401: "invalid_write_key",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_encoding",
+    503: "service_unavailable",
+}
+
+
+class _Refusal(Exception):
+    """The whole request is refused with `status`."""
+
+    def __init__(self, status: int, error: str, field: str | None = None, **extra: Any) -> None:
+        super().__init__(error)
+        self.status, self.error, self.field, self.extra = status, error, field, extra
+
+
+def _respond(status: int, body: bytes, headers: dict[str, str] | None = None) -> HttpResponse:
+    response = HttpResponse(body, status=status, content_type="application/json")
+    for name, value in (headers or _CORS).items():
+        response[name] = value
+    return response
+
+
+def _refusal_response(refusal: _Refusal) -> HttpResponse:
+    payload: dict[str, Any] = {"success": False, "code": _CODES[refusal.status], "message": refusal.error}
+    if refusal.field:
+        payload["field"] = refusal.field
+    payload.update(refusal.extra)
+    headers = dict(_CORS)
+    if refusal.status == 401:
+        headers["WWW-Authenticate"] = 'Basic realm="write key"'
+    elif refusal.status == 503:
+        headers["Retry-After"] = str(settings.INGEST_RETRY_AFTER)
+    return _respond(refusal.status, orjson.dumps(payload), headers)
+
+
+def _read_body(request: HttpRequest, limit: int) -> bytes:
+    """The request body, decompressed, at most `limit` bytes (413 beyond)."""
+    too_big = _Refusal(413, f"request body is larger than {limit // 1024} KB")
+    try:
+        if int(request.META.get("CONTENT_LENGTH") or 0) > limit:
+            raise too_big
+    except ValueError:
+        raise _Refusal(400, "Content-Length must be a number") from None
+    try:
+        body = request.body
+    except RequestDataTooBig:
+        raise too_big from None
+    if len(body) > limit:
+        raise too_big
+    encoding = request.META.get("HTTP_CONTENT_ENCODING", "").strip().lower()
+    if encoding in ("", "identity"):
+        return body
+    if encoding != "gzip":
+        raise _Refusal(415, f"Content-Encoding {encoding!r} is not supported; use gzip or none")
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        # Inflate at most one byte past the limit: a small bomb stays small.
+        data = inflater.decompress(body, limit + 1)
+    except zlib.error:
+        raise _Refusal(400, "body is not valid gzip") from None
+    if len(data) > limit or inflater.unconsumed_tail:
+        raise too_big
+    return data
+
+
+def _project_from_header(request: HttpRequest) -> Project | None:
+    header = request.META.get("HTTP_AUTHORIZATION")
+    if not header:
+        return None
+    try:
+        write_key = basic_auth_username(header.encode("latin-1"))
+    except (AuthenticationFailed, UnicodeEncodeError):
+        raise _Refusal(401, "malformed Basic credentials") from None
+    if write_key is None:
+        return None  # not Basic: the body may carry writeKey
+    project = project_for_write_key(write_key)
+    if project is None:
+        raise _Refusal(401, "unknown write key")
+    return project
+
+
+def _project_from_body(body: dict[str, Any]) -> Project:
+    write_key = body.get("writeKey")
+    if write_key in (None, ""):
+        raise _Refusal(
+            401,
+            "a write key is required: HTTP Basic with the write key as user name and an empty "
+            "password, or a writeKey field in the body",
+            "writeKey",
+        )
+    project = project_for_write_key(write_key) if isinstance(write_key, str) else None
+    if project is None:
+        raise _Refusal(401, "unknown write key", "writeKey")
+    return project
+
+
+def _collect(request: HttpRequest, kind: str) -> HttpResponse:
+    received_at = timezone.now()
+    is_batch = kind == "batch"
+    project = _project_from_header(request)
+    body_bytes = _read_body(request, MAX_REQUEST_BYTES if is_batch else MAX_MESSAGE_BYTES)
+    try:
+        body = orjson.loads(body_bytes)
+    except orjson.JSONDecodeError as exc:
+        raise _Refusal(400, f"malformed JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise _Refusal(400, "the body must be a JSON object", "body")
+    if project is None:
+        project = _project_from_body(body)
+
+    received_text = received_at.isoformat()
+    rejected: list[dict[str, Any]] = []
+    if not is_batch:
+        try:
+            messages = [
+                message_normalize(
+                    body,
+                    project_id=project.pk,
+                    received_at=received_at,
+                    type_hint=kind,
+                    check_size=False,  # the body limit above is the message limit
+                    received_at_text=received_text,
+                )
+            ]
+        except MessageError as exc:
+            raise _Refusal(400, exc.error, exc.field) from None
+    else:
+        raw_messages = body.get("batch")
+        if not isinstance(raw_messages, list):
+            raise _Refusal(400, "batch is required: a list of messages", "batch")
+        if len(raw_messages) > MAX_BATCH_MESSAGES:
+            raise _Refusal(413, f"batch has {len(raw_messages)} messages; at most {MAX_BATCH_MESSAGES}", "batch")
+        try:
+            batch_sent_at = parse_time(body.get("sentAt"), "sentAt")
+        except MessageError as exc:
+            raise _Refusal(400, exc.error, exc.field) from None
+        batch_context = body.get("context")
+        if batch_context is not None and not isinstance(batch_context, dict):
+            raise _Refusal(400, "context must be an object", "context")
+        check_size = len(body_bytes) > MAX_MESSAGE_BYTES
+        messages = []
+        for index, raw in enumerate(raw_messages):
+            try:
+                messages.append(
+                    message_normalize(
+                        raw,
+                        project_id=project.pk,
+                        received_at=received_at,
+                        batch_sent_at=batch_sent_at,
+                        batch_context=batch_context,
+                        check_size=check_size,
+                        received_at_text=received_text,
+                    )
+                )
+            except MessageError as exc:
+                rejected.append({"index": index, **exc.as_dict()})
+        if rejected and not messages:
+            raise _Refusal(400, "no valid message in the batch", "batch", rejected=rejected)
+
+    if messages:
+        try:
+            batch_enqueue(project_id=project.pk, messages=messages)
+        except BrokerUnavailable as exc:
+            logger.warning("answering 503: %s", exc)
+            raise _Refusal(503, "the event queue is unavailable; retry later") from None
+
+    extras = hooks.response_extras(project, messages) if messages else {}
+    if not rejected and not extras:
+        return _respond(200, _SUCCESS)
+    payload: dict[str, Any] = {"success": True, **extras}
+    if rejected:
+        payload["rejected"] = rejected
+    return _respond(200, orjson.dumps(payload))
+
+
+@csrf_exempt
+def collect(request: HttpRequest, kind: str) -> HttpResponse:
+    """One collector endpoint; `kind` is a message type or "batch"."""
+    if request.method == "OPTIONS":
+        return HttpResponse(status=204, headers=_PREFLIGHT)
+    if request.method != "POST":
+        response = _refusal_response(_Refusal(405, "use POST"))
+        response["Allow"] = "POST, OPTIONS"
+        return response
+    try:
+        return _collect(request, kind)
+    except _Refusal as refusal:
+        return _refusal_response(refusal)

@@ -1,0 +1,263 @@
+"""The ingest pipeline: normalised messages (ingestion.spec) into the data store.
+
+Used by the `ingest` workers (one call per project per queue message) and by
+`import_events` (one call per chunk of the file). Everything is written through
+crm.services, in bulk.
+
+Exactly once: a chunk's events and every side effect they cause (profile
+traits, recent items, devices) are written in ONE transaction, and the side
+effects are applied only for the events that transaction inserted. A worker
+killed mid-batch leaves whole chunks committed or not at all; the broker
+redelivers the message, the committed chunks' events are found already stored
+and cause nothing twice, and the rest are stored.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from django.db import InterfaceError, OperationalError, transaction
+from django.utils import timezone
+
+from crm.models import Project
+from crm.services import (
+    BULK_CHUNK,
+    DeviceIn,
+    EventIn,
+    IdentityIn,
+    ProfileActivity,
+    devices_upsert,
+    events_insert_new,
+    platform_from,
+    profiles_apply_activity,
+    profiles_resolve,
+)
+from ingestion.models import CanonicalEvent, DeadLetter
+from ingestion.selectors import event_name_mappings
+
+logger = logging.getLogger(__name__)
+
+# Errors that say nothing about the message: the database is unreachable,
+# restarting, or chose this transaction as a deadlock victim. The task retries.
+TRANSIENT_ERRORS = (OperationalError, InterfaceError)
+
+_VIEW_EVENTS = {CanonicalEvent.PRODUCT_VIEWED.value, CanonicalEvent.PRODUCT_ADDED.value}
+_PURCHASE_EVENT = CanonicalEvent.ORDER_COMPLETED.value
+_MAX_PRODUCT_ID = 255
+
+
+@dataclass
+class StoreResult:
+    stored: int = 0  # events this call inserted
+    duplicates: int = 0  # messages whose id the project had stored already
+    dead_lettered: int = 0
+
+    def add(self, other: StoreResult) -> None:
+        self.stored += other.stored
+        self.duplicates += other.duplicates
+        self.dead_lettered += other.dead_lettered
+
+
+def messages_store(*, project_id: int, messages: Sequence[dict[str, Any]]) -> StoreResult:
+    """Store normalised messages of one project: events, identities, traits,
+    recent items and devices, in transactions of BULK_CHUNK messages.
+
+    A chunk that fails on its data is retried message by message, and a message
+    that still fails is put in the dead-letter table with its error, so one bad
+    message neither blocks the queue nor holds back its neighbours. Transient
+    database errors propagate (the caller retries the whole call; what was
+    committed is then skipped as duplicate). A project deleted meanwhile drops
+    its messages with a log line.
+    """
+    result = StoreResult()
+    if not messages:
+        return result
+    if not Project.objects.filter(pk=project_id).exists():
+        logger.warning("dropping %d messages of deleted project %s", len(messages), project_id)
+        return result
+    mappings = event_name_mappings(project_id=project_id)
+    for start in range(0, len(messages), BULK_CHUNK):
+        chunk = messages[start : start + BULK_CHUNK]
+        try:
+            result.add(_chunk_store(project_id=project_id, messages=chunk, mappings=mappings))
+        except TRANSIENT_ERRORS:
+            raise
+        except Exception:  # noqa: BLE001 - find the message(s) at fault below
+            logger.info("chunk of %d messages failed; retrying one by one", len(chunk), exc_info=True)
+            for message in chunk:
+                result.add(_message_store_or_dead_letter(project_id=project_id, message=message, mappings=mappings))
+    return result
+
+
+def _message_store_or_dead_letter(*, project_id: int, message: dict[str, Any], mappings: dict[str, str]) -> StoreResult:
+    try:
+        return _chunk_store(project_id=project_id, messages=[message], mappings=mappings)
+    except TRANSIENT_ERRORS:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any error of this message's data
+        dead_letter_record(project_id=project_id, message=message, error=exc)
+        return StoreResult(dead_lettered=1)
+
+
+def dead_letter_record(*, project_id: int, message: dict[str, Any], error: BaseException) -> DeadLetter:
+    """Set a message aside with its error (visible in the console)."""
+    logger.warning("dead letter in project %s: %r", project_id, error)
+    received = message.get("receivedAt")
+    return DeadLetter.objects.create(
+        project_id=project_id,
+        message_id=str(message.get("messageId") or "")[:255],
+        message=message,
+        error=f"{type(error).__name__}: {error}"[:10_000],
+        traceback="".join(traceback.format_exception(error))[-20_000:],
+        received_at=datetime.fromisoformat(received) if isinstance(received, str) else timezone.now(),
+    )
+
+
+def _properties(message: dict[str, Any]) -> dict[str, Any]:
+    """What the event row keeps besides its name: properties, or the traits of
+    identify/group, or the ids of group/alias."""
+    kind = message["type"]
+    if kind == "identify":
+        return message.get("traits") or {}
+    if kind == "group":
+        return {"groupId": message["groupId"], "traits": message.get("traits") or {}}
+    if kind == "alias":
+        return {"previousId": message["previousId"]}
+    properties = message.get("properties") or {}
+    if kind == "page" and "category" in message and "category" not in properties:
+        properties = {**properties, "category": message["category"]}
+    return properties
+
+
+def _product_id(value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        return None
+    text = str(value)
+    return text[:_MAX_PRODUCT_ID] if text else None
+
+
+def _products_of(name: str, properties: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """(viewed, purchased) product ids of an e-commerce event (canonical name)."""
+    if name in _VIEW_EVENTS:
+        product = _product_id(properties.get("product_id"))
+        return ([product] if product else []), []
+    if name == _PURCHASE_EVENT:
+        products = properties.get("products")
+        if not isinstance(products, list):
+            return [], []
+        ids = [_product_id(p.get("product_id")) for p in products if isinstance(p, dict)]
+        return [], [p for p in ids if p]
+    return [], []
+
+
+def _device(context: dict[str, Any], profile_id: int, seen_at: datetime) -> DeviceIn | None:
+    device = context.get("device")
+    if not isinstance(device, dict):
+        return None
+    device_id = device.get("id")
+    if device_id in (None, "") or isinstance(device_id, dict | list):
+        return None
+    os_info = context.get("os") if isinstance(context.get("os"), dict) else {}
+    app = context.get("app") if isinstance(context.get("app"), dict) else {}
+    return DeviceIn(
+        profile_id=profile_id,
+        device_id=str(device_id)[:255],
+        platform=platform_from(str(device.get("type") or os_info.get("name") or "")),
+        push_token=str(device.get("token") or "")[:4096],
+        app_version=str(app.get("version") or "")[:64],
+        os_name=str(os_info.get("name") or "")[:64],
+        os_version=str(os_info.get("version") or "")[:64],
+        last_seen=seen_at,
+    )
+
+
+def _chunk_store(*, project_id: int, messages: Sequence[dict[str, Any]], mappings: dict[str, str]) -> StoreResult:
+    """One transaction: resolve profiles, insert the new events, then apply the
+    new events' side effects (see the module docstring)."""
+    timestamps = [datetime.fromisoformat(m["timestamp"]) for m in messages]
+    with transaction.atomic():
+        profile_ids = profiles_resolve(
+            project_id=project_id,
+            identities=[
+                IdentityIn(
+                    user_id=m.get("userId"),
+                    anonymous_id=m.get("anonymousId"),
+                    previous_id=m.get("previousId"),
+                    seen_at=ts,
+                )
+                for m, ts in zip(messages, timestamps, strict=True)
+            ],
+        )
+        events = [
+            EventIn(
+                profile_id=pid,
+                name=m["event"],
+                timestamp=ts,
+                message_id=m["messageId"],
+                type=m["type"],
+                properties=_properties(m),
+                context=m.get("context") or {},
+                received_at=datetime.fromisoformat(m["receivedAt"]),
+            )
+            for m, ts, pid in zip(messages, timestamps, profile_ids, strict=True)
+        ]
+        new_ids = events_insert_new(project_id=project_id, events=events)
+
+        activities: dict[int, ProfileActivity] = {}
+        devices: list[DeviceIn] = []
+        # Oldest first, so the newest product ends up first in the recent lists.
+        for event in sorted(_first_new(events, new_ids), key=lambda e: e.timestamp):
+            activity = activities.get(event.profile_id)
+            if activity is None:
+                activity = activities[event.profile_id] = ProfileActivity()
+            activity.seen(event.timestamp)
+            if event.type == "identify" and event.properties:
+                activity.traits.append(event.properties)
+            elif event.type == "track":
+                viewed, purchased = _products_of(mappings.get(event.name, event.name), event.properties)
+                activity.viewed.extend(viewed)
+                activity.purchased.extend(purchased)
+            context = event.context
+            if context:
+                if isinstance(context.get("locale"), str):
+                    activity.locale = context["locale"]
+                if isinstance(context.get("timezone"), str):
+                    activity.timezone = context["timezone"]
+                device = _device(context, event.profile_id, event.timestamp)
+                if device is not None:
+                    devices.append(device)
+        profiles_apply_activity(project_id=project_id, activities=activities)
+        if devices:
+            devices_upsert(project_id=project_id, devices=devices)
+    return StoreResult(stored=len(new_ids), duplicates=len(messages) - len(new_ids))
+
+
+def _first_new(events: Sequence[EventIn], new_ids: set[str]) -> Iterator[EventIn]:
+    """The events this transaction inserted, each message id once."""
+    pending = set(new_ids)
+    for event in events:
+        if event.message_id in pending:
+            pending.discard(event.message_id)
+            yield event
+
+
+def dead_letters_retry(*, dead_letter_ids: Sequence[int]) -> StoreResult:
+    """Process dead letters again (after the cause was fixed) and delete them.
+    A message that fails again gets a new dead letter with its new error; on a
+    transient database error nothing is deleted."""
+    result = StoreResult()
+    letters = list(DeadLetter.objects.filter(pk__in=dead_letter_ids).order_by("pk"))
+    by_project: dict[int, list[dict[str, Any]]] = {}
+    for letter in letters:
+        by_project.setdefault(letter.project_id, []).append(letter.message)
+    for project_id, messages in by_project.items():
+        mappings = event_name_mappings(project_id=project_id)
+        for message in messages:
+            result.add(_message_store_or_dead_letter(project_id=project_id, message=message, mappings=mappings))
+    DeadLetter.objects.filter(pk__in=[letter.pk for letter in letters]).delete()
+    return result

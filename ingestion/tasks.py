@@ -1,0 +1,43 @@
+"""The `ingest` queue's task: the collectors' messages into the data store."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from celery import shared_task
+
+from ingestion.services import TRANSIENT_ERRORS, messages_store
+
+
+@shared_task(
+    name="ingestion.ingest_batch",
+    queue="ingest",
+    ignore_result=True,
+    # Acknowledged only once stored; a worker killed mid-batch (kill -9, OOM)
+    # gets its message redelivered, and message ids make the replay harmless.
+    acks_late=True,
+    reject_on_worker_lost=True,
+    # Database down or a deadlock victim: retry with backoff, for as long as
+    # it takes (accepted events are never dropped). Bad data never gets here:
+    # messages_store sets it aside in the dead-letter table.
+    autoretry_for=TRANSIENT_ERRORS,
+    retry_backoff=True,
+    retry_backoff_max=300,
+    retry_jitter=True,
+    max_retries=None,
+)
+def ingest_batch_task(items: list[dict[str, Any]]) -> None:
+    """Store the messages of one or more collector requests.
+
+    `items` are `{"project_id": int, "messages": [normalised message, ...]}`,
+    one per request (the publisher groups concurrent requests into one broker
+    message). Unlike other tasks this one carries the data rather than ids:
+    nothing is in the database before the worker writes it (the collector does
+    no domain writes). Messages are grouped by project, one store call each.
+    """
+    by_project: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for item in items:
+        by_project[item["project_id"]].extend(item["messages"])
+    for project_id, messages in by_project.items():
+        messages_store(project_id=project_id, messages=messages)
