@@ -131,8 +131,11 @@ def _text(limit: int) -> Callable[[str], str]:
 
 def parse_categories(value: str) -> list[str]:
     """ "Movies > Drama" or "Movies|Drama" -> ["Movies", "Drama"] (levels in order, no repeats)."""
-    levels = [level.strip() for level in re.split(r"[>|]", value)]
-    levels = list(dict.fromkeys(level for level in levels if level))
+    levels = [level.strip() for level in value.replace("|", ">").split(">")]
+    if "" in levels:
+        levels = [level for level in levels if level]
+    if len(levels) > 1 and len(set(levels)) != len(levels):
+        levels = list(dict.fromkeys(levels))
     if len(levels) > MAX_CATEGORY_LEVELS:
         raise BadValue(f"more than {MAX_CATEGORY_LEVELS} category levels")
     for level in levels:
