@@ -425,12 +425,13 @@ def file_inspect(raw: BinaryIO) -> FileLayout:
         sample: list[list[str]] = []
         for record in records:
             sample.append(record)
-            if len(sample) > SAMPLE_ROWS:
+            if len(sample) >= SAMPLE_ROWS:
                 break
+        else:
+            if not at_end and sample:
+                sample.pop()  # the last record may be cut by the megabyte boundary
     except csv.Error as exc:
         raise CatalogFileError(f"The file is not readable as CSV: {exc}.") from None
-    if not at_end and sample:
-        sample.pop()  # may be cut in the middle by the megabyte boundary
     if not header or not any(h.strip() for h in header):
         raise CatalogFileError("The first line is empty: it must be the header, naming the columns.")
     columns = _columns_from_header(header, sample)

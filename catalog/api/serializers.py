@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework import serializers
+
+from catalog.models import CatalogUpload, Product, UploadMode
+
+
+class ProductOutSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Product
+        fields = [
+            "product_id",
+            "name",
+            "categories",
+            "price",
+            "currency",
+            "rating",
+            "description",
+            "image_url",
+            "deeplink",
+            "in_stock",
+            "is_active",
+            "properties",
+            "created_at",
+            "updated_at",
+        ]
+
+
+class UploadInSerializer(serializers.Serializer):
+    file = serializers.FileField(allow_empty_file=True)
+    mode = serializers.ChoiceField(choices=UploadMode.values, default=UploadMode.UPSERT)
+
+
+class UploadOutSerializer(serializers.Serializer):
+    """The upload's summary (catalog.selectors.upload_summary) plus links."""
+
+    def to_representation(self, instance: CatalogUpload) -> dict[str, Any]:
+        from catalog.selectors import upload_summary
+
+        data = upload_summary(instance)
+        request = self.context.get("request")
+        data["errors_url"] = (
+            request.build_absolute_uri(f"/api/v1/catalog/uploads/{instance.pk}/errors")
+            if request is not None and instance.error_file
+            else None
+        )
+        return data
+
+
+class ProductFilterSerializer(serializers.Serializer):
+    """Query parameters of GET /api/v1/products (prop.<name> are read separately)."""
+
+    category = serializers.ListField(child=serializers.CharField(max_length=255), required=False)
+    in_stock = serializers.BooleanField(required=False, allow_null=True, default=None)
+    is_active = serializers.BooleanField(required=False, allow_null=True, default=None)
+    price_min = serializers.DecimalField(max_digits=14, decimal_places=4, required=False, min_value=0)
+    price_max = serializers.DecimalField(max_digits=14, decimal_places=4, required=False, min_value=0)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        low, high = attrs.get("price_min"), attrs.get("price_max")
+        if low is not None and high is not None and low > high:
+            raise serializers.ValidationError({"price_max": "must not be below price_min"})
+        return attrs

@@ -1,0 +1,115 @@
+"""Catalog API (secret key). Thin: parse, call a service or selector, format.
+
+- `POST /api/v1/catalog/uploads` (multipart: file, mode) -> 202 with the upload's id
+- `GET /api/v1/catalog/uploads/{id}`: state, progress, counts
+- `GET /api/v1/catalog/uploads/{id}/errors`: the rejected rows as CSV
+- `GET /api/v1/products` (category, in_stock, is_active, price_min, price_max,
+  prop.<name>; cursor pagination) and `GET /api/v1/products/{product_id}`
+"""
+
+from __future__ import annotations
+
+from django.db.models import QuerySet
+from django.http import FileResponse, Http404
+from rest_framework import generics, mixins, status
+from rest_framework.exceptions import ValidationError
+from rest_framework.pagination import CursorPagination
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from catalog import selectors, services
+from catalog.api.serializers import (
+    ProductFilterSerializer,
+    ProductOutSerializer,
+    UploadInSerializer,
+    UploadOutSerializer,
+)
+from catalog.csvfile import CatalogFileError
+from catalog.models import CatalogUpload, Product, UploadSource
+from crm.api.base import ProjectScopedMixin, ProjectScopedViewSet
+from crm.authentication import HasProject, SecretKeyAuthentication
+
+
+class ProductPagination(CursorPagination):
+    ordering = "id"
+
+
+class ProductViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectScopedViewSet):
+    queryset = Product.objects.all()
+    serializer_class = ProductOutSerializer
+    pagination_class = ProductPagination
+    lookup_field = "product_id"
+    lookup_value_regex = "[^/]+"
+
+    def get_queryset(self) -> QuerySet[Product]:
+        qs = super().get_queryset()
+        if self.action != "list":
+            return qs
+        params = self.request.query_params
+        data = ProductFilterSerializer(
+            data={
+                **{k: params[k] for k in ("in_stock", "is_active", "price_min", "price_max") if params.get(k)},
+                **({"category": params.getlist("category")} if params.getlist("category") else {}),
+            }
+        )
+        data.is_valid(raise_exception=True)
+        values = data.validated_data
+        properties = {}
+        for key in params:
+            if key.startswith("prop."):
+                name = key[len("prop.") :]
+                if not name:
+                    raise ValidationError({key: "name the property: prop.<name>=<value>"})
+                properties[name] = [v for raw in params.getlist(key) for v in selectors.property_filter_values(raw)]
+        # The selector builds the conditions; the scoped queryset keeps the project.
+        matching = selectors.product_filter(
+            project_id=self.project.pk,
+            categories=values.get("category", []),
+            in_stock=values.get("in_stock"),
+            is_active=values.get("is_active"),
+            price_min=values.get("price_min"),
+            price_max=values.get("price_max"),
+            properties=properties,
+        )
+        return qs & matching
+
+
+class _UploadView(ProjectScopedMixin, generics.GenericAPIView):
+    authentication_classes = [SecretKeyAuthentication]
+    permission_classes = [HasProject]
+    queryset = CatalogUpload.objects.all()
+
+
+class UploadCreateView(_UploadView):
+    def post(self, request: Request) -> Response:
+        data = UploadInSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            upload = services.catalog_upload_create(
+                project_id=self.project.pk,
+                file=data.validated_data["file"],
+                mode=data.validated_data["mode"],
+                source=UploadSource.API,
+            )
+        except CatalogFileError as exc:
+            raise ValidationError({"file": [str(exc)]}) from exc
+        return Response(UploadOutSerializer(upload, context={"request": request}).data, status=status.HTTP_202_ACCEPTED)
+
+
+class UploadDetailView(_UploadView):
+    def get(self, request: Request, pk: int) -> Response:
+        upload = generics.get_object_or_404(self.get_queryset(), pk=pk)
+        return Response(UploadOutSerializer(upload, context={"request": request}).data)
+
+
+class UploadErrorsView(_UploadView):
+    def get(self, request: Request, pk: int) -> FileResponse:
+        upload = generics.get_object_or_404(self.get_queryset(), pk=pk)
+        if not upload.error_file:
+            raise Http404("this upload has no rejected rows")
+        return FileResponse(
+            upload.error_file.open("rb"),
+            as_attachment=True,
+            filename=upload.error_file.name.rsplit("/", 1)[-1],
+            content_type="text/csv",
+        )
