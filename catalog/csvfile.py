@@ -548,6 +548,9 @@ class RowParser:
             return None, [RowError(row, product_id[:255], "", _clip(self._delimited(record)), reason)]
         product_id = record[self.id_index].strip()
         errors: list[RowError] = []
+        if "\x00" in "".join(record):  # PostgreSQL text cannot hold NUL
+            reason = "contains a NUL character (binary data)"
+            return None, [RowError(row, product_id[:255].replace("\x00", ""), "", "", reason)]
         if not product_id:
             if not any(v.strip() for v in record):
                 return None, []
