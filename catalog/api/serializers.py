@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.urls import reverse
 from rest_framework import serializers
 
 from catalog.models import CatalogUpload, Product, UploadMode
@@ -42,7 +43,7 @@ class UploadOutSerializer(serializers.Serializer):
         data = upload_summary(instance)
         request = self.context.get("request")
         data["errors_url"] = (
-            request.build_absolute_uri(f"/api/v1/catalog/uploads/{instance.pk}/errors")
+            request.build_absolute_uri(reverse("catalog-upload-errors", args=[instance.pk]))
             if request is not None and instance.error_file
             else None
         )

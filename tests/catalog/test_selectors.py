@@ -1,0 +1,84 @@
+"""Catalog selectors, as the recommendation apps will call them."""
+
+from decimal import Decimal
+
+import pytest
+from django.db import connection
+
+from catalog import selectors
+from catalog.csvfile import ProductIn
+from catalog.services import products_upsert
+
+
+@pytest.fixture
+def catalog(project_a, project_b):  # noqa: ANN001, ANN201
+    project = project_a[0]
+    products_upsert(
+        project_id=project.pk,
+        products=[
+            ProductIn("M1", "Drama", ["Movies", "Drama"], Decimal("10"), properties={"year": 2001, "hd": True}),
+            ProductIn("M2", "Comedy", ["Movies", "Comedy"], Decimal("20"), in_stock=False, properties={"year": 1999}),
+            ProductIn("B1", "Novel", ["Books", "Drama"], Decimal("30"), properties={"lang": "en", "hd": False}),
+            ProductIn("B2", "Old", ["Books"], Decimal("5"), is_active=False),
+        ],
+    )
+    products_upsert(project_id=project_b[0].pk, products=[ProductIn("M1", "B's", ["Movies", "Drama"])])
+    return project
+
+
+def _ids(qs) -> list[str]:  # noqa: ANN001
+    return list(qs.order_by("id").values_list("product_id", flat=True))
+
+
+def test_product_filter_combines_categories_stock_activity_price_and_properties(catalog):
+    pid = catalog.pk
+    assert _ids(selectors.product_filter(project_id=pid, categories=["Drama"])) == ["M1", "B1"]
+    assert _ids(selectors.product_filter(project_id=pid, categories=["Movies"], in_stock=True)) == ["M1"]
+    assert _ids(selectors.product_filter(project_id=pid, is_active=True, price_min=10, price_max=20)) == ["M1", "M2"]
+    assert _ids(selectors.product_filter(project_id=pid, is_active=False)) == ["B2"]
+    assert _ids(selectors.product_filter(project_id=pid, properties={"year": 2001})) == ["M1"]
+    assert _ids(selectors.product_filter(project_id=pid, properties={"year": [2001, 1999]})) == ["M1", "M2"]
+    assert _ids(selectors.product_filter(project_id=pid, properties={"hd": True})) == ["M1"]
+    assert _ids(selectors.product_filter(project_id=pid, properties={"lang": "en"}, categories=["Books"])) == ["B1"]
+    assert _ids(selectors.product_filter(project_id=pid, properties={"nope": "x"})) == []
+
+
+def test_lookups_by_id_and_batches_stay_in_the_project(catalog, project_b):
+    assert selectors.product_get(project_id=catalog.pk, product_id="M1").name == "Drama"
+    assert selectors.product_get(project_id=project_b[0].pk, product_id="M1").name == "B's"
+    assert selectors.product_get(project_id=catalog.pk, product_id="zz") is None
+    assert sorted(selectors.products_by_ids(project_id=catalog.pk, product_ids=["B1", "M1", "zz", "M1"])) == [
+        "B1",
+        "M1",
+    ]
+    batches = list(selectors.products_iter(project_id=catalog.pk, batch=3))
+    assert [[p.product_id for p in b] for b in batches] == [["M1", "M2", "B1"], ["B2"]]
+    assert [p.product_id for b in selectors.products_iter(project_id=catalog.pk, only_active=True) for p in b] == [
+        "M1",
+        "M2",
+        "B1",
+    ]
+
+
+def test_category_names_are_every_level_of_the_projects_paths(catalog, project_b):
+    assert selectors.category_names(project_ids=[catalog.pk]) == ["Books", "Comedy", "Drama", "Movies"]
+    assert selectors.category_names(project_ids=[project_b[0].pk]) == ["Drama", "Movies"]
+
+
+@pytest.mark.postgres
+def test_category_and_property_filters_are_served_by_the_gin_indexes(project_a):
+    project = project_a[0]
+    common = [ProductIn(f"P{i}", categories=["Movies", "Drama"], properties={"year": 2000}) for i in range(3000)]
+    rare = [ProductIn(f"R{i}", categories=["Movies", "Western"], properties={"year": 1950}) for i in range(3)]
+    products_upsert(project_id=project.pk, products=common + rare)
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE catalog_product")
+        for qs, index in [
+            (selectors.product_filter(project_id=project.pk, categories=["Western"]), "product_categories_gin"),
+            (selectors.product_filter(project_id=project.pk, properties={"year": 1950}), "product_properties_gin"),
+        ]:
+            assert _ids(qs) == ["R0", "R1", "R2"]
+            sql, params = qs.query.sql_with_params()
+            cursor.execute("EXPLAIN " + sql, params)
+            plan = "\n".join(row[0] for row in cursor.fetchall())
+            assert f"Bitmap Index Scan on {index}" in plan, plan
