@@ -172,6 +172,24 @@ CELERY_TIMEZONE = "UTC"
 INGEST_PUBLISH_TIMEOUT = env_int("INGEST_PUBLISH_TIMEOUT", 5)
 INGEST_RETRY_AFTER = env_int("INGEST_RETRY_AFTER", 10)
 
+# --- Recommendations (docs/recommendations.md) -------------------------------------
+# A full run widens its date range back until it covers this many interactions.
+RECS_MIN_TRAINING_EVENTS = env_int("RECS_MIN_TRAINING_EVENTS", 5_000_000)
+RECS_COLLECT_BATCH = env_int("RECS_COLLECT_BATCH", 250_000)  # event ids per collector query
+RECS_ONLINE_INTERVAL_MINUTES = env_int("RECS_ONLINE_INTERVAL_MINUTES", 15)
+# A new full version activates itself unless its HR@10 is lower than the active one's by more than this.
+RECS_ACTIVATION_MARGIN = float(env_str("RECS_ACTIVATION_MARGIN", "0.02") or "0.02")
+RECS_EVAL_USERS = env_int("RECS_EVAL_USERS", 20_000)  # users whose last item is held out
+RECS_KEEP_VERSIONS = env_int("RECS_KEEP_VERSIONS", 3)  # retired versions kept for rollback
+RECS_STALE_RUN_HOURS = env_int("RECS_STALE_RUN_HOURS", 6)
+RECS_TRENDING_HALF_LIFE_DAYS = env_int("RECS_TRENDING_HALF_LIFE_DAYS", 7)
+RECS_INTERACTION_WEIGHTS = (1.0, 3.0, 5.0)  # view, add to cart, purchase
+RECS_MODEL_PARAMS = {
+    "epochs": env_int("RECS_EPOCHS", 3),
+    "dim": env_int("RECS_DIM", 64),
+    "max_pairs": env_int("RECS_MAX_PAIRS", 3_000_000),
+}
+
 # --- Auth, i18n ----------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

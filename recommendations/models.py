@@ -1,0 +1,139 @@
+"""Model versions and what they serve: related products and trending products.
+
+Serving (issue 6) reads RelatedProduct and TrendingProduct rows of the project's
+ACTIVE version only. A version's rows are written completely before it can become
+active, and activation is one UPDATE pair in a transaction, so a half-written run
+is never visible; rows of retired and failed versions are deleted by the pipeline.
+"""
+
+from __future__ import annotations
+
+from django.db import models
+from django.db.models import Q
+
+from crm.models import Project
+
+
+class VersionStatus(models.TextChoices):
+    COLLECTING = "collecting"
+    TRAINING = "training"
+    EVALUATING = "evaluating"
+    READY = "ready"
+    ACTIVE = "active"
+    FAILED = "failed"
+    RETIRED = "retired"
+
+
+RUNNING_STATUSES = (VersionStatus.COLLECTING, VersionStatus.TRAINING, VersionStatus.EVALUATING)
+
+
+class VersionKind(models.TextChoices):
+    FULL = "full", "Full training"
+    ONLINE = "online", "Online update"
+
+
+class ModelVersion(models.Model):
+    """One training run and its result."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="model_versions")
+    kind = models.CharField(max_length=8, choices=VersionKind.choices, default=VersionKind.FULL)
+    # An online update starts from this version's model.
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    status = models.CharField(max_length=12, choices=VersionStatus.choices, default=VersionStatus.COLLECTING)
+    # Why a ready version was not activated automatically (waits for a marketer).
+    held_reason = models.CharField(max_length=500, blank=True, default="")
+    error = models.TextField(blank=True, default="")
+    # The data: interactions with timestamps in [data_from, data_to], events up to
+    # last_event_id (the high-water mark the next online update starts after).
+    data_from = models.DateTimeField(null=True, blank=True)
+    data_to = models.DateTimeField(null=True, blank=True)
+    last_event_id = models.BigIntegerField(default=0)
+    interactions = models.BigIntegerField(default=0)
+    users = models.BigIntegerField(default=0)
+    products = models.BigIntegerField(default=0)
+    params = models.JSONField(default=dict, blank=True)
+    # Seconds per stage: {"collect": 12.3, "train": 80.1, ...}
+    stage_seconds = models.JSONField(default=dict, blank=True)
+    # HR@10 / NDCG@10 of the model and the baselines, coverage, eval users.
+    metrics = models.JSONField(default=dict, blank=True)
+    # Folder in default storage (recs/<project>/<version>/) with the training data
+    # chunks, the model weights and the related-products file.
+    artifact_path = models.CharField(max_length=500, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    activated_at = models.DateTimeField(null=True, blank=True)
+    activated_by = models.CharField(max_length=150, blank=True, default="")
+    # Rows of old retired versions are deleted (RECS_KEEP_VERSIONS are kept for
+    # rollback); such a version cannot be activated again.
+    rows_purged = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            # At most one version serves a project: activation flips two rows in one
+            # transaction, and a racing second activation fails instead of leaving two.
+            models.UniqueConstraint(
+                fields=["project"], condition=Q(status="active"), name="model_version_one_active_per_project"
+            )
+        ]
+        indexes = [
+            # "the active version of project P" on every serving read, and the
+            # admin's per-project list.
+            models.Index(fields=["project", "status"], name="model_version_project_status"),
+        ]
+
+    def __str__(self) -> str:
+        return f"v{self.pk} ({self.kind}, {self.status})"
+
+    @property
+    def hr10(self) -> float | None:
+        return (self.metrics or {}).get("model_hr10")
+
+
+class RelatedProduct(models.Model):
+    """The `rank`-th (1..20) related product of `product_id` in one model version.
+    `score` is the model's probability of `related_product_id` given `product_id`,
+    so the lists of a user's recent items can be summed."""
+
+    id = models.BigAutoField(primary_key=True)
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="related")
+    product_id = models.CharField(max_length=255)
+    related_product_id = models.CharField(max_length=255)
+    rank = models.PositiveSmallIntegerField()
+    score = models.FloatField()
+
+    class Meta:
+        constraints = [
+            # Serving reads "the list of product X in version V" in rank order: this
+            # unique index is that read (and keeps a retried write from duplicating).
+            models.UniqueConstraint(
+                fields=["model_version", "product_id", "rank"], name="related_product_version_product_rank"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.product_id} -> {self.related_product_id} #{self.rank}"
+
+
+class TrendingProduct(models.Model):
+    """Time-decayed popularity, overall (category "") and per category."""
+
+    id = models.BigAutoField(primary_key=True)
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="trending")
+    category = models.CharField(max_length=255, blank=True, default="")
+    product_id = models.CharField(max_length=255)
+    rank = models.PositiveSmallIntegerField()
+    score = models.FloatField()
+
+    class Meta:
+        constraints = [
+            # Serving reads "trending in category C (or overall) of version V" in rank order.
+            models.UniqueConstraint(
+                fields=["model_version", "category", "rank"], name="trending_product_version_category_rank"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.category or 'all'} #{self.rank}: {self.product_id}"
