@@ -27,7 +27,11 @@ class CategoryFilter(admin.SimpleListFilter):
     parameter_name = "category"
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        return [(name, name) for name in selectors.category_names(project_ids=allowed_project_ids(request))]
+        names = selectors.category_names(project_ids=allowed_project_ids(request))
+        current = request.GET.get(self.parameter_name)
+        if current and current not in names:
+            names = [current, *names]  # a category that is not in the list yet still filters
+        return [(name, name) for name in names]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Product]) -> QuerySet[Product]:
         value = self.value()

@@ -103,32 +103,40 @@ def products_iter(*, project_id: int, batch: int = 5000, only_active: bool = Fal
 CATEGORY_CACHE_SECONDS = 300
 
 
+def category_cache_key(project_id: int) -> str:
+    return f"catalog:categories:{project_id}"
+
+
 def category_names(*, project_ids: Sequence[int] | None, limit: int = 200) -> list[str]:
     """Distinct category names (any level) of the projects, for the console's
-    filter; cached for five minutes, as it reads every product."""
-    key = "catalog:categories:" + ("all" if project_ids is None else ",".join(map(str, sorted(project_ids))))
-    names = cache.get(key)
-    if names is not None:
-        return names
-    qs = Product.objects.all() if project_ids is None else Product.objects.filter(project_id__in=project_ids)
+    filter. Cached per project for five minutes (it reads every product);
+    catalog writes drop a project's entry."""
+    if project_ids is None:
+        project_ids = list(Product.objects.order_by().values_list("project_id", flat=True).distinct())
+    names: set[str] = set()
+    for project_id in project_ids:
+        key = category_cache_key(project_id)
+        cached = cache.get(key)
+        if cached is None:
+            cached = _category_names_of(project_id, limit)
+            cache.set(key, cached, CATEGORY_CACHE_SECONDS)
+        names.update(cached)
+    return sorted(names)[:limit]
+
+
+def _category_names_of(project_id: int, limit: int) -> list[str]:
     if connection.vendor == "postgresql":
-        where, params = "", []
-        if project_ids is not None:
-            where, params = "WHERE p.project_id = ANY(%s)", [list(project_ids)]
         with connection.cursor() as cursor:
             cursor.execute(
-                f"SELECT DISTINCT c FROM catalog_product p, jsonb_array_elements_text(p.categories) c {where} "
-                "ORDER BY c LIMIT %s",
-                [*params, limit],
+                "SELECT DISTINCT c FROM catalog_product p, jsonb_array_elements_text(p.categories) c "
+                "WHERE p.project_id = %s ORDER BY c LIMIT %s",
+                [project_id, limit],
             )
-            names = [row[0] for row in cursor.fetchall()]
-    else:
-        seen: set[str] = set()
-        for cats in qs.values_list("categories", flat=True).iterator(chunk_size=2000):
-            seen.update(cats or [])
-        names = sorted(seen)[:limit]
-    cache.set(key, names, CATEGORY_CACHE_SECONDS)
-    return names
+            return [row[0] for row in cursor.fetchall()]
+    seen: set[str] = set()
+    for cats in Product.objects.filter(project_id=project_id).values_list("categories", flat=True).iterator(2000):
+        seen.update(cats or [])
+    return sorted(seen)[:limit]
 
 
 def upload_get(*, project_id: int, upload_id: int) -> CatalogUpload | None:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, BinaryIO
 
+from django.core.cache import cache
 from django.core.files import File
 from django.db import connection, transaction
 from django.db.models import F
@@ -45,6 +46,7 @@ from catalog.models import (
     UploadSource,
     UploadState,
 )
+from catalog.selectors import category_cache_key
 from crm.bulk import copy_rows
 from crm.models import Project
 
@@ -117,6 +119,7 @@ def products_upsert(
     if not unique:
         return result
     update_fields = [f for f in _OPTIONAL if f in fields]
+    cache.delete(category_cache_key(project_id))  # the console's category filter
     if connection.vendor == "postgresql":
         _upsert_postgresql(project_id, unique, update_fields, property_keys, upload_id, result)
     else:
