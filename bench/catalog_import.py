@@ -79,7 +79,7 @@ def generate(path: Path, rows: int, seed: int = 7) -> None:
                     price,
                     "USD",
                     f"{rnd.uniform(1, 5):.1f}",
-                    f"{name}, a dependable {sub.lower()} product. Quoted, with a comma; and \"quotes\".",
+                    f'{name}, a dependable {sub.lower()} product. Quoted, with a comma; and "quotes".',
                     f"https://cdn.example.com/img/{pid}.jpg",
                     f"shop://product/{pid}",
                     in_stock,
@@ -260,10 +260,7 @@ def main() -> None:
     project_id, secret = _setup_project()
     runs = []
     for replace in [False, True] if args.replace_after else [False]:
-        if args.via == "api":
-            result = run_api(path, project_id, secret, replace)
-        else:
-            result = run_cli(path, project_id, replace)
+        result = run_api(path, project_id, secret, replace) if args.via == "api" else run_cli(path, project_id, replace)
         result["mode"] = "replace" if replace else "upsert"
         runs.append(result)
         print(json.dumps(result), flush=True)

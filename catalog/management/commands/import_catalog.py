@@ -50,7 +50,13 @@ class Command(BaseCommand):
                 raise CommandError(f"FILE: {exc}") from exc
         # Run here, in this process, rather than by a worker.
         catalog_upload_start(upload_id=upload.pk, enqueue=False)
-        bar = tqdm(total=100.0, unit="%", disable=options["no_progress"], desc="import", bar_format="{l_bar}{bar}")
+        bar = tqdm(
+            total=100.0,
+            desc="import",
+            bar_format="{l_bar}{bar} {postfix}",
+            disable=options["no_progress"],
+            file=self.stderr._out,  # the raw stream: OutputWrapper would end every redraw with a newline
+        )
 
         def progress(current: CatalogUpload) -> None:
             bar.update(current.progress - bar.n)
