@@ -8,6 +8,7 @@ REQUIRE_SERVICES=1 (as in CI) the same test fails instead of skipping.
 from __future__ import annotations
 
 import base64
+import importlib.util
 import os
 from collections.abc import Callable
 
@@ -31,6 +32,10 @@ def _missing_services(item: pytest.Item) -> list[str]:
         missing.append("PostgreSQL (set DATABASE_URL)")
     if item.get_closest_marker("broker") and not settings.CELERY_BROKER_URL:
         missing.append("a Celery broker (set CELERY_BROKER_URL)")
+    if item.get_closest_marker("browser") and not (
+        os.path.exists("/usr/bin/chromium") and importlib.util.find_spec("playwright")
+    ):
+        missing.append("headless Chromium and Playwright (apt-get install chromium; pip install playwright)")
     return missing
 
 
