@@ -164,6 +164,15 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_WORKER_PREFETCH_MULTIPLIER = env_int("CELERY_WORKER_PREFETCH_MULTIPLIER", 4)
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# Static entries; the DatabaseScheduler copies them into the admin's periodic tasks.
+CELERY_BEAT_SCHEDULE = {
+    # New projects get their nightly training and online update schedules within the hour.
+    "recommendations: schedules of new projects": {
+        "task": "recommendations.schedules_ensure_all",
+        "schedule": 3600.0,
+        "options": {"queue": "ml"},
+    },
+}
 CELERY_TIMEZONE = "UTC"
 
 # --- Ingestion (collectors) ------------------------------------------------------

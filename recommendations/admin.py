@@ -13,7 +13,7 @@ from recommendations.models import ModelVersion
 
 def _metric(name: str, label: str):  # noqa: ANN202 - an admin display callable
     @admin.display(description=label)
-    def show(obj: ModelVersion) -> str:
+    def show(admin_: ModelVersionAdmin, obj: ModelVersion) -> str:
         value = (obj.metrics or {}).get(name)
         return "—" if value is None else f"{value:.3f}"
 

@@ -144,6 +144,10 @@ def modelversions_purge(*, project_id: int) -> int:
     return len(doomed)
 
 
+def schedule_kwargs(project_id: int) -> str:
+    return json.dumps({"project_id": project_id})
+
+
 def recs_schedules_ensure(*, project_id: int) -> tuple[PeriodicTask, PeriodicTask]:
     """The project's nightly full training (03:00 in its time zone) and online
     update (every RECS_ONLINE_INTERVAL_MINUTES) as django-celery-beat tasks.
@@ -155,7 +159,7 @@ def recs_schedules_ensure(*, project_id: int) -> tuple[PeriodicTask, PeriodicTas
     interval, _ = IntervalSchedule.objects.get_or_create(
         every=settings.RECS_ONLINE_INTERVAL_MINUTES, period=IntervalSchedule.MINUTES
     )
-    kwargs = json.dumps({"project_id": project_id})
+    kwargs = schedule_kwargs(project_id)
     nightly, _ = PeriodicTask.objects.get_or_create(
         name=f"recommendations: nightly training of project {project_id}",
         defaults={"task": FULL_TASK, "crontab": crontab, "kwargs": kwargs, "queue": "ml"},

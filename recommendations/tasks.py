@@ -33,3 +33,21 @@ def recs_train_online_task(project_id: int) -> int | None:
     from recommendations.training.pipeline import run_online
 
     return run_online(version_id=version.pk).pk
+
+
+@shared_task(name="recommendations.schedules_ensure_all", queue="ml", ignore_result=True)
+def recs_schedules_ensure_all_task() -> int:
+    """Give every project without them its nightly and online schedules (hourly, from
+    CELERY_BEAT_SCHEDULE), so a new project is trained the first night after it
+    is created. Returns how many projects were given schedules."""
+    from django_celery_beat.models import PeriodicTask
+
+    from crm.models import Project
+
+    scheduled = set(PeriodicTask.objects.filter(task=services.FULL_TASK).values_list("kwargs", flat=True))
+    created = 0
+    for project_id in Project.objects.values_list("pk", flat=True).iterator():
+        if services.schedule_kwargs(project_id) not in scheduled:
+            services.recs_schedules_ensure(project_id=project_id)
+            created += 1
+    return created

@@ -1,0 +1,89 @@
+"""The evaluation harness and the numeric building blocks, on hand-computed data."""
+
+import numpy as np
+import pytest
+
+from recommendations.training.data import Interactions, dedupe_last, holdout_split
+from recommendations.training.evaluate import (
+    itemknn_neighbours,
+    metrics_of,
+    rank_from_neighbours,
+    rank_popular,
+)
+from recommendations.training.trending import age_scores, decayed_scores, trending_rows
+
+DAY = 86_400.0
+
+
+def _inter(rows: list[tuple[int, int, float]], weights: list[float] | None = None) -> Interactions:
+    users, items, ts = zip(*rows, strict=True)
+    w = weights or [1.0] * len(rows)
+    return Interactions(
+        np.array(users, np.int64), np.array(items, np.int32), np.array(ts, np.float64), np.array(w, np.float32)
+    )
+
+
+def test_dedupe_keeps_last_occurrence_in_time_order_with_the_largest_weight():
+    inter = _inter([(0, 5, 3.0), (0, 3, 2.0), (0, 5, 1.0), (1, 3, 1.0)], weights=[1.0, 3.0, 5.0, 1.0])
+    out = dedupe_last(inter, n_items=6)
+    assert out.users.tolist() == [0, 0, 1]
+    assert out.items.tolist() == [3, 5, 3]
+    assert out.ts.tolist() == [2.0, 3.0, 1.0]
+    assert out.weights.tolist() == [3.0, 5.0, 1.0]
+
+
+# u0: 0,1,2  u1: 0,1,2  u2: 1,2,3  u3: 0,3 (too short to evaluate, still trains)
+STORE = [(0, 0, 1), (0, 1, 2), (0, 2, 3), (1, 0, 1), (1, 1, 2), (1, 2, 3), (2, 1, 1), (2, 2, 2), (2, 3, 3), (3, 0, 1),
+         (3, 3, 2)]  # fmt: skip
+
+
+def test_holdout_split_withholds_the_last_item_of_users_with_three_items():
+    split = holdout_split(dedupe_last(_inter(STORE), n_items=4))
+    assert split.eval_users.tolist() == [0, 1, 2]
+    assert split.heldout.tolist() == [2, 2, 3]
+    assert len(split.train) == len(STORE) - 3
+
+
+def test_itemknn_and_popularity_baselines_score_as_computed_by_hand():
+    split = holdout_split(dedupe_last(_inter(STORE), n_items=4))
+    idx, sim = itemknn_neighbours(split.train, 4)
+    # Train: u0{0,1} u1{0,1} u2{1,2} u3{0,3}; |U0|=3 |U1|=3 |U2|=1 |U3|=1.
+    assert idx[0].tolist()[:2] == [1, 3] and sim[0][:2] == pytest.approx([2 / 3, 1 / np.sqrt(3)])
+    assert idx[2].tolist()[:1] == [1] and sim[2][0] == pytest.approx(1 / np.sqrt(3))
+    top = rank_from_neighbours(nbr_idx=idx, nbr_score=sim, train=split.train, users=split.eval_users, n_items=4)
+    # u0, u1: 2 and 3 tie at 1/sqrt(3), the lower index first; u2 owns 1, 2: only 0 is left.
+    assert top[:, :2].tolist() == [[2, 3], [2, 3], [0, -1]]
+    m = metrics_of(top, split.heldout)
+    assert (m.hr, m.ndcg) == (pytest.approx(2 / 3), pytest.approx(2 / 3))
+    pop = np.bincount(split.train.items, minlength=4).astype(float)
+    top_pop = rank_popular(popularity=pop, train=split.train, users=split.eval_users)
+    assert top_pop[:, :2].tolist() == [[2, 3], [2, 3], [0, 3]]
+    m = metrics_of(top_pop, split.heldout)
+    assert m.hr == 1.0 and m.ndcg == pytest.approx((2 + 1 / np.log2(3)) / 3)
+
+
+def test_recent_items_are_weighted_by_recency_when_combined():
+    # One user who had item 0 then item 1: 0's list says 2, 1's list says 3.
+    train = _inter([(0, 0, 1), (0, 1, 2)])
+    idx = np.array([[2], [3], [-1], [-1]], np.int32)
+    score = np.array([[1.0], [0.9], [0], [0]], np.float32)
+    users = np.array([0])
+    flat = rank_from_neighbours(nbr_idx=idx, nbr_score=score, train=train, users=users, n_items=4, decay=1.0)
+    decayed = rank_from_neighbours(nbr_idx=idx, nbr_score=score, train=train, users=users, n_items=4, decay=0.8)
+    assert flat[0, :2].tolist() == [2, 3]
+    assert decayed[0, :2].tolist() == [3, 2]  # 0.9 (newest) beats 0.8 * 1.0
+
+
+def test_trending_halves_every_half_life_and_ranks_per_category():
+    now = 100 * DAY
+    scores = decayed_scores(
+        items=np.array([0, 1, 1]), ts=np.array([now, now - 7 * DAY, now - 14 * DAY]),
+        weights=np.array([1.0, 2.0, 4.0]), n_items=3, now=now, half_life_days=7,
+    )  # fmt: skip
+    assert scores.tolist() == pytest.approx([1.0, 2.0, 0.0])
+    assert age_scores(scores, elapsed_seconds=7 * DAY, half_life_days=7).tolist() == pytest.approx([0.5, 1.0, 0.0])
+    rows = trending_rows(
+        scores=np.array([1.0, 2.0, 3.0]), product_ids=["a", "b", "c"], categories=[["X"], ["X", "Y"], ["Y"]],
+        allowed=np.array([True, True, False]),
+    )  # fmt: skip
+    assert rows == [("", "b", 1, 2.0), ("", "a", 2, 1.0), ("X", "b", 1, 2.0), ("Y", "b", 1, 2.0), ("X", "a", 2, 1.0)]

@@ -1,0 +1,276 @@
+"""The training pipeline against the database: collection, a full run, versions
+with guarded activation, failures, retries, online updates with cold start."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+from django.core.files.storage import default_storage
+from django.core.management import CommandError, call_command
+from django_celery_beat.models import PeriodicTask
+
+from catalog.csvfile import ProductIn
+from catalog.services import products_upsert
+from crm import services as crm_services
+from crm.models import Profile
+from recommendations import selectors, services
+from recommendations.models import ModelVersion, RelatedProduct, TrendingProduct, VersionKind, VersionStatus
+from recommendations.training import pipeline
+from recommendations.training.collect import collect_interactions, training_window
+
+STAGES = {"collect", "load", "train", "related", "evaluate", "trending"}
+METRICS = {
+    "model_hr10", "model_ndcg10", "popularity_hr10", "popularity_ndcg10", "itemknn_hr10", "itemknn_ndcg10",
+    "coverage", "itemknn_coverage", "eval_users",
+}  # fmt: skip
+
+
+def _train(project_id: int, *extra: str, capsys: pytest.CaptureFixture) -> dict:
+    call_command("train_recommendations", "--project", str(project_id), "--no-progress", *extra)
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+def _lists(version_id: int) -> dict[str, list[tuple[str, int, float]]]:
+    out: dict[str, list] = {}
+    for r in RelatedProduct.objects.filter(model_version_id=version_id).order_by("product_id", "rank"):
+        out.setdefault(r.product_id, []).append((r.related_product_id, r.rank, r.score))
+    return out
+
+
+def _events(project_id: int, user: str, rows: list[tuple[str, dict, datetime]]) -> None:
+    profile = crm_services.profile_upsert(project_id=project_id, user_id=user)
+    crm_services.events_record(
+        project_id=project_id,
+        events=[
+            crm_services.EventIn(
+                profile_id=profile.pk, name=name, properties=props, timestamp=ts, message_id=f"{user}-{i}"
+            )  # fmt: skip
+            for i, (name, props, ts) in enumerate(rows)
+        ],
+    )
+
+
+@pytest.mark.django_db
+def test_collector_writes_views_carts_and_each_ordered_product_in_bounded_chunks(project_a, project_b, settings):
+    project = project_a[0]
+    t = datetime(2026, 2, 1, tzinfo=UTC)
+    _events(project.pk, "u1", [
+        ("Product Viewed", {"product_id": "A"}, t),
+        ("Product Added", {"product_id": "A"}, t + timedelta(minutes=1)),
+        ("Order Completed", {"products": [{"product_id": "A"}, {"product_id": "B"}, {"sku": "no id"}]},
+         t + timedelta(minutes=2)),
+        ("Signed Up", {"product_id": "ignored"}, t),
+        ("Product Viewed", {"name": "no product id"}, t),
+    ])  # fmt: skip
+    _events(project_b[0].pk, "other", [("Product Viewed", {"product_id": "SECRET"}, t)])
+    settings.RECS_COLLECT_BATCH = 2  # two event ids per query: several chunks
+    got = collect_interactions(project_id=project.pk, folder="recs/test", since=None, until=t + timedelta(days=1))
+    rows = []
+    for path in got.paths:
+        with default_storage.open(path, "rb") as fh:
+            rows += [line.split(",") for line in gzip.decompress(fh.read()).decode().splitlines()]
+    profile = Profile.objects.get(project=project, user_id="u1")
+    assert [(int(r[1]), int(r[3]), r[4]) for r in rows] == [
+        (profile.pk, 1, "A"), (profile.pk, 2, "A"), (profile.pk, 3, "A"), (profile.pk, 3, "B"),
+    ]  # fmt: skip
+    assert got.rows == 4 and len(got.paths) >= 2
+
+
+@pytest.mark.django_db
+def test_training_window_widens_back_until_enough_interactions(project_a):
+    project = project_a[0]
+    now = datetime(2026, 3, 10, 12, tzinfo=UTC)
+    for days_ago, count in ((1, 3), (5, 4), (20, 5)):
+        ts = now - timedelta(days=days_ago)
+        _events(project.pk, f"u{days_ago}", [("Product Viewed", {"product_id": "A"}, ts)] * count)
+    day = datetime(2026, 3, 9, tzinfo=UTC)
+    assert training_window(project_id=project.pk, min_events=3, now=now) == day
+    assert training_window(project_id=project.pk, min_events=4, now=now) == day - timedelta(days=4)
+    assert training_window(project_id=project.pk, min_events=12, now=now) == day - timedelta(days=19)
+    assert training_window(project_id=project.pk, min_events=13, now=now) is None  # all history
+
+
+@pytest.mark.django_db
+def test_full_run_serves_twenty_related_products_per_product_with_metrics_and_artifacts(project_a, store_a, capsys):
+    project = project_a[0]
+    summary = _train(project.pk, capsys=capsys)
+    version = ModelVersion.objects.get(pk=summary["version"])
+    assert summary["status"] == "active" and version.status == VersionStatus.ACTIVE
+    assert set(summary["stages"]) == STAGES and set(summary["metrics"]) == METRICS
+    assert summary["products"] == 40 and summary["interactions"] == version.interactions > 1500
+    assert all(0.0 <= summary["metrics"][k] <= 1.0 for k in METRICS - {"eval_users"})
+    lists = _lists(version.pk)
+    assert len(lists) == 40
+    for product_id, related in lists.items():
+        assert [rank for _, rank, _ in related] == list(range(1, 21))
+        assert product_id not in {r for r, _, _ in related}
+        scores = [s for _, _, s in related]
+        assert scores == sorted(scores, reverse=True) and 0 < sum(scores) <= 1.0 + 1e-5
+    assert selectors.related_products(project_id=project.pk, product_id="SKU-000001", limit=3) == [
+        (r, s) for r, _, s in lists["SKU-000001"][:3]
+    ]
+    overall = selectors.trending_products(project_id=project.pk, limit=50)
+    assert len(overall) == len(TrendingProduct.objects.filter(model_version=version, category="")) > 0
+    assert [s for _, s in overall] == sorted((s for _, s in overall), reverse=True)
+    assert selectors.trending_products(project_id=project.pk, category="Electronics")
+    for name in ("meta.json", "arrays.npz", "model.weights.npz", "data/part-00000.csv.gz"):
+        assert default_storage.exists(f"recs/{project.pk}/{version.pk}/{name}")
+    # The schedules exist after the first training: 03:00 in the project's zone, every 15 minutes.
+    nightly = PeriodicTask.objects.get(task=services.FULL_TASK)
+    online = PeriodicTask.objects.get(task=services.ONLINE_TASK)
+    assert (nightly.crontab.hour, nightly.crontab.minute, str(nightly.crontab.timezone)) == ("3", "0", "UTC")
+    assert (online.interval.every, online.interval.period, online.queue) == (15, "minutes", "ml")
+    assert json.loads(nightly.kwargs) == {"project_id": project.pk} and nightly.queue == "ml"
+
+
+@pytest.mark.django_db
+def test_schedules_follow_the_project_time_zone_and_keep_a_marketers_change(make_project):
+    project, _ = make_project("Tokyo shop", "Asia/Tokyo")
+    nightly, _ = services.recs_schedules_ensure(project_id=project.pk)
+    assert str(nightly.crontab.timezone) == "Asia/Tokyo"
+    nightly.enabled = False
+    nightly.save()
+    again, _ = services.recs_schedules_ensure(project_id=project.pk)
+    assert again.pk == nightly.pk and again.enabled is False
+    assert PeriodicTask.objects.filter(kwargs=json.dumps({"project_id": project.pk})).count() == 2
+
+
+@pytest.mark.django_db
+def test_a_failed_run_leaves_the_active_version_serving(project_a, store_a, capsys, monkeypatch):
+    project = project_a[0]
+    first = _train(project.pk, capsys=capsys)
+    served = selectors.related_products(project_id=project.pk, product_id="SKU-000002")
+
+    def broken(**kwargs):  # noqa: ANN003, ANN202
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(pipeline, "train_model", broken)
+    with pytest.raises(CommandError, match="out of memory"):
+        _train(project.pk, capsys=capsys)
+    failed = ModelVersion.objects.exclude(pk=first["version"]).get()
+    assert failed.status == VersionStatus.FAILED and failed.error == "RuntimeError: out of memory"
+    assert not RelatedProduct.objects.filter(model_version=failed).exists()
+    assert selectors.modelversion_active(project_id=project.pk).pk == first["version"]
+    assert selectors.related_products(project_id=project.pk, product_id="SKU-000002") == served
+
+
+@pytest.mark.django_db
+def test_a_worse_version_waits_for_a_marketer_and_rollback_restores_the_previous(project_a, store_a, capsys):
+    project = project_a[0]
+    first = _train(project.pk, capsys=capsys)
+    ModelVersion.objects.filter(pk=first["version"]).update(metrics={"model_hr10": 0.99})
+    second = _train(project.pk, capsys=capsys)
+    assert second["status"] == "ready"
+    assert second["held_reason"].startswith("HR@10 ") and "below the active" in second["held_reason"]
+    assert selectors.modelversion_active(project_id=project.pk).pk == first["version"]
+    services.modelversion_activate(version_id=second["version"], by="alice")
+    assert selectors.modelversion_active(project_id=project.pk).pk == second["version"]
+    assert ModelVersion.objects.get(pk=first["version"]).status == VersionStatus.RETIRED
+    back = services.modelversion_rollback(project_id=project.pk, by="alice")
+    assert back.pk == first["version"] and back.activated_by == "alice"
+    assert ModelVersion.objects.get(pk=second["version"]).status == VersionStatus.RETIRED
+    assert selectors.related_products(project_id=project.pk, product_id="SKU-000003") == [
+        (r, s) for r, _, s in _lists(first["version"])["SKU-000003"]
+    ]
+
+
+@pytest.mark.django_db
+def test_a_retried_run_starts_over_and_a_finished_one_is_left_alone(project_a, store_a):
+    project = project_a[0]
+    version = services.modelversion_start(project_id=project.pk)
+    # An earlier attempt died half-way through writing its lists.
+    RelatedProduct.objects.create(project=project, model_version=version, product_id="SKU-000001",
+                                  related_product_id="SKU-000002", rank=1, score=0.5)  # fmt: skip
+    ModelVersion.objects.filter(pk=version.pk).update(status=VersionStatus.TRAINING)
+    assert services.modelversion_start(project_id=project.pk) is None  # one run at a time
+    done = pipeline.run_full(version_id=version.pk)
+    assert done.status == VersionStatus.ACTIVE
+    rows = RelatedProduct.objects.filter(model_version=version).count()
+    assert rows == 40 * 20
+    finished_at = done.finished_at
+    again = pipeline.run_full(version_id=version.pk)  # a redelivered task
+    assert again.finished_at == finished_at
+    assert RelatedProduct.objects.filter(model_version=version).count() == rows
+
+
+@pytest.mark.django_db
+def test_online_update_refreshes_what_changed_and_gives_a_new_product_related_products(project_a, store_a, capsys):
+    project = project_a[0]
+    with pytest.raises(CommandError, match="no active version"):
+        _train(project.pk, "--online", capsys=capsys)
+    full = _train(project.pk, capsys=capsys)
+    products_upsert(project_id=project.pk, products=[
+        ProductIn(product_id="SKU-NEW", name="Acme Pro Smartphone", categories=["Electronics", "Phones"],
+                  price=Decimal("199.00"), description="A smartphone by Acme for phones lovers."),
+    ])  # fmt: skip
+    now = datetime.now(UTC)
+    _events(project.pk, "fresh", [
+        ("Product Viewed", {"product_id": "SKU-000001"}, now - timedelta(minutes=2)),
+        ("Product Viewed", {"product_id": "SKU-000002"}, now - timedelta(minutes=1)),
+    ])  # fmt: skip
+    assert services.online_update_due(project_id=project.pk)
+    online = _train(project.pk, "--online", capsys=capsys)
+    version = ModelVersion.objects.get(pk=online["version"])
+    assert (version.kind, version.status, version.parent_id) == (VersionKind.ONLINE, "active", full["version"])
+    assert version.interactions == 2 and version.users == 1 and version.products == 41
+    assert version.metrics["inherited_from"] == full["version"] and version.metrics["refreshed_products"] == 3
+    assert ModelVersion.objects.get(pk=full["version"]).status == VersionStatus.RETIRED
+    old, new = _lists(full["version"]), _lists(version.pk)
+    assert len(new["SKU-NEW"]) == 20  # cold start: nobody has touched it
+    assert "SKU-NEW" not in {r for r, _, _ in new["SKU-NEW"]}
+    unchanged = set(old) - {"SKU-000001", "SKU-000002"}
+    assert {p: new[p] for p in unchanged} == {p: old[p] for p in unchanged}
+    assert version.last_event_id > ModelVersion.objects.get(pk=full["version"]).last_event_id
+    assert not services.online_update_due(project_id=project.pk)
+
+
+@pytest.mark.django_db
+def test_another_projects_versions_and_lists_are_invisible(project_a, project_b, store_a, capsys):
+    _train(project_a[0].pk, capsys=capsys)
+    b = project_b[0].pk
+    assert selectors.modelversion_active(project_id=b) is None
+    assert selectors.related_products(project_id=b, product_id="SKU-000001") == []
+    assert selectors.related_for_history(project_id=b, recent_product_ids=["SKU-000001"]) == []
+    assert selectors.trending_products(project_id=b) == []
+    assert not selectors.modelversions(project_id=b).exists()
+
+
+@pytest.mark.django_db
+def test_related_for_history_sums_recent_lists_newest_first_and_skips_owned(project_a):
+    project = project_a[0]
+    version = ModelVersion.objects.create(project=project, status=VersionStatus.ACTIVE)
+    rows = [("A", "X", 1, 0.5), ("A", "B", 2, 0.3), ("B", "Y", 1, 0.6), ("B", "X", 2, 0.1)]
+    RelatedProduct.objects.bulk_create([
+        RelatedProduct(project=project, model_version=version, product_id=p, related_product_id=r, rank=k, score=s)
+        for p, r, k, s in rows
+    ])  # fmt: skip
+    got = selectors.related_for_history(project_id=project.pk, recent_product_ids=["B", "A"])
+    # B is newest (weight 1), A older (0.8): X = 0.1 + 0.8 * 0.5, Y = 0.6; B itself is owned.
+    assert got == [("Y", pytest.approx(0.6)), ("X", pytest.approx(0.5))]
+
+
+@pytest.mark.django_db
+def test_command_rejects_an_unknown_project():
+    with pytest.raises(CommandError, match="project 999 does not exist"):
+        call_command("train_recommendations", "--project", "999")
+
+
+@pytest.mark.django_db
+def test_every_project_gets_its_schedules_once(make_project):
+    from recommendations.tasks import recs_schedules_ensure_all_task
+
+    first, _ = make_project("One")
+    second, _ = make_project("Two")
+    assert recs_schedules_ensure_all_task() == 2
+    assert recs_schedules_ensure_all_task() == 0
+    names = sorted(PeriodicTask.objects.filter(task__startswith="recommendations.train").values_list("name", flat=True))
+    assert names == [
+        f"recommendations: nightly training of project {first.pk}",
+        f"recommendations: nightly training of project {second.pk}",
+        f"recommendations: online update of project {first.pk}",
+        f"recommendations: online update of project {second.pk}",
+    ]
