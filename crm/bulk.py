@@ -73,6 +73,30 @@ def _sql_value(value: Any) -> Any:
     return value
 
 
+def _insert_values(
+    model: type[models.Model], columns: Sequence[str], rows: Sequence[Sequence[Any]], suffix: str
+) -> list[tuple]:
+    """`INSERT INTO table (columns) VALUES ... <suffix>` over rows, in as few
+    statements as the backend's parameter limit allows; returns fetched rows."""
+    table = connection.ops.quote_name(model._meta.db_table)
+    column_sql = ", ".join(connection.ops.quote_name(c) for c in columns)
+    placeholder = "(" + ", ".join(["%s"] * len(columns)) + ")"
+    # SQLite caps the parameters of one statement; PostgreSQL takes 1,000 rows at once.
+    per_statement = max(1, min(1000, (connection.features.max_query_params or 65_535) // len(columns)))
+    returning = "RETURNING" in suffix
+    fetched: list[tuple] = []
+    with connection.cursor() as cursor:
+        for start in range(0, len(rows), per_statement):
+            chunk = rows[start : start + per_statement]
+            cursor.execute(
+                f"INSERT INTO {table} ({column_sql}) VALUES {', '.join([placeholder] * len(chunk))} {suffix}",
+                [_sql_value(v) for row in chunk for v in row],
+            )
+            if returning:
+                fetched.extend(cursor.fetchall())
+    return fetched
+
+
 def insert_new_rows(
     model: type[models.Model],
     columns: Sequence[str],
@@ -94,24 +118,31 @@ def insert_new_rows(
     """
     if not rows:
         return []
-    table = connection.ops.quote_name(model._meta.db_table)
-    column_sql = ", ".join(connection.ops.quote_name(c) for c in columns)
-    conflict_sql = ", ".join(connection.ops.quote_name(c) for c in unique_columns)
-    placeholder = "(" + ", ".join(["%s"] * len(columns)) + ")"
-    # SQLite caps the parameters of one statement; PostgreSQL takes 1,000 rows at once.
-    per_statement = max(1, min(1000, (connection.features.max_query_params or 65_535) // len(columns)))
-    returned: list[Any] = []
-    with connection.cursor() as cursor:
-        for start in range(0, len(rows), per_statement):
-            chunk = rows[start : start + per_statement]
-            params = [_sql_value(v) for row in chunk for v in row]
-            cursor.execute(
-                f"INSERT INTO {table} ({column_sql}) VALUES {', '.join([placeholder] * len(chunk))} "
-                f"ON CONFLICT ({conflict_sql}) DO NOTHING RETURNING {connection.ops.quote_name(returning)}",
-                params,
-            )
-            returned.extend(r[0] for r in cursor.fetchall())
-    return returned
+    qn = connection.ops.quote_name
+    conflict = ", ".join(qn(c) for c in unique_columns)
+    fetched = _insert_values(model, columns, rows, f"ON CONFLICT ({conflict}) DO NOTHING RETURNING {qn(returning)}")
+    return [r[0] for r in fetched]
+
+
+def upsert_rows(
+    model: type[models.Model],
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    *,
+    unique_columns: Sequence[str],
+    set_sql: str,
+    where_sql: str = "",
+) -> None:
+    """INSERT rows; a row colliding on `unique_columns` updates the existing one
+    with `set_sql` (SQL over `excluded.<column>` and the table's own columns),
+    only where `where_sql` holds. One statement per 1,000 rows and no read
+    first; the same SQL runs on PostgreSQL and SQLite. Rows must not repeat a
+    key within one call (PostgreSQL refuses to update a row twice)."""
+    if not rows:
+        return
+    conflict = ", ".join(connection.ops.quote_name(c) for c in unique_columns)
+    where = f" WHERE {where_sql}" if where_sql else ""
+    _insert_values(model, columns, rows, f"ON CONFLICT ({conflict}) DO UPDATE SET {set_sql}{where}")
 
 
 def update_rows(model: type[models.Model], columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> int:

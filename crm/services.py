@@ -12,7 +12,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from crm.bulk import insert_new_rows, update_rows
+from crm.bulk import insert_new_rows, update_rows, upsert_rows
 from crm.models import (
     RECENT_ITEMS_LIMIT,
     AnonymousId,
@@ -342,9 +342,27 @@ def platform_from(value: str | None) -> str:
     return Platform.OTHER
 
 
+_DEVICE_COLUMNS = [
+    "project_id", "profile_id", "device_id", "platform", "push_token", "app_version", "os_name", "os_version",
+    "last_seen", "created_at",
+]  # fmt: skip
+# An update never moves a device back in time (an older batch processed late),
+# and an empty push token does not erase a known one.
+_DEVICE_SET_SQL = (
+    "profile_id = excluded.profile_id, platform = excluded.platform, "
+    "push_token = CASE WHEN excluded.push_token = '' THEN crm_device.push_token ELSE excluded.push_token END, "
+    "app_version = excluded.app_version, os_name = excluded.os_name, os_version = excluded.os_version, "
+    "last_seen = excluded.last_seen"
+)
+
+
 def devices_upsert(*, project_id: int, devices: Sequence[DeviceIn]) -> None:
     """Insert or update devices by (project, device_id) in bulk. The latest
-    profile, token and versions win; an empty push token does not erase a known one."""
+    profile, token and versions win; an empty push token does not erase a known
+    one; a device already seen later than the given time is left as it is.
+
+    One INSERT ... ON CONFLICT DO UPDATE per 1,000 devices, no read first: the
+    ingest workers call this for every batch."""
     latest: dict[str, DeviceIn] = {}
     for device in devices:
         known = latest.get(device.device_id)
@@ -354,39 +372,28 @@ def devices_upsert(*, project_id: int, devices: Sequence[DeviceIn]) -> None:
             latest[device.device_id] = device
     if not latest:
         return
-    existing_tokens = dict(
-        Device.objects.filter(project_id=project_id, device_id__in=list(latest)).values_list("device_id", "push_token")
-    )
-    rows = []
-    for device in latest.values():
-        token = device.push_token or existing_tokens.get(device.device_id, "")
-        rows.append(
-            Device(
-                project_id=project_id,
-                profile_id=device.profile_id,
-                device_id=device.device_id,
-                platform=device.platform,
-                push_token=token,
-                app_version=device.app_version,
-                os_name=device.os_name,
-                os_version=device.os_version,
-                last_seen=device.last_seen,
+    now = timezone.now()
+    upsert_rows(
+        Device,
+        _DEVICE_COLUMNS,
+        [
+            (
+                project_id,
+                d.profile_id,
+                d.device_id,
+                d.platform,
+                d.push_token,
+                d.app_version,
+                d.os_name,
+                d.os_version,
+                d.last_seen,
+                now,
             )
-        )
-    Device.objects.bulk_create(
-        rows,
-        batch_size=BULK_CHUNK,
-        update_conflicts=True,
-        unique_fields=["project", "device_id"],
-        update_fields=[
-            "profile",
-            "platform",
-            "push_token",
-            "app_version",
-            "os_name",
-            "os_version",
-            "last_seen",
+            for d in latest.values()
         ],
+        unique_columns=["project_id", "device_id"],
+        set_sql=_DEVICE_SET_SQL,
+        where_sql="crm_device.last_seen <= excluded.last_seen",
     )
 
 
@@ -503,14 +510,25 @@ def profiles_resolve(*, project_id: int, identities: Sequence[IdentityIn]) -> li
             Profile.objects.filter(project_id=project_id, user_id__in=wanted_users).values_list("user_id", "pk")
         )
     anons: dict[str, _Ref] = {}
-    anonymous_pids: set[int] = set()  # existing profiles that were never identified
     if wanted_anons:
-        for anon, pid, user in AnonymousId.objects.filter(
-            project_id=project_id, anonymous_id__in=wanted_anons
-        ).values_list("anonymous_id", "profile_id", "profile__user_id"):
-            anons[anon] = pid
-            if user is None:
-                anonymous_pids.add(pid)
+        anons.update(
+            AnonymousId.objects.filter(project_id=project_id, anonymous_id__in=wanted_anons).values_list(
+                "anonymous_id", "profile_id"
+            )
+        )
+    # Existing profiles that were never identified, among those whose status
+    # matters: an anonymous id seen with a user id that is new or points to
+    # another profile (usually none, so usually no query).
+    undecided = {
+        anons[i.anonymous_id]
+        for i in identities
+        if i.user_id and i.anonymous_id in anons and users.get(i.user_id) != anons[i.anonymous_id]
+    }
+    anonymous_pids: set[int] = (
+        set(Profile.objects.filter(pk__in=undecided, user_id__isnull=True).values_list("pk", flat=True))
+        if undecided
+        else set()
+    )
 
     merged_into: dict[int, _Ref] = {}
     merges: list[tuple[int, _Ref]] = []
@@ -602,7 +620,7 @@ def profiles_resolve(*, project_id: int, identities: Sequence[IdentityIn]) -> li
                 fold(previous, ref)
         refs.append(ref)
 
-    with transaction.atomic():
+    with transaction.atomic(savepoint=False):
         _profiles_convert(project_id=project_id, conversions=conversions, merges=merges, merged_into=merged_into)
         _profiles_create(project_id=project_id, profiles=[p for p in created if p.forward is None])
 
@@ -700,9 +718,10 @@ class ProfileActivity:
             self.last_seen = at
 
 
+_DEMOGRAPHIC_COLUMNS = ["email", "phone", "name", "gender", "birth_date", "country", "city"]
 _ACTIVITY_COLUMNS = [
-    "traits", "email", "phone", "name", "gender", "birth_date", "locale", "country", "city", "timezone",
-    "first_seen", "last_seen", "recent_viewed", "recent_purchased", "updated_at",
+    "traits", *_DEMOGRAPHIC_COLUMNS, "locale", "timezone", "first_seen", "last_seen", "recent_viewed",
+    "recent_purchased",
 ]  # fmt: skip
 
 
@@ -715,48 +734,57 @@ def profiles_apply_activity(*, project_id: int, activities: dict[int, ProfileAct
     Rows are locked in primary-key order, so concurrent workers wait for each
     other instead of deadlocking. Run inside a transaction (the caller's, so
     the locks hold until its events are committed). Returns profiles changed.
+
+    Reads and writes only the columns the activity touches (traits are big and
+    rarely change), as plain tuples: the ingest workers call this per batch.
     """
     if not activities:
         return 0
-    now = timezone.now()
-    rows = []
-    with transaction.atomic():
-        for profile in (
+    wanted = ["first_seen", "last_seen", "locale", "timezone", "recent_viewed", "recent_purchased"]
+    if any(a.traits for a in activities.values()):
+        wanted = ["traits", *_DEMOGRAPHIC_COLUMNS, *wanted]
+    changed_columns: set[str] = set()
+    changed_rows: list[dict[str, Any]] = []
+    with transaction.atomic(savepoint=False):
+        rows = (
             Profile.objects.select_for_update()
             .filter(project_id=project_id, pk__in=list(activities))
             .order_by("pk")
-            .only(*_ACTIVITY_COLUMNS)
-        ):
-            activity = activities[profile.pk]
-            changed = False
+            .values_list("pk", *wanted)
+        )
+        for pk, *values in rows:
+            activity = activities[pk]
+            row = dict(zip(wanted, values, strict=True))
+            before = dict(row)
             for traits in activity.traits:
-                profile.traits = {**profile.traits, **traits}
-                for column, value in demographics_from_traits(traits).items():
-                    setattr(profile, column, value)
-                changed = True
+                row["traits"] = {**row["traits"], **traits}
+                row.update(demographics_from_traits(traits))
             if activity.viewed:
-                profile.recent_viewed = _push_recent(activity.viewed, profile.recent_viewed)
-                changed = True
+                row["recent_viewed"] = _push_recent(activity.viewed, row["recent_viewed"])
             if activity.purchased:
-                profile.recent_purchased = _push_recent(activity.purchased, profile.recent_purchased)
-                changed = True
-            if activity.locale and activity.locale != profile.locale:
-                profile.locale = activity.locale[:35]
-                changed = True
-            if activity.timezone and activity.timezone != profile.timezone:
-                profile.timezone = activity.timezone[:64]
-                changed = True
-            if activity.first_seen and activity.first_seen < profile.first_seen:
-                profile.first_seen = activity.first_seen
-                changed = True
-            if activity.last_seen and activity.last_seen > profile.last_seen:
-                profile.last_seen = activity.last_seen
-                changed = True
+                row["recent_purchased"] = _push_recent(activity.purchased, row["recent_purchased"])
+            if activity.locale:
+                row["locale"] = activity.locale[:35]
+            if activity.timezone:
+                row["timezone"] = activity.timezone[:64]
+            if activity.first_seen and activity.first_seen < row["first_seen"]:
+                row["first_seen"] = activity.first_seen
+            if activity.last_seen and activity.last_seen > row["last_seen"]:
+                row["last_seen"] = activity.last_seen
+            changed = {c for c in wanted if row[c] != before[c]}
             if changed:
-                profile.updated_at = now
-                rows.append((profile.pk, *(getattr(profile, c) for c in _ACTIVITY_COLUMNS)))
-        update_rows(Profile, _ACTIVITY_COLUMNS, rows)
-    return len(rows)
+                changed_columns |= changed
+                row["pk"] = pk
+                changed_rows.append(row)
+        if changed_rows:
+            columns = [c for c in _ACTIVITY_COLUMNS if c in changed_columns] + ["updated_at"]
+            now = timezone.now()
+            update_rows(
+                Profile,
+                columns,
+                [(row["pk"], *(row[c] for c in columns[:-1]), now) for row in changed_rows],
+            )
+    return len(changed_rows)
 
 
 _EVENT_COLUMNS = [
