@@ -505,6 +505,10 @@ def _clip(value: str) -> str:
     return value if len(value) <= _ERROR_VALUE_CHARS else value[:_ERROR_VALUE_CHARS] + "…"
 
 
+_PROPERTIES_SLOT = ProductIn._fields.index("properties")
+_ROW_SLOT = ProductIn._fields.index("row")
+
+
 class RowParser:
     """Turns records into ProductIn tuples; the converters are chosen once per file."""
 
@@ -584,8 +588,8 @@ class RowParser:
                     errors.append(RowError(row, product_id[:255], header, _clip(value), str(exc)))
         if errors:
             return None, errors
-        out[11] = properties
-        out[12] = row
+        out[_PROPERTIES_SLOT] = properties
+        out[_ROW_SLOT] = row
         return ProductIn._make(out), []
 
     @staticmethod

@@ -6,6 +6,7 @@ from django.urls import reverse
 from rest_framework import serializers
 
 from catalog.models import CatalogUpload, Product, UploadMode
+from catalog.selectors import upload_summary
 
 
 class ProductOutSerializer(serializers.ModelSerializer):
@@ -38,8 +39,6 @@ class UploadOutSerializer(serializers.Serializer):
     """The upload's summary (catalog.selectors.upload_summary) plus links."""
 
     def to_representation(self, instance: CatalogUpload) -> dict[str, Any]:
-        from catalog.selectors import upload_summary
-
         data = upload_summary(instance)
         request = self.context.get("request")
         data["errors_url"] = (

@@ -114,6 +114,11 @@ def test_a_marketer_cannot_see_or_touch_another_projects_catalog(console, projec
 
     changelist = console.get("/admin/catalog/product/")
     assert changelist.status_code == 200 and list(changelist.context["cl"].result_list) == []
+    assert project_b[0].name not in changelist.content.decode()  # not even in the project filter
+    assert (
+        list(console.get("/admin/catalog/product/", {"project__id__exact": project_b[0].pk}).context["cl"].result_list)
+        == []
+    )
     assert console.get(f"/admin/catalog/product/{product_b.pk}/change/").status_code == 302  # "does not exist"
     console.post(f"/admin/catalog/product/{product_b.pk}/change/", {"name": "Hacked", "price": "0"})
     assert Product.objects.get(pk=product_b.pk).name == "Theirs"
