@@ -123,7 +123,8 @@ class GroupCommitPublisher:
                 connect_timeout=self.timeout,
                 transport_options={"confirm_publish": True},
             )
-            connection.connect()
+            # One attempt, no retry loop: a refused connection answers 503 at once.
+            connection.ensure_connection(max_retries=0)
             self._connection = connection
             self._producer = connection.Producer()
         ingest_batch_task.apply_async(args=[items], producer=self._producer, retry=False, confirm_timeout=self.timeout)

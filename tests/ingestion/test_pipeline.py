@@ -1,0 +1,267 @@
+"""The ingest pipeline (ingestion.services.messages_store): identities, traits,
+recent items, devices, mappings, redelivery and dead letters."""
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from crm.models import AnonymousId, Device, Event, Profile
+from ingestion.models import DeadLetter, EventNameMapping
+from ingestion.services import StoreResult, dead_letters_retry, messages_store
+from ingestion.spec import message_normalize
+
+pytestmark = pytest.mark.django_db
+
+T0 = datetime(2026, 2, 1, 9, 0, tzinfo=UTC)
+
+
+def msgs(project_id, *raws):
+    """Normalise as the collector does; each message one second after the previous."""
+    return [
+        message_normalize(
+            {"timestamp": (T0 + timedelta(seconds=i)).isoformat(), "messageId": f"m{i}", **raw},
+            project_id=project_id,
+            received_at=T0 + timedelta(minutes=1),
+        )
+        for i, raw in enumerate(raws)
+    ]
+
+
+def viewed(product, **ids):
+    return {"type": "track", "event": "Product Viewed", "properties": {"product_id": product}, **ids}
+
+
+def test_track_and_identify_build_one_profile_with_traits_and_demographics(project_a):
+    project, _ = project_a
+    result = messages_store(
+        project_id=project.pk,
+        messages=msgs(
+            project.pk,
+            {"type": "identify", "userId": "u1", "traits": {"email": "ada@x.io", "plan": "free", "gender": "F"}},
+            {"type": "track", "userId": "u1", "event": "Signed Up"},
+            {"type": "identify", "userId": "u1", "traits": {"plan": "pro", "address": {"city": "Leeds"}}},
+        ),
+    )
+    assert result == StoreResult(stored=3, duplicates=0, dead_lettered=0)
+    profile = Profile.objects.get(project=project)
+    assert profile.user_id == "u1"
+    assert profile.traits == {"email": "ada@x.io", "plan": "pro", "gender": "F", "address": {"city": "Leeds"}}
+    assert (profile.email, profile.gender, profile.city) == ("ada@x.io", "female", "Leeds")
+    assert (profile.first_seen, profile.last_seen) == (T0, T0 + timedelta(seconds=2))
+    assert Event.objects.filter(profile=profile).count() == 3
+
+
+def test_anonymous_activity_then_login_is_one_profile(project_a):
+    project, _ = project_a
+    messages_store(project_id=project.pk, messages=msgs(project.pk, viewed("p1", anonymousId="anon-1")))
+    anonymous = Profile.objects.get(project=project)
+    assert anonymous.user_id is None
+    messages_store(
+        project_id=project.pk,
+        messages=msgs(project.pk, {"type": "identify", "userId": "u1", "anonymousId": "anon-1", "messageId": "login"}),
+    )
+    profile = Profile.objects.get(project=project)  # still one profile: the first login identified it
+    assert (profile.pk, profile.user_id, profile.recent_viewed) == (anonymous.pk, "u1", ["p1"])
+
+
+def test_anonymous_activity_of_a_known_user_is_merged_into_their_profile(project_a):
+    project, _ = project_a
+    messages_store(
+        project_id=project.pk, messages=msgs(project.pk, {"type": "identify", "userId": "u1", "messageId": "a"})
+    )
+    known = Profile.objects.get(project=project, user_id="u1")
+    messages_store(
+        project_id=project.pk,
+        messages=msgs(
+            project.pk,
+            viewed("p1", anonymousId="anon-2", messageId="b"),
+            viewed("p2", anonymousId="anon-2", userId="u1", messageId="c"),
+        ),
+    )
+    assert list(Profile.objects.filter(project=project).values_list("pk", flat=True)) == [known.pk]
+    known.refresh_from_db()
+    assert known.recent_viewed == ["p2", "p1"]
+    assert Event.objects.filter(project=project, profile=known).count() == 3
+    assert AnonymousId.objects.get(anonymous_id="anon-2").profile_id == known.pk
+
+
+def test_alias_merges_the_anonymous_profile_into_the_identified_one_events_included(project_a):
+    project, _ = project_a
+    messages_store(
+        project_id=project.pk,
+        messages=msgs(
+            project.pk,
+            viewed("p1", anonymousId="anon-9", messageId="v1"),
+            {"type": "identify", "userId": "u9", "traits": {"plan": "pro"}, "messageId": "i1"},
+        ),
+    )
+    anonymous = Profile.objects.get(project=project, user_id__isnull=True)
+    identified = Profile.objects.get(project=project, user_id="u9")
+    messages_store(
+        project_id=project.pk,
+        messages=msgs(project.pk, {"type": "alias", "userId": "u9", "previousId": "anon-9", "messageId": "al"}),
+    )
+    assert not Profile.objects.filter(pk=anonymous.pk).exists()
+    identified.refresh_from_db()
+    assert identified.recent_viewed == ["p1"]
+    assert sorted(Event.objects.filter(profile=identified).values_list("message_id", flat=True)) == ["al", "i1", "v1"]
+    alias = Event.objects.get(message_id="al")
+    assert (alias.type, alias.properties) == ("alias", {"previousId": "anon-9"})
+    # Later events of the old anonymous id land on the identified profile.
+    messages_store(project_id=project.pk, messages=msgs(project.pk, viewed("p7", anonymousId="anon-9", messageId="v2")))
+    identified.refresh_from_db()
+    assert identified.recent_viewed == ["p7", "p1"]
+
+
+def test_alias_of_an_unknown_previous_id_links_it(project_a):
+    project, _ = project_a
+    messages_store(
+        project_id=project.pk,
+        messages=msgs(
+            project.pk,
+            {"type": "alias", "userId": "u1", "previousId": "old-anon"},
+            viewed("p3", anonymousId="old-anon"),
+        ),
+    )
+    profile = Profile.objects.get(project=project)
+    assert (profile.user_id, profile.recent_viewed) == ("u1", ["p3"])
+
+
+def test_ecommerce_events_update_recent_items_newest_first(project_a):
+    project, _ = project_a
+    messages_store(
+        project_id=project.pk,
+        messages=msgs(
+            project.pk,
+            viewed("p1", userId="u1"),
+            viewed(2, userId="u1"),
+            {"type": "track", "userId": "u1", "event": "Product Added", "properties": {"product_id": "p3"}},
+            viewed("p1", userId="u1"),
+            {
+                "type": "track",
+                "userId": "u1",
+                "event": "Order Completed",
+                "properties": {"products": [{"product_id": "p3"}, {"product_id": "p4"}, {"sku": "no id"}]},
+            },
+            {"type": "track", "userId": "u1", "event": "Signed Up", "properties": {"product_id": "ignored"}},
+            {"type": "page", "userId": "u1", "name": "Product Viewed", "properties": {"product_id": "not-a-track"}},
+        ),
+    )
+    profile = Profile.objects.get(project=project)
+    assert profile.recent_viewed == ["p1", "p3", "2"]
+    assert profile.recent_purchased == ["p4", "p3"]
+
+
+def test_recent_lists_keep_ten_items(project_a):
+    project, _ = project_a
+    messages_store(project_id=project.pk, messages=msgs(project.pk, *[viewed(f"p{i}", userId="u1") for i in range(14)]))
+    assert Profile.objects.get(project=project).recent_viewed == [f"p{i}" for i in range(13, 3, -1)]
+
+
+def test_a_project_maps_its_own_event_names(project_a, project_b):
+    project, _ = project_a
+    EventNameMapping.objects.create(project=project, source_name="Item Seen", canonical_name="Product Viewed")
+    EventNameMapping.objects.create(project=project, source_name="Purchase", canonical_name="Order Completed")
+    raws = [
+        {"type": "track", "userId": "u1", "event": "Item Seen", "properties": {"product_id": "p1"}},
+        {"type": "track", "userId": "u1", "event": "Purchase", "properties": {"products": [{"product_id": "p2"}]}},
+    ]
+    messages_store(project_id=project.pk, messages=msgs(project.pk, *raws))
+    messages_store(project_id=project_b[0].pk, messages=msgs(project_b[0].pk, *raws))
+    profile = Profile.objects.get(project=project)
+    assert (profile.recent_viewed, profile.recent_purchased) == (["p1"], ["p2"])
+    # The events keep the names they were sent with.
+    assert sorted(Event.objects.filter(project=project).values_list("name", flat=True)) == ["Item Seen", "Purchase"]
+    # Another project's mapping does not apply.
+    other = Profile.objects.get(project=project_b[0])
+    assert (other.recent_viewed, other.recent_purchased) == ([], [])
+
+
+def test_context_updates_the_device_and_the_profile(project_a):
+    project, _ = project_a
+    context = {
+        "device": {"id": "idfv-1", "type": "ios", "token": "apns-token", "model": "iPhone15,2"},
+        "os": {"name": "iOS", "version": "17.4"},
+        "app": {"version": "3.1.0", "build": "310"},
+        "locale": "fr-FR",
+        "timezone": "Europe/Paris",
+    }
+    messages_store(
+        project_id=project.pk,
+        messages=msgs(
+            project.pk,
+            {"type": "track", "userId": "u1", "event": "App Opened", "context": context},
+            # A later call without a token keeps the known token.
+            {"type": "screen", "userId": "u1", "name": "Home", "context": {**context, "device": {"id": "idfv-1"}}},
+        ),
+    )
+    device = Device.objects.get(project=project)
+    profile = Profile.objects.get(project=project)
+    assert (device.device_id, device.platform, device.push_token, device.os_name, device.os_version) == (
+        "idfv-1",
+        "ios",
+        "apns-token",
+        "iOS",
+        "17.4",
+    )
+    assert (device.app_version, device.profile_id, device.last_seen) == ("3.1.0", profile.pk, T0 + timedelta(seconds=1))
+    assert (profile.locale, profile.timezone) == ("fr-FR", "Europe/Paris")
+    assert Event.objects.get(type="track").context == context
+
+
+def test_redelivery_stores_nothing_twice_and_applies_nothing_twice(project_a):
+    project, _ = project_a
+    first = msgs(project.pk, viewed("p1", userId="u1", messageId="a"), viewed("p2", userId="u1", messageId="b"))
+    later = msgs(project.pk, viewed("p1", userId="u1", messageId="c"))
+    later[0]["timestamp"] = (T0 + timedelta(minutes=5)).isoformat()
+    messages_store(project_id=project.pk, messages=first)
+    messages_store(project_id=project.pk, messages=later)
+    assert Profile.objects.get(project=project).recent_viewed == ["p1", "p2"]
+    # The first message is delivered again (a worker died before acknowledging it).
+    assert messages_store(project_id=project.pk, messages=first) == StoreResult(stored=0, duplicates=2)
+    # Re-applying it would have moved p2 back in front.
+    assert Profile.objects.get(project=project).recent_viewed == ["p1", "p2"]
+    assert Event.objects.filter(project=project).count() == 3
+
+
+def test_a_repeated_message_id_in_one_batch_is_stored_and_applied_once(project_a):
+    project, _ = project_a
+    batch = msgs(project.pk, viewed("p1", userId="u1", messageId="x"), viewed("p2", userId="u1", messageId="x"))
+    assert messages_store(project_id=project.pk, messages=batch) == StoreResult(stored=1, duplicates=1)
+    assert Profile.objects.get(project=project).recent_viewed == ["p1"]
+
+
+@pytest.mark.postgres
+def test_a_message_that_cannot_be_stored_is_dead_lettered_and_the_rest_are_stored(project_a):
+    project, _ = project_a
+    # PostgreSQL's jsonb refuses the NUL character: valid JSON, unstorable.
+    batch = msgs(
+        project.pk,
+        viewed("p1", userId="u1", messageId="good-1"),
+        {"type": "track", "userId": "u1", "event": "Bad", "properties": {"note": "a\u0000b"}, "messageId": "bad"},
+        viewed("p2", userId="u1", messageId="good-2"),
+    )
+    result = messages_store(project_id=project.pk, messages=batch)
+    assert result == StoreResult(stored=2, duplicates=0, dead_lettered=1)
+    assert sorted(Event.objects.values_list("message_id", flat=True)) == ["good-1", "good-2"]
+    letter = DeadLetter.objects.get()
+    assert (letter.project_id, letter.message_id, letter.message["event"]) == (project.pk, "bad", "Bad")
+    assert "\\u0000 cannot be converted to text" in letter.error
+    assert letter.traceback.startswith("Traceback")
+    assert letter.received_at == T0 + timedelta(minutes=1)
+    assert Profile.objects.get(project=project).recent_viewed == ["p2", "p1"]
+
+    # Fixed (here: by editing the stored message), it can be processed again.
+    letter.message["properties"]["note"] = "ab"
+    letter.save()
+    assert dead_letters_retry(dead_letter_ids=[letter.pk]) == StoreResult(stored=1)
+    assert DeadLetter.objects.count() == 0
+    assert Event.objects.get(message_id="bad").properties == {"note": "ab"}
+
+
+def test_messages_of_a_deleted_project_are_dropped(project_a):
+    project, _ = project_a
+    project_id = project.pk + 1000  # deleted after its messages were queued
+    batch = msgs(project_id, viewed("p1", userId="u1"))
+    assert messages_store(project_id=project_id, messages=batch) == StoreResult()
+    assert Event.objects.count() == 0 and DeadLetter.objects.count() == 0
