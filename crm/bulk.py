@@ -174,5 +174,5 @@ def update_rows(model: type[models.Model], columns: Sequence[str], rows: Sequenc
         f"FROM (VALUES %s) AS v(pk, {', '.join(names)}) WHERE t.{pk_column} = v.pk"
     )
     with connection.cursor() as cursor:
-        execute_values(cursor.cursor, sql, [[_sql_value(v) for v in row] for row in rows], page_size=1000)
+        execute_values(cursor, sql, [[_sql_value(v) for v in row] for row in rows], page_size=1000)
     return len(rows)
