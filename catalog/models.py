@@ -178,31 +178,3 @@ class CatalogUploadError(models.Model):
 
     def __str__(self) -> str:
         return f"row {self.row} {self.column}: {self.reason}"
-
-
-class ProductStage(models.Model):
-    """The session-local staging table of an import chunk on PostgreSQL (a TEMP table
-    that catalog.services creates per connection): crm.bulk.copy_rows COPYs a chunk
-    into it, and one INSERT ... ON CONFLICT moves it into catalog_product. Not
-    managed: no migration creates it, and nothing else reads it."""
-
-    source_row = models.BigIntegerField(null=True)
-    product_id = models.CharField(max_length=255)
-    name = models.CharField(max_length=500)
-    categories = models.JSONField()
-    price = models.DecimalField(max_digits=14, decimal_places=4, null=True)
-    currency = models.CharField(max_length=3)
-    rating = models.FloatField(null=True)
-    description = models.TextField()
-    image_url = models.CharField(max_length=2048)
-    deeplink = models.CharField(max_length=2048)
-    in_stock = models.BooleanField()
-    is_active = models.BooleanField()
-    properties = models.JSONField()
-
-    class Meta:
-        managed = False
-        db_table = "catalog_product_stage"
-
-    def __str__(self) -> str:
-        return self.product_id

@@ -20,9 +20,10 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, BinaryIO
 
+import orjson
 from django.core.cache import cache
 from django.core.files import File
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -41,13 +42,11 @@ from catalog.models import (
     CatalogUpload,
     CatalogUploadError,
     Product,
-    ProductStage,
     UploadMode,
     UploadSource,
     UploadState,
 )
 from catalog.selectors import category_cache_key
-from crm.bulk import copy_rows
 from crm.models import Project
 
 logger = logging.getLogger(__name__)
@@ -64,9 +63,11 @@ IMPORT_CHUNK_ROWS = 5000
 STALE_AFTER = timedelta(minutes=10)
 
 ALL_FIELDS = frozenset(FIELDS)
-_STAGE_COLUMNS = [
-    "source_row", "product_id", "name", "categories", "price", "currency", "rating", "description",
-    "image_url", "deeplink", "in_stock", "is_active", "properties",
+# The columns of a COPY line (catalog_product's, and its TEMP staging table's).
+_COPY_COLUMNS = [
+    "project_id", "product_id", "name", "categories", "price", "currency", "rating", "description",
+    "image_url", "deeplink", "in_stock", "is_active", "properties", "created_at", "updated_at",
+    "last_upload_id", "last_upload_row",
 ]  # fmt: skip
 # Fields a file may leave out; on update, only the columns the file has are written.
 _OPTIONAL = ("name", "categories", "price", "currency", "rating", "description", "image_url", "deeplink", "in_stock")
@@ -90,8 +91,9 @@ def products_upsert(
     fields: Collection[str] = ALL_FIELDS,
     property_keys: Collection[str] | None = None,
     upload_id: int | None = None,
+    lines: Sequence[str] | None = None,
 ) -> UpsertResult:
-    """Create or update `products` by (project, product_id), in one statement.
+    """Create or update `products` by (project, product_id).
 
     - `fields`: the known columns the source has; an existing product keeps its
       values for the others (a file of ids and prices only updates prices).
@@ -104,80 +106,179 @@ def products_upsert(
       same upload is not written again but returned in `duplicates`, as is a
       repeated id within `products`.
 
+    - `lines`: the products as COPY lines (product_copy_line_factory, same order), when
+      the caller built them already; the import does so in its parse thread.
+
     Call inside a transaction for atomicity with other writes; on PostgreSQL it
-    uses the connection's TEMP staging table (see ProductStage).
+    uses the connection's TEMP staging table (_STAGE_DDL) for existing products.
     """
     result = UpsertResult()
     unique: list[ProductIn] = []
+    unique_lines: list[str] | None = None if lines is None else []
     first_row: dict[str, int | None] = {}
-    for product in products:
+    for index, product in enumerate(products):
         if product.product_id in first_row:
             result.duplicates.append((product, first_row[product.product_id]))
         else:
             first_row[product.product_id] = product.row
             unique.append(product)
+            if unique_lines is not None:
+                unique_lines.append(lines[index])  # type: ignore[index]
     if not unique:
         return result
     update_fields = [f for f in _OPTIONAL if f in fields]
     cache.delete(category_cache_key(project_id))  # the console's category filter
     if connection.vendor == "postgresql":
-        _upsert_postgresql(project_id, unique, update_fields, property_keys, upload_id, result)
+        if unique_lines is None:
+            copy_line = product_copy_line_factory(project_id=project_id, upload_id=upload_id)
+            unique_lines = [copy_line(p) for p in unique]
+        _upsert_postgresql(project_id, unique, unique_lines, update_fields, property_keys, upload_id, result)
     else:
         _upsert_portable(project_id, unique, update_fields, property_keys, upload_id, result)
     return result
 
 
+def _copy_text(value: str) -> str:
+    """COPY's text format: backslash, tab and line breaks escaped (as crm.bulk does)."""
+    if "\\" in value or "\t" in value or "\n" in value or "\r" in value:
+        return value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+    return value
+
+
+def product_copy_line_factory(*, project_id: int, upload_id: int | None) -> Callable[[ProductIn], str]:
+    """A function turning a ProductIn into one COPY line of _COPY_COLUMNS.
+
+    crm.bulk.copy_rows formats any value through an isinstance chain; here the
+    types are known, and the import calls this in its parse thread, so the
+    formatting overlaps PostgreSQL's work instead of adding to it. Measured on
+    100k rows: serialising on the writer's side cost about a fifth of the import.
+    """
+    now = timezone.now().isoformat()
+    head = f"{project_id}\t"
+    tail = f"\t{now}\t{now}\t{upload_id if upload_id is not None else NULL}\t"
+    dumps = orjson.dumps
+    esc = _copy_text
+
+    def line(p: ProductIn) -> str:
+        price, rating = p.price, p.rating
+        return (
+            head
+            + "\t".join(
+                (
+                    esc(p.product_id),
+                    esc(p.name),
+                    dumps(list(p.categories)).decode().replace("\\", "\\\\"),
+                    NULL if price is None else str(price),
+                    esc(p.currency),
+                    NULL if rating is None else repr(rating),
+                    esc(p.description),
+                    esc(p.image_url),
+                    esc(p.deeplink),
+                    "t" if p.in_stock else "f",
+                    "t" if p.is_active else "f",
+                    dumps(p.properties or {}).decode().replace("\\", "\\\\"),
+                )
+            )
+            + tail
+            + (NULL if p.row is None else str(p.row))
+        )
+
+    return line
+
+
+NULL = "\\N"
+
 _STAGE_DDL = """
 CREATE TEMP TABLE IF NOT EXISTS catalog_product_stage (
-    source_row bigint, product_id varchar(255), name varchar(500), categories jsonb,
+    project_id bigint, product_id varchar(255), name varchar(500), categories jsonb,
     price numeric(14, 4), currency varchar(3), rating double precision, description text,
     image_url varchar(2048), deeplink varchar(2048), in_stock boolean, is_active boolean,
-    properties jsonb
+    properties jsonb, created_at timestamptz, updated_at timestamptz, last_upload_id bigint,
+    last_upload_row bigint
 ) ON COMMIT DELETE ROWS
 """
+
+
+def _copy_in(cursor: Any, table: str, lines: Sequence[str]) -> None:
+    buffer = io.StringIO()
+    buffer.write("\n".join(lines))
+    buffer.write("\n")
+    buffer.seek(0)
+    cursor.cursor.copy_expert(f"COPY {table} ({', '.join(_COPY_COLUMNS)}) FROM STDIN", buffer)
 
 
 def _upsert_postgresql(
     project_id: int,
     products: list[ProductIn],
+    lines: list[str],
     update_fields: list[str],
     property_keys: Collection[str] | None,
     upload_id: int | None,
     result: UpsertResult,
 ) -> None:
-    """COPY into the TEMP stage, then INSERT ... ON CONFLICT DO UPDATE from it.
+    """New products are COPYed straight into catalog_product; existing ones go
+    through the TEMP stage and one INSERT ... ON CONFLICT DO UPDATE.
 
-    Measured against bulk_create(update_conflicts=True) on the same chunks: the
-    multi-row INSERT with 13 parameters a row spent most of its time building and
-    parsing parameters; COPY + one INSERT ... SELECT was about 3x faster.
+    Measured on 100k new rows (2 cores, other work running): COPY into the table
+    took 1.5 s where COPY into the stage plus INSERT ... SELECT ... ON CONFLICT
+    took 1.8 to 2.6 s; a first import is all new rows. The one-query probe for
+    existing ids costs a few milliseconds per chunk.
     """
+    by_id = {p.product_id: i for i, p in enumerate(products)}
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT product_id, last_upload_id IS NOT DISTINCT FROM %s AND last_upload_row IS NOT NULL "
+            "FROM catalog_product WHERE project_id = %s AND product_id = ANY(%s)",
+            [upload_id, project_id, list(by_id)],
+        )
+        existing = dict(cursor.fetchall())
+    if upload_id is None:
+        existing = dict.fromkeys(existing, False)  # no upload: nothing is a duplicate
+    new = [i for i, p in enumerate(products) if p.product_id not in existing]
+    old = [i for i, p in enumerate(products) if existing.get(p.product_id) is False]
+    dup_ids = [p.product_id for p in products if existing.get(p.product_id) is True]
+    if new:
+        try:
+            with transaction.atomic(), connection.cursor() as cursor:
+                _copy_in(cursor, "catalog_product", [lines[i] for i in new])
+            result.created += len(new)
+        except IntegrityError:
+            # Another writer created some of them since the probe: upsert them all.
+            old += new
+    if old:
+        _upsert_staged(
+            project_id,
+            [products[i] for i in old],
+            [lines[i] for i in old],
+            update_fields,
+            property_keys,
+            upload_id,
+            result,
+        )
+    if dup_ids:
+        rows = dict(
+            Product.objects.filter(project_id=project_id, product_id__in=dup_ids).values_list(
+                "product_id", "last_upload_row"
+            )
+        )
+        result.duplicates.extend((products[by_id[pid]], rows.get(pid)) for pid in dup_ids)
+
+
+def _upsert_staged(
+    project_id: int,
+    products: list[ProductIn],
+    lines: list[str],
+    update_fields: list[str],
+    property_keys: Collection[str] | None,
+    upload_id: int | None,
+    result: UpsertResult,
+) -> None:
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(_STAGE_DDL)
         cursor.execute("TRUNCATE catalog_product_stage")
-        copy_rows(
-            ProductStage,
-            _STAGE_COLUMNS,
-            (
-                (
-                    p.row,
-                    p.product_id,
-                    p.name,
-                    list(p.categories),
-                    p.price,
-                    p.currency,
-                    p.rating,
-                    p.description,
-                    p.image_url,
-                    p.deeplink,
-                    p.in_stock,
-                    p.is_active,
-                    p.properties or {},
-                )
-                for p in products
-            ),
-        )
+        _copy_in(cursor, "catalog_product_stage", lines)
         sets = [f"{f} = EXCLUDED.{f}" for f in update_fields]
-        params: list[Any] = [project_id, upload_id]
+        params: list[Any] = []
         if property_keys is None:
             sets.append("properties = EXCLUDED.properties")
         elif property_keys:
@@ -190,21 +291,17 @@ def _upsert_postgresql(
             "last_upload_id = EXCLUDED.last_upload_id",
             "last_upload_row = EXCLUDED.last_upload_row",
         ]
-        # Already written by this upload (an earlier chunk had the same id): leave
-        # it, and the row is reported as a duplicate. A product only "touched" for
-        # a rejected row (last_upload_row NULL) may still be written.
+        # Already written by this upload (a concurrent writer, or a race with the
+        # probe): leave it, and the row is reported as a duplicate. A product only
+        # "touched" for a rejected row (last_upload_row NULL) may still be written.
         where = ""
         if upload_id is not None:
             where = "WHERE p.last_upload_id IS DISTINCT FROM EXCLUDED.last_upload_id OR p.last_upload_row IS NULL"
+        columns = ", ".join(_COPY_COLUMNS)
         cursor.execute(
             f"""
-            INSERT INTO catalog_product AS p (
-                project_id, product_id, name, categories, price, currency, rating, description,
-                image_url, deeplink, in_stock, is_active, properties, created_at, updated_at,
-                last_upload_id, last_upload_row)
-            SELECT %s, product_id, name, categories, price, currency, rating, description,
-                image_url, deeplink, in_stock, is_active, properties, now(), now(), %s, source_row
-            FROM catalog_product_stage
+            INSERT INTO catalog_product AS p ({columns})
+            SELECT {columns} FROM catalog_product_stage
             ON CONFLICT (project_id, product_id) DO UPDATE SET {", ".join(sets)}
             {where}
             RETURNING p.product_id, (p.xmax = 0)
@@ -485,6 +582,7 @@ def catalog_import_run(
 class _ParsedChunk:
     rows: int
     valid: list[ProductIn]
+    lines: list[str] | None  # COPY lines of `valid` (PostgreSQL)
     errors: list[RowError]
     rejected_rows: set[int]
     rejected_ids: set[str]
@@ -492,7 +590,12 @@ class _ParsedChunk:
 
 
 def _parse_chunks(
-    raw: BinaryIO, layout: FileLayout, parser: RowParser, skip: int, chunk_rows: int
+    raw: BinaryIO,
+    layout: FileLayout,
+    parser: RowParser,
+    skip: int,
+    chunk_rows: int,
+    copy_line: Callable[[ProductIn], str] | None,
 ) -> Iterator[_ParsedChunk]:
     text = text_open(raw, layout.encoding)
     records = records_iter(text, layout, skip=skip)
@@ -517,7 +620,8 @@ def _parse_chunks(
                 break
         if not count:
             return
-        yield _ParsedChunk(count, valid, errors, rejected_rows, rejected_ids, raw.tell())
+        lines = [copy_line(p) for p in valid] if copy_line is not None else None
+        yield _ParsedChunk(count, valid, lines, errors, rejected_rows, rejected_ids, raw.tell())
 
 
 def _read_ahead(chunks: Iterator[_ParsedChunk], depth: int = 2) -> Iterator[_ParsedChunk]:
@@ -572,7 +676,11 @@ def _import_chunks(upload: CatalogUpload, on_progress: ProgressCallback | None, 
     replace = upload.mode == UploadMode.REPLACE
     size = max(upload.size_bytes, 1)
     with _local_copy(upload) as raw:
-        for chunk in _read_ahead(_parse_chunks(raw, layout, parser, upload.rows_processed, chunk_rows)):
+        copy_line = None
+        if connection.vendor == "postgresql":
+            copy_line = product_copy_line_factory(project_id=upload.project_id, upload_id=upload.pk)
+        chunks = _parse_chunks(raw, layout, parser, upload.rows_processed, chunk_rows, copy_line)
+        for chunk in _read_ahead(chunks):
             errors = chunk.errors
             rejected_rows = chunk.rejected_rows
             with transaction.atomic():
@@ -588,6 +696,7 @@ def _import_chunks(upload: CatalogUpload, on_progress: ProgressCallback | None, 
                     fields=parser.fields,
                     property_keys=parser.property_keys,
                     upload_id=upload.pk,
+                    lines=chunk.lines,
                 )
                 for product, first in result.duplicates:
                     where = f"row {first}" if first else "an earlier row"

@@ -45,29 +45,6 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.CreateModel(
-            name='ProductStage',
-            fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('source_row', models.BigIntegerField(null=True)),
-                ('product_id', models.CharField(max_length=255)),
-                ('name', models.CharField(max_length=500)),
-                ('categories', models.JSONField()),
-                ('price', models.DecimalField(decimal_places=4, max_digits=14, null=True)),
-                ('currency', models.CharField(max_length=3)),
-                ('rating', models.FloatField(null=True)),
-                ('description', models.TextField()),
-                ('image_url', models.CharField(max_length=2048)),
-                ('deeplink', models.CharField(max_length=2048)),
-                ('in_stock', models.BooleanField()),
-                ('is_active', models.BooleanField()),
-                ('properties', models.JSONField()),
-            ],
-            options={
-                'db_table': 'catalog_product_stage',
-                'managed': False,
-            },
-        ),
-        migrations.CreateModel(
             name='CatalogUpload',
             fields=[
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
