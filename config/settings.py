@@ -194,9 +194,10 @@ RECS_STALE_RUN_HOURS = env_int("RECS_STALE_RUN_HOURS", 6)
 RECS_TRENDING_HALF_LIFE_DAYS = env_int("RECS_TRENDING_HALF_LIFE_DAYS", 7)
 RECS_INTERACTION_WEIGHTS = (1.0, 3.0, 5.0)  # view, add to cart, purchase
 RECS_MODEL_PARAMS = {
-    "epochs": env_int("RECS_EPOCHS", 3),
+    "epochs": env_int("RECS_EPOCHS", 6),
     "dim": env_int("RECS_DIM", 64),
-    "max_pairs": env_int("RECS_MAX_PAIRS", 3_000_000),
+    "max_examples": env_int("RECS_MAX_EXAMPLES", 4_000_000),  # the training budget, all epochs together
+    "min_steps": env_int("RECS_MIN_STEPS", 600),
 }
 
 # --- Auth, i18n ----------------------------------------------------------------

@@ -200,17 +200,19 @@ def _write_trending(version: ModelVersion, cat: Catalog, scores: np.ndarray) -> 
 
 def _save_artifacts(
     version: ModelVersion, *, model: CorrelationModel, cat: Catalog, vocab: FeatureVocab, known: np.ndarray,
-    idx: np.ndarray, probs: np.ndarray, trending: np.ndarray, trending_at: float, n_users: int,
+    idx: np.ndarray, probs: np.ndarray, trending: np.ndarray, trending_at: float, profile_pks: np.ndarray,
 ) -> None:  # fmt: skip
     folder = _folder(version)
     _replace(f"{folder}/model.weights.npz", _npz(weights_state(model)))
     meta = {
         "product_ids": cat.product_ids, "words": vocab.words, "categories": vocab.categories,
-        "price_edges": vocab.price_edges, "params": model.params.as_dict(), "n_users": n_users,
+        "price_edges": vocab.price_edges, "params": model.params.as_dict(), "n_users": len(profile_pks),
         "trending_at": trending_at,
     }  # fmt: skip
     _replace(f"{folder}/meta.json", json.dumps(meta).encode())
-    arrays = {"related_idx": idx, "related_score": probs, "known": known, "trending": trending}
+    # profile_pks: the user rows of the model (matrix factorisation's user vectors).
+    arrays = {"related_idx": idx, "related_score": probs, "known": known, "trending": trending,
+              "profile_pks": profile_pks}  # fmt: skip
     _replace(f"{folder}/arrays.npz", _npz(arrays))
 
 
@@ -291,7 +293,8 @@ def _run_full(version: ModelVersion, on_progress: Progress | None) -> None:
         known = np.bincount(split.train.items, minlength=cat.n) > 0
         ctx, tgt, bias = item_vectors(result.model, known)
         allowed = np.asarray(cat.active, dtype=bool)
-        idx, probs = related_top_k(ctx=ctx, tgt=tgt, bias=bias, allowed=allowed, on_progress=sub("related"))
+        idx, probs = related_top_k(ctx=ctx, tgt=tgt, bias=bias, allowed=allowed, cosine=params.context == "user",
+                                   on_progress=sub("related"))  # fmt: skip
         _write_related(version, cat, np.arange(cat.n), idx, probs)
 
     with _stage(version, "evaluate", VersionStatus.EVALUATING, on_progress):
@@ -307,7 +310,7 @@ def _run_full(version: ModelVersion, on_progress: Progress | None) -> None:
                                 n_items=cat.n, now=now_s, half_life_days=half_life)  # fmt: skip
         _write_trending(version, cat, scores)
         _save_artifacts(version, model=result.model, cat=cat, vocab=vocab, known=known, idx=idx, probs=probs,
-                        trending=scores, trending_at=now_s, n_users=len(loaded.profile_pks))  # fmt: skip
+                        trending=scores, trending_at=now_s, profile_pks=loaded.profile_pks)  # fmt: skip
 
 
 # --- Online updates -------------------------------------------------------------------
@@ -373,8 +376,11 @@ def _run_online(version: ModelVersion, on_progress: Progress | None) -> None:
         parent_vocab = FeatureVocab(meta["words"], meta["categories"], meta["price_edges"])
         feats, vocab = build_features(cat.infos, vocab=parent_vocab)
         params = ModelParams(**{**meta["params"], "epochs": 1})
-        result = train_model(seqs=seqs, n_items=cat.n, n_users=max(meta["n_users"], len(loaded.profile_pks)),
-                             feats=feats, params=params, init_from=weights)  # fmt: skip
+        # Users keep the parent's rows (their vectors are in its weights); new ones are appended.
+        profile_pks = _profile_rows(arrays["profile_pks"], loaded.profile_pks)
+        seqs.users = profile_pks.rows[seqs.users]
+        result = train_model(seqs=seqs, n_items=cat.n, n_users=len(profile_pks.all), feats=feats, params=params,
+                             init_from=weights)  # fmt: skip
         new_mask = loaded.event_ids > parent.last_event_id
         version.interactions = int(new_mask.sum())
         version.users, version.products = len(active_profiles), cat.n
@@ -391,7 +397,8 @@ def _run_online(version: ModelVersion, on_progress: Progress | None) -> None:
         affected |= {i for i, t in enumerate(cat.updated_at) if t is not None and t >= changed_since}
         rows = np.array(sorted(affected), dtype=np.int64)
         ctx, tgt, bias = item_vectors(result.model, known)
-        idx, probs = related_top_k(ctx=ctx, tgt=tgt, bias=bias, rows=rows, allowed=np.asarray(cat.active, bool))
+        idx, probs = related_top_k(ctx=ctx, tgt=tgt, bias=bias, rows=rows, allowed=np.asarray(cat.active, bool),
+                                   cosine=params.context == "user")  # fmt: skip
         _copy_parent_related(version, parent, [cat.product_ids[i] for i in rows])
         _write_related(version, cat, rows, idx, probs)
         all_idx = np.full((cat.n, RELATED_K), -1, np.int32)
@@ -414,7 +421,24 @@ def _run_online(version: ModelVersion, on_progress: Progress | None) -> None:
         version.save(update_fields=["metrics"])
         _save_artifacts(version, model=result.model, cat=cat, vocab=vocab, known=known, idx=all_idx,
                         probs=all_probs, trending=scores, trending_at=now_s,
-                        n_users=max(meta["n_users"], len(loaded.profile_pks)))  # fmt: skip
+                        profile_pks=profile_pks.all)  # fmt: skip
+
+
+@dataclass
+class _ProfileRows:
+    all: np.ndarray  # row -> profile pk, the parent's rows first
+    rows: np.ndarray  # the model row of each loaded user index
+
+
+def _profile_rows(parent_pks: np.ndarray, loaded_pks: np.ndarray) -> _ProfileRows:
+    order = np.argsort(parent_pks)
+    ordered = parent_pks[order]
+    pos = np.searchsorted(ordered, loaded_pks)
+    pos_c = np.minimum(pos, max(len(ordered) - 1, 0))
+    found = (pos < len(ordered)) & (ordered[pos_c] == loaded_pks) if len(ordered) else np.zeros(len(loaded_pks), bool)
+    new = ~found
+    row_of = np.where(found, order[pos_c] if len(order) else 0, len(parent_pks) + np.cumsum(new) - 1)
+    return _ProfileRows(all=np.concatenate([parent_pks, loaded_pks[new]]), rows=row_of.astype(np.int64))
 
 
 def _copy_parent_related(version: ModelVersion, parent: ModelVersion, skip: list[str]) -> None:

@@ -19,7 +19,7 @@ END = datetime(2026, 3, 1, tzinfo=UTC)
 def _small_training(settings, tmp_path):  # noqa: ANN001, ANN202 - pytest-django fixtures
     settings.MEDIA_ROOT = str(tmp_path / "media")
     settings.STORAGES = {**settings.STORAGES, "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"}}
-    settings.RECS_MODEL_PARAMS = {"epochs": 1, "dim": 8, "max_pairs": 20_000, "batch_size": 128}
+    settings.RECS_MODEL_PARAMS = {"epochs": 1, "dim": 8, "min_steps": 20, "batch_size": 128}
     settings.RECS_MIN_TRAINING_EVENTS = 100_000
     settings.RECS_EVAL_USERS = 1000
     settings.RECS_COLLECT_BATCH = 500

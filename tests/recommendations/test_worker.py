@@ -18,7 +18,7 @@ def test_nightly_task_trains_and_activates_on_an_ml_worker(celery_worker_process
     store_write(project.pk)
     celery_worker_process(
         queues=["ml"],
-        extra_env={"RECS_EPOCHS": "1", "RECS_DIM": "8", "RECS_MAX_PAIRS": "20000", "MEDIA_ROOT": str(tmp_path)},
+        extra_env={"RECS_EPOCHS": "1", "RECS_DIM": "8", "RECS_MIN_STEPS": "20", "MEDIA_ROOT": str(tmp_path)},
     )
     recs_train_full_task.delay(project.pk)
     deadline = time.monotonic() + 180

@@ -1,0 +1,142 @@
+"""Recommendation quality study: the model variants against the baselines under the
+protocol of ../shared/data/README.md, on Online Retail (purchases) and the demo store.
+
+    nice .venv/bin/python bench/recs_quality.py [--data online_retail,ms_demo_store] [--variants mf,item_w1]
+
+Prints one line per (data set, variant) and one JSON object on the last line. Every
+figure is computed by the same code the pipeline runs (recommendations.training).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from recommendations.training.data import Interactions, dedupe_last, holdout_split, user_bounds  # noqa: E402
+from recommendations.training.evaluate import (  # noqa: E402
+    coverage_of,
+    itemknn_neighbours,
+    metrics_of,
+    rank_from_neighbours,
+    rank_popular,
+)
+from recommendations.training.features import ProductInfo, build_features  # noqa: E402
+from recommendations.training.model import ItemFeatures, ModelParams, item_vectors, train_model  # noqa: E402
+from recommendations.training.neighbours import related_top_k  # noqa: E402
+
+DATA = ROOT.parent / "shared" / "data"
+SERVED = (5, 0.8)  # last 5 items, newest weighted 1, each older one 0.8 times less (as served)
+BASELINE = (5, 1.0)  # the README's item-kNN rule: last 5 items, equal weights
+
+VARIANTS: dict[str, dict] = {
+    "mf_dropout10": {"context": "user", "epochs": 6, "id_dropout": 0.1},
+    "mf": {"context": "user", "epochs": 6, "id_dropout": 0.25},
+    "mf_no_side": {"context": "user", "epochs": 6, "id_dropout": 0.0, "side": False},
+    "item_w1": {"context": "item", "window": 1, "epochs": 4},
+    "item_w3": {"context": "item", "window": 3, "epochs": 4},
+    "gru": {"context": "gru", "seq_len": 5, "epochs": 4},
+}
+COMMON = {"learning_rate": 0.01, "temperature": 1.0, "dim": 64, "batch_size": 1024, "max_examples": 4_000_000}
+
+
+def load_online_retail() -> tuple[Interactions, list[ProductInfo]]:
+    df = pd.read_csv(
+        DATA / "online_retail" / "online_retail.csv.gz",
+        dtype={"InvoiceNo": str, "StockCode": str, "CustomerID": "float64"},
+    )
+    df = df[df.CustomerID.notna() & (df.Quantity > 0) & ~df.InvoiceNo.str.startswith("C")]
+    ts = pd.to_datetime(df.InvoiceDate).astype("int64").to_numpy() / 1e9
+    users = df.CustomerID.astype("category").cat.codes.to_numpy().astype(np.int64)
+    items = df.StockCode.astype("category")
+    codes = items.cat.codes.to_numpy().astype(np.int32)
+    info = df.assign(code=codes).groupby("code").agg(desc=("Description", "last"), price=("UnitPrice", "median"))
+    infos = [
+        ProductInfo(name=r.desc if isinstance(r.desc, str) else "", price=float(r.price)) for r in info.itertuples()
+    ]
+    return Interactions(users, codes, ts, np.ones(len(df), np.float32)), infos
+
+
+def load_demo_store() -> tuple[Interactions, list[ProductInfo]]:
+    usage = pd.read_csv(DATA / "ms_demo_store" / "demoUsage.csv", header=None, names=["user", "item", "ts"])
+    catalog = pd.read_csv(DATA / "ms_demo_store" / "demoCatalog.csv", header=None, names=["item", "name", "category"])
+    ids = pd.Index(pd.concat([catalog.item, usage.item]).unique())
+    ts = pd.to_datetime(usage.ts, format="%Y/%m/%dT%H:%M:%S").astype("int64").to_numpy() / 1e9
+    users = usage.user.astype("category").cat.codes.to_numpy().astype(np.int64)
+    infos: list[ProductInfo] = [ProductInfo() for _ in range(len(ids))]
+    for row in catalog.itertuples():
+        infos[ids.get_loc(row.item)] = ProductInfo(name=row.name, categories=[row.category])
+    items = ids.get_indexer(usage.item).astype(np.int32)
+    return Interactions(users, items, ts, np.ones(len(usage), np.float32)), infos
+
+
+def protocol(inter: Interactions, n_items: int):  # noqa: ANN201
+    seqs = dedupe_last(inter, n_items=n_items)
+    starts, ends = user_bounds(seqs.users)
+    seqs = seqs.take(np.isin(seqs.users, seqs.users[starts[(ends - starts) >= 3]]))
+    return holdout_split(seqs)
+
+
+def score(split, n_items: int, idx: np.ndarray, val: np.ndarray, rule: tuple[int, float]) -> dict:  # noqa: ANN001
+    top = rank_from_neighbours(nbr_idx=idx, nbr_score=val, train=split.train, users=split.eval_users,
+                               n_items=n_items, recent=rule[0], decay=rule[1])  # fmt: skip
+    m = metrics_of(top, split.heldout)
+    return {"hr10": round(m.hr, 4), "ndcg10": round(m.ndcg, 4), "coverage": round(coverage_of(top, n_items), 4)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--data", default="online_retail,ms_demo_store")
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    args = parser.parse_args()
+    loaders = {"online_retail": load_online_retail, "ms_demo_store": load_demo_store}
+    report: dict = {}
+    for name in args.data.split(","):
+        inter, infos = loaders[name]()
+        n_items = len(infos)
+        split = protocol(inter, n_items)
+        out: dict = {"users": int(len(split.eval_users)), "items": int(len(np.unique(split.train.items)))}
+        pop = np.bincount(split.train.items, minlength=n_items).astype(float)
+        top = rank_popular(popularity=pop, train=split.train, users=split.eval_users)
+        m = metrics_of(top, split.heldout)
+        out["popularity"] = {"hr10": round(m.hr, 4), "ndcg10": round(m.ndcg, 4)}
+        k_idx, k_val = itemknn_neighbours(split.train, n_items)
+        out["itemknn"] = score(split, n_items, k_idx, k_val, BASELINE)
+        out["itemknn_served_rule"] = score(split, n_items, k_idx, k_val, SERVED)
+        print(name, "baselines", json.dumps(out), flush=True)
+        for variant in args.variants.split(","):
+            spec = dict(VARIANTS[variant])
+            side = spec.pop("side", True)
+            feats = build_features(infos)[0] if side else ItemFeatures.empty(n_items)
+            params = ModelParams(**{**COMMON, **spec})
+            started = time.monotonic()
+            result = train_model(seqs=split.train, n_items=n_items, n_users=int(inter.users.max()) + 1,
+                                 feats=feats, params=params)  # fmt: skip
+            known = np.bincount(split.train.items, minlength=n_items) > 0
+            ctx, tgt, bias = item_vectors(result.model, known)
+            idx, val = related_top_k(ctx=ctx, tgt=tgt, bias=bias, cosine=params.context == "user")
+            row = {
+                "served": score(split, n_items, idx, val, SERVED),
+                "baseline_rule": score(split, n_items, idx, val, BASELINE),
+                "train_s": round(time.monotonic() - started, 1),
+                "examples": result.examples,
+            }
+            row["vs_itemknn"] = round(row["served"]["hr10"] / max(out["itemknn"]["hr10"], 1e-9), 3)
+            out[variant] = row
+            print(name, variant, json.dumps(row), flush=True)
+        report[name] = out
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()
