@@ -180,6 +180,24 @@ CELERY_TIMEZONE = "UTC"
 # before answering 503, and the Retry-After it then tells the SDK.
 INGEST_PUBLISH_TIMEOUT = env_int("INGEST_PUBLISH_TIMEOUT", 5)
 INGEST_RETRY_AFTER = env_int("INGEST_RETRY_AFTER", 10)
+# Later stages plugged into ingestion (see ingestion/hooks.py).
+INGEST_RESPONSE_HOOKS = ["campaigns.channels.inapp.collector_response"]
+INGEST_STORED_EVENT_HOOKS = ["recommendations.tracking.events_stored_hook"]
+
+# --- Recommendation serving (recommendations/serving.py) ---------------------------
+# A user's recommendations come from their newest RECS_SERVE_RECENT items, each older
+# one RECS_SERVE_DECAY times less important (the combination evaluated in training).
+RECS_SERVE_RECENT = env_int("RECS_SERVE_RECENT", 5)
+RECS_SERVE_DECAY = float(env_str("RECS_SERVE_DECAY", "0.8") or "0.8")
+# The exclusion window: the last N viewed / purchased products (profiles keep ten of each).
+RECS_EXCLUDE_VIEWED = env_int("RECS_EXCLUDE_VIEWED", 10)
+RECS_EXCLUDE_PURCHASED = env_int("RECS_EXCLUDE_PURCHASED", 10)
+# Served lists are written in bulk this often (0: at once); see recommendations/tracking.py.
+RECS_TRACKING_FLUSH_SECONDS = float(env_str("RECS_TRACKING_FLUSH_SECONDS", "1.0") or "1.0")
+# A view of a product recommended this recently is a click even without the recommendation id;
+# an order within the conversion window after the recommendation is a conversion.
+RECS_CLICK_WINDOW_MINUTES = env_int("RECS_CLICK_WINDOW_MINUTES", 30)
+RECS_CONVERSION_WINDOW_HOURS = env_int("RECS_CONVERSION_WINDOW_HOURS", 24)
 
 # --- Recommendations (docs/recommendations.md) -------------------------------------
 # A full run widens its date range back until it covers this many interactions.

@@ -17,4 +17,5 @@ urlpatterns = [
     path("api/v1/", include("crm.api.urls")),
     path("", include("ingestion.urls")),
     path("api/v1/", include("catalog.api.urls")),
+    path("api/v1/", include("recommendations.api.urls")),
 ]

@@ -42,6 +42,7 @@ from crm.services import (
     profiles_apply_activity,
     profiles_resolve,
 )
+from ingestion import hooks
 from ingestion.models import CanonicalEvent, DeadLetter
 from ingestion.selectors import event_name_mappings
 from ingestion.spec import MAX_MESSAGE_BYTES, MessageError, message_normalize, parse_time
@@ -83,7 +84,7 @@ def messages_store(*, project_id: int, messages: Sequence[dict[str, Any]], chunk
     result = StoreResult()
     if not messages:
         return result
-    if not Project.objects.filter(pk=project_id).exists():
+    if not _project_exists(project_id):
         logger.warning("dropping %d messages of deleted project %s", len(messages), project_id)
         return result
     mappings = event_name_mappings(project_id=project_id)
@@ -98,6 +99,23 @@ def messages_store(*, project_id: int, messages: Sequence[dict[str, Any]], chunk
             for message in chunk:
                 result.add(_message_store_or_dead_letter(project_id=project_id, message=message, mappings=mappings))
     return result
+
+
+# Projects seen to exist, and until when that is trusted: saves a query per
+# batch. A project deleted meanwhile fails its inserts (foreign key) and its
+# messages end up dropped with an error in the log instead of a warning.
+_PROJECT_EXISTS_SECONDS = 60.0
+_projects_seen: dict[int, float] = {}
+
+
+def _project_exists(project_id: int) -> bool:
+    now = time.monotonic()
+    if _projects_seen.get(project_id, 0.0) > now:
+        return True
+    if Project.objects.filter(pk=project_id).exists():
+        _projects_seen[project_id] = now + _PROJECT_EXISTS_SECONDS
+        return True
+    return False
 
 
 def _message_store_or_dead_letter(*, project_id: int, message: dict[str, Any], mappings: dict[str, str]) -> StoreResult:
@@ -245,6 +263,20 @@ def _chunk_store(*, project_id: int, messages: Sequence[dict[str, Any]], mapping
         profiles_apply_activity(project_id=project_id, activities=activities)
         if devices:
             devices_upsert(project_id=project_id, devices=devices)
+        hooks.events_stored(
+            project_id,
+            [
+                hooks.StoredEvent(
+                    profile_id=e.profile_id,
+                    type=e.type,
+                    name=mappings.get(e.name, e.name),
+                    properties=e.properties,
+                    timestamp=e.timestamp,
+                    message_id=e.message_id,
+                )
+                for e in _first_new(events, new_ids)
+            ],
+        )
     return StoreResult(stored=len(new_ids), duplicates=len(messages) - len(new_ids))
 
 

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 from django.contrib import admin, messages
-from django.db.models import QuerySet
+from django.db.models import Count, OuterRef, QuerySet, Subquery
 from django.http import HttpRequest
 
-from crm.admin_base import ProjectScopedAdmin
+from catalog.models import Product
+from crm.admin_base import CappedCountPaginator, ProjectScopedAdmin, ReadOnlyFactsAdmin
 from recommendations import services
-from recommendations.models import ModelVersion
+from recommendations.models import (
+    ModelVersion,
+    RecommendationDailyStat,
+    RecommendationServed,
+    RecommendedProductDay,
+)
 
 
 def _metric(name: str, label: str):  # noqa: ANN202 - an admin display callable
@@ -62,3 +68,80 @@ class ModelVersionAdmin(ProjectScopedAdmin):
                 self.message_user(request, f"Project {project_id}: {exc}.", messages.ERROR)
                 continue
             self.message_user(request, f"Project {project_id}: v{version.pk} serves again.", messages.SUCCESS)
+
+
+# --- Recommendation tracking (recommendations/tracking.py) -------------------------------
+
+
+@admin.register(RecommendationDailyStat)
+class RecommendationDailyStatAdmin(ReadOnlyFactsAdmin):
+    """Per day and surface: lists, impressions, clicks, CTR per slot, conversions,
+    and the catalog coverage of what was recommended. Counts come in the row's
+    query (subqueries), not one query per row."""
+
+    list_display = [
+        "day", "surface", "project", "lists", "impressions_shown", "clicks_shown", "ctr", "ctr_per_slot",
+        "conversions", "coverage",
+    ]  # fmt: skip
+    list_filter = ["project", "surface", "day"]
+    list_select_related = ["project"]
+    ordering = ["-day", "surface"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[RecommendationDailyStat]:
+        recommended = (
+            RecommendedProductDay.objects.filter(
+                project=OuterRef("project"), day=OuterRef("day"), surface=OuterRef("surface")
+            )
+            .order_by()
+            .values("project")
+            .annotate(n=Count("*"))
+            .values("n")
+        )
+        catalog = (
+            Product.objects.filter(project=OuterRef("project"), is_active=True)
+            .order_by()
+            .values("project")
+            .annotate(n=Count("*"))
+            .values("n")
+        )
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(recommended=Subquery(recommended), catalog_size=Subquery(catalog))
+        )
+
+    @admin.display(description="impressions")
+    def impressions_shown(self, obj: RecommendationDailyStat) -> int:
+        return obj.impressions
+
+    @admin.display(description="clicks")
+    def clicks_shown(self, obj: RecommendationDailyStat) -> int:
+        return obj.clicks
+
+    @admin.display(description="CTR")
+    def ctr(self, obj: RecommendationDailyStat) -> str:
+        return f"{obj.clicks / obj.impressions:.2%}" if obj.impressions else "—"
+
+    @admin.display(description="CTR per slot (1, 2, …)")
+    def ctr_per_slot(self, obj: RecommendationDailyStat) -> str:
+        clicks = list(obj.slot_clicks) + [0] * (len(obj.slot_impressions) - len(obj.slot_clicks))
+        return " · ".join(
+            f"{c / n:.1%}" if n else "—" for n, c in zip(obj.slot_impressions[:10], clicks[:10], strict=False)
+        )
+
+    @admin.display(description="catalog coverage")
+    def coverage(self, obj: RecommendationDailyStat) -> str:
+        if not getattr(obj, "catalog_size", None):
+            return "—"
+        return f"{(obj.recommended or 0) / obj.catalog_size:.1%} ({obj.recommended or 0} of {obj.catalog_size})"
+
+
+@admin.register(RecommendationServed)
+class RecommendationServedAdmin(ReadOnlyFactsAdmin):
+    list_display = ["id", "surface", "user_ref", "project", "created_at"]
+    list_filter = ["project", "surface"]
+    list_select_related = ["project"]
+    search_fields = ["=id", "=user_ref"]
+    ordering = ["-created_at"]
+    show_full_result_count = False
+    paginator = CappedCountPaginator

@@ -137,3 +137,112 @@ class TrendingProduct(models.Model):
 
     def __str__(self) -> str:
         return f"{self.category or 'all'} #{self.rank}: {self.product_id}"
+
+
+# --- Tracking (recommendations/tracking.py) ---------------------------------------------
+
+
+class RecommendationServed(models.Model):
+    """One list served: compact (product ids only; slot = position in the list)."""
+
+    id = models.CharField(primary_key=True, max_length=32)  # the recommendation_id given out
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    # A plain id, not a foreign key: profiles merge and the log must not hold them.
+    profile_id = models.BigIntegerField(null=True, blank=True)
+    user_ref = models.CharField(max_length=255, blank=True, default="")
+    surface = models.CharField(max_length=16)
+    products = models.JSONField(default=list)
+    model_version_id = models.BigIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        indexes = [
+            # Attribution without a recommendation id: "lists served to profile P in
+            # the window before the event" (profile_id = ? AND created_at BETWEEN ...).
+            models.Index(fields=["profile_id", "created_at"], name="recs_served_profile_time"),
+            # The console's per-project, per-day listing.
+            models.Index(fields=["project", "created_at"], name="recs_served_project_time"),
+        ]
+
+    def __str__(self) -> str:
+        return self.id
+
+
+class EngagementKind(models.TextChoices):
+    CLICK = "click"
+    CONVERSION = "conversion"
+
+
+class RecommendationEngagement(models.Model):
+    """A click on, or a purchase of, a served product: once per (list, slot, kind)."""
+
+    id = models.BigAutoField(primary_key=True)
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    served = models.ForeignKey(RecommendationServed, on_delete=models.CASCADE, related_name="engagements")
+    surface = models.CharField(max_length=16)
+    day = models.DateField()  # the day the list was served (the statistics row it counts in)
+    kind = models.CharField(max_length=12, choices=EngagementKind.choices)
+    slot = models.PositiveSmallIntegerField()
+    product_id = models.CharField(max_length=255)
+    event_message_id = models.CharField(max_length=255)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["served", "slot", "kind"], name="recs_engagement_once_per_slot")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.served_id}#{self.slot}"
+
+
+class RecommendationDailyStat(models.Model):
+    """Per project, day (UTC) and surface: lists served, impressions and clicks per
+    slot, conversions. Written by tracking in bulk; read by the console."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    day = models.DateField()
+    surface = models.CharField(max_length=16)
+    lists = models.BigIntegerField(default=0)
+    slot_impressions = models.JSONField(default=list)  # [n at slot 1, n at slot 2, ...]
+    slot_clicks = models.JSONField(default=list)
+    conversions = models.BigIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-day", "surface"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "day", "surface"], name="recs_daily_stat_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.day} {self.surface}"
+
+    @property
+    def impressions(self) -> int:
+        return sum(self.slot_impressions)
+
+    @property
+    def clicks(self) -> int:
+        return sum(self.slot_clicks)
+
+
+class RecommendedProductDay(models.Model):
+    """That a product was recommended at least once on a day and surface: the
+    catalog coverage of what was recommended is a count of these rows."""
+
+    id = models.BigAutoField(primary_key=True)
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    day = models.DateField()
+    surface = models.CharField(max_length=16)
+    product_id = models.CharField(max_length=255)
+
+    class Meta:
+        constraints = [
+            # Also serves the coverage count (project, day, surface) as an index-only scan.
+            models.UniqueConstraint(
+                fields=["project", "day", "surface", "product_id"], name="recs_recommended_product_day_unique"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.day} {self.surface} {self.product_id}"

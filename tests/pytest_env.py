@@ -12,6 +12,8 @@ os.environ.setdefault("SESSION_COOKIE_SECURE", "0")
 os.environ.setdefault("CSRF_COOKIE_SECURE", "0")
 os.environ.setdefault("ALLOWED_HOSTS", "testserver,localhost,127.0.0.1")
 os.environ.setdefault("STATIC_MANIFEST", "0")
+# Served recommendations are written at once, so tests can read them back.
+os.environ.setdefault("RECS_TRACKING_FLUSH_SECONDS", "0")
 os.environ.setdefault("WHITENOISE_USE_FINDERS", "1")
 # Tests must not write into a developer's var/ folder.
 os.environ.setdefault("VAR_DIR", os.path.join(os.environ.get("TMPDIR", "/tmp"), "engage-test-var"))

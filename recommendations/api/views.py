@@ -1,0 +1,148 @@
+"""Recommendation API (secret key): a user's recommendations, similar products, trending.
+
+Plain Django views rather than DRF: these answer on every screen of every app
+(the target is 1,500 requests/s on two cores, docs/benchmarks.md), and DRF's
+request wrapping and content negotiation would cost more than the recommendation
+itself. Input is parsed by hand, every rejection names its parameter.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import orjson
+from django.http import HttpRequest, HttpResponse
+from django.views.decorators.http import require_GET
+
+from catalog.selectors import product_get, property_filter_values
+from crm.selectors import project_for_secret_key
+from recommendations import serving, tracking
+
+_FILTER_PARAMS = {"limit", "category", "in_stock", "min_price", "max_price", "exclude"}
+_BOOLS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+
+
+class BadParameter(Exception):
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field, self.message = field, message
+
+
+def _json(status: int, body: dict[str, Any]) -> HttpResponse:
+    return HttpResponse(orjson.dumps(body), status=status, content_type="application/json")
+
+
+def _error(status: int, code: str, message: str, field: str | None = None) -> HttpResponse:
+    body: dict[str, Any] = {"error": code, "message": message}
+    if field:
+        body["field"] = field
+    return _json(status, body)
+
+
+def _project(request: HttpRequest):  # noqa: ANN202 - Project | None
+    header = request.headers.get("Authorization", "")
+    scheme, _, key = header.partition(" ")
+    if scheme.lower() != "bearer" or not key.strip():
+        return None
+    return project_for_secret_key(key.strip())
+
+
+def _decimal(request: HttpRequest, name: str) -> Decimal | None:
+    raw = request.GET.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        value = Decimal(raw)
+    except InvalidOperation:
+        raise BadParameter(name, f"{name} must be a number, got {raw!r}") from None
+    if not value.is_finite() or value < 0:
+        raise BadParameter(name, f"{name} must be a non-negative number, got {raw!r}")
+    return value
+
+
+def parse_filters(request: HttpRequest, *, default_limit: int) -> tuple[int, serving.ServeFilters]:
+    """The query string as (limit, filters); BadParameter names what is wrong."""
+    for name in request.GET:
+        if name not in _FILTER_PARAMS and not name.startswith("prop."):
+            raise BadParameter(name, f"unknown parameter {name!r}; property filters are written prop.<name>=<value>")
+    raw_limit = request.GET.get("limit", str(default_limit))
+    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 100:
+        raise BadParameter("limit", f"limit must be an integer from 1 to 100, got {raw_limit!r}")
+    in_stock = None
+    if "in_stock" in request.GET:
+        raw = request.GET["in_stock"].strip().lower()
+        if raw not in _BOOLS:
+            raise BadParameter("in_stock", f"in_stock must be true or false, got {request.GET['in_stock']!r}")
+        in_stock = _BOOLS[raw]
+    price_min, price_max = _decimal(request, "min_price"), _decimal(request, "max_price")
+    if price_min is not None and price_max is not None and price_min > price_max:
+        raise BadParameter("min_price", "min_price must not exceed max_price")
+    categories = tuple(c.strip() for c in request.GET.getlist("category") if c.strip())
+    exclude = frozenset(pid.strip() for raw in request.GET.getlist("exclude") for pid in raw.split(",") if pid.strip())
+    properties = []
+    for name in sorted(n for n in request.GET if n.startswith("prop.")):
+        prop = name[len("prop.") :]
+        if not prop:
+            raise BadParameter(name, "property filters are written prop.<name>=<value>")
+        values: list[Any] = []
+        for raw in request.GET.getlist(name):
+            values.extend(property_filter_values(raw))
+        properties.append((prop, tuple(values)))
+    filters = serving.ServeFilters(
+        categories=categories,
+        in_stock=in_stock,
+        price_min=price_min,
+        price_max=price_max,
+        properties=tuple(properties),
+        exclude=exclude,
+    )
+    return int(raw_limit), filters
+
+
+def _serve(request: HttpRequest, run: Any, *, default_limit: int) -> HttpResponse:
+    project = _project(request)
+    if project is None:
+        return _error(401, "invalid_secret_key", "Authorization must be 'Bearer <secret key>' of a project.")
+    try:
+        limit, filters = parse_filters(request, default_limit=default_limit)
+        result = run(project, limit, filters)
+    except BadParameter as exc:
+        return _error(400, "invalid_parameter", exc.message, exc.field)
+    except ValueError as exc:  # a property name the database cannot filter on
+        return _error(400, "invalid_parameter", str(exc), "prop")
+    if isinstance(result, HttpResponse):
+        return result
+    return _json(200, result.as_dict())
+
+
+@require_GET
+def user_recommendations(request: HttpRequest, user_id: str) -> HttpResponse:
+    def run(project, limit: int, filters: serving.ServeFilters):  # noqa: ANN001, ANN202
+        served = serving.recommendations_for_user(project_id=project.pk, user_id=user_id, limit=limit, filters=filters)
+        tracking.served_record(project_id=project.pk, served=served, surface="api", user_ref=user_id)
+        return served
+
+    return _serve(request, run, default_limit=10)
+
+
+@require_GET
+def similar_products(request: HttpRequest, product_id: str) -> HttpResponse:
+    def run(project, limit: int, filters: serving.ServeFilters):  # noqa: ANN001, ANN202
+        if product_get(project_id=project.pk, product_id=product_id) is None:
+            return _error(404, "not_found", f"product {product_id!r} is not in the catalog", "product_id")
+        served = serving.similar_products(project_id=project.pk, product_id=product_id, limit=limit, filters=filters)
+        tracking.served_record(project_id=project.pk, served=served, surface="api", user_ref="")
+        return served
+
+    return _serve(request, run, default_limit=20)
+
+
+@require_GET
+def trending(request: HttpRequest) -> HttpResponse:
+    def run(project, limit: int, filters: serving.ServeFilters):  # noqa: ANN001, ANN202
+        served = serving.trending_products_served(project_id=project.pk, limit=limit, filters=filters)
+        tracking.served_record(project_id=project.pk, served=served, surface="api", user_ref="")
+        return served
+
+    return _serve(request, run, default_limit=20)

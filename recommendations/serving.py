@@ -1,0 +1,389 @@
+"""Real-time serving: a user's next recommendations, similar products, trending.
+
+One request costs, typically, two small queries: the profile's recent items
+together with the project's active model version (one round trip), and the
+candidates' catalog rows with the request's filters applied by the database, so
+the catalog *as it is now* decides (a product that went out of stock a moment
+ago is not served). Related-product and trending lists of the active version are
+immutable, so each process caches them, keyed by version: activation of a new
+version is seen on the next request, with no invalidation to get wrong.
+
+Order of what is served, each tier sorted by (score desc, product id) so the
+answer is deterministic:
+1. related products of the user's recent items (newest weighted most);
+2. trending in the requested categories (or, with none requested, in the
+   categories of the user's recent items);
+3. overall trending;
+4. the rest of the catalog passing the filters (best rated first), so a request
+   returns `limit` products whenever the catalog has that many.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+import orjson
+from django.conf import settings
+from django.db import connection
+from django.db.models import F
+
+from catalog.selectors import product_filter
+from recommendations.models import RelatedProduct, TrendingProduct
+
+SURFACES = ("api", "in_app", "campaign")
+
+
+@dataclass(frozen=True)
+class ServeFilters:
+    categories: tuple[str, ...] = ()
+    in_stock: bool | None = None
+    price_min: Decimal | None = None
+    price_max: Decimal | None = None
+    # name -> the values the property may equal (see catalog.selectors.property_filter_values)
+    properties: tuple[tuple[str, tuple[Any, ...]], ...] = ()
+    exclude: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class ServedProduct:
+    product_id: str
+    name: str
+    image_url: str
+    deeplink: str
+    price: float | None
+    rating: float | None
+    score: float
+    because_of: str | None
+    reason: str  # related | trending_category | trending | catalog
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "product_id": self.product_id,
+            "name": self.name,
+            "image_url": self.image_url,
+            "deeplink": self.deeplink,
+            "price": self.price,
+            "rating": self.rating,
+            "score": self.score,
+            "because_of": self.because_of,
+            "reason": self.reason,
+        }
+
+
+@dataclass
+class Served:
+    recommendation_id: str
+    products: list[ServedProduct]
+    profile_id: int | None = None
+    model_version_id: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"recommendation_id": self.recommendation_id, "products": [p.as_dict() for p in self.products]}
+
+
+@dataclass
+class UserState:
+    profile_id: int | None
+    recent_viewed: list[str] = field(default_factory=list)
+    recent_purchased: list[str] = field(default_factory=list)
+    model_version_id: int | None = None
+
+
+# --- Per-process caches of immutable per-version lists ----------------------------
+
+_LIST_CACHE_MAX = 200_000
+_lock = threading.Lock()
+_related: OrderedDict[tuple[int, str], tuple[tuple[str, float], ...]] = OrderedDict()
+_trending: OrderedDict[tuple[int, str], tuple[tuple[str, float], ...]] = OrderedDict()
+
+
+def serving_cache_clear() -> None:
+    with _lock:
+        _related.clear()
+        _trending.clear()
+
+
+def _remember(cache: OrderedDict, key: tuple[int, str], value: tuple) -> None:
+    with _lock:
+        cache[key] = value
+        if len(cache) > _LIST_CACHE_MAX:
+            cache.popitem(last=False)
+
+
+def related_lists(*, version_id: int, product_ids: Sequence[str]) -> dict[str, tuple[tuple[str, float], ...]]:
+    """The version's related lists of `product_ids` (rank order); one query for
+    the ones this process has not seen yet."""
+    out: dict[str, tuple[tuple[str, float], ...]] = {}
+    missing = []
+    for pid in product_ids:
+        hit = _related.get((version_id, pid))
+        if hit is None:
+            missing.append(pid)
+        else:
+            out[pid] = hit
+    if missing:
+        rows: dict[str, list[tuple[str, float]]] = {pid: [] for pid in missing}
+        for pid, related, score in (
+            RelatedProduct.objects.filter(model_version_id=version_id, product_id__in=missing)
+            .order_by("product_id", "rank")
+            .values_list("product_id", "related_product_id", "score")
+        ):
+            rows[pid].append((related, score))
+        for pid, items in rows.items():
+            out[pid] = tuple(items)
+            _remember(_related, (version_id, pid), out[pid])
+    return out
+
+
+TRENDING_DEPTH = 200
+
+
+def trending_list(*, version_id: int, category: str = "") -> tuple[tuple[str, float], ...]:
+    key = (version_id, category)
+    hit = _trending.get(key)
+    if hit is None:
+        hit = tuple(
+            TrendingProduct.objects.filter(model_version_id=version_id, category=category)
+            .order_by("rank")
+            .values_list("product_id", "score")[:TRENDING_DEPTH]
+        )
+        _remember(_trending, key, hit)
+    return hit
+
+
+# --- Reads of the user and the catalog ----------------------------------------------
+
+
+def _json_list(value: Any) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str | bytes):
+        value = orjson.loads(value)
+    return [str(v) for v in value]
+
+
+def user_state(*, project_id: int, user_id: str | None) -> UserState:
+    """The profile's recent items and the project's active version, in one round
+    trip (raw SQL: this runs on every request, and the ORM cannot fetch a row
+    and an unrelated scalar together). An unknown user has no profile."""
+    sql = (
+        "SELECT (SELECT mv.id FROM recommendations_modelversion mv"
+        "        WHERE mv.project_id = %s AND mv.status = 'active'),"
+        "       p.id, p.recent_viewed, p.recent_purchased "
+        "FROM (SELECT 1 AS one) AS x "
+        "LEFT JOIN crm_profile p ON p.project_id = %s AND p.user_id = %s"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [project_id, project_id, user_id or ""])
+        version_id, profile_id, viewed, purchased = cursor.fetchone()
+    return UserState(
+        profile_id=profile_id,
+        recent_viewed=_json_list(viewed),
+        recent_purchased=_json_list(purchased),
+        model_version_id=version_id,
+    )
+
+
+def active_version_id(*, project_id: int) -> int | None:
+    return user_state(project_id=project_id, user_id=None).model_version_id
+
+
+_PRODUCT_FIELDS = ("product_id", "name", "image_url", "deeplink", "price", "rating", "categories")
+
+
+def _catalog_pass(
+    *, project_id: int, filters: ServeFilters, candidate_ids: Iterable[str] | None, limit: int | None = None
+) -> dict[str, tuple]:
+    """Catalog rows of the candidates (or of any product, best rated first, when
+    `candidate_ids` is None) that pass the filters: active, and the request's
+    category, stock, price and property conditions."""
+    qs = product_filter(
+        project_id=project_id,
+        categories=filters.categories,
+        in_stock=filters.in_stock,
+        is_active=True,
+        price_min=filters.price_min,
+        price_max=filters.price_max,
+        properties={name: list(values) for name, values in filters.properties},
+    )
+    if candidate_ids is not None:
+        ids = list(candidate_ids)
+        if not ids:
+            return {}
+        qs = qs.filter(product_id__in=ids)
+    else:
+        qs = qs.order_by(F("rating").desc(nulls_last=True), "product_id")[:limit]
+    return {row[0]: row for row in qs.values_list(*_PRODUCT_FIELDS)}
+
+
+def _served(row: tuple, score: float, because_of: str | None, reason: str) -> ServedProduct:
+    price = row[4]
+    return ServedProduct(
+        product_id=row[0],
+        name=row[1],
+        image_url=row[2],
+        deeplink=row[3],
+        price=None if price is None else float(price),
+        rating=row[5],
+        score=round(float(score), 6),
+        because_of=because_of,
+        reason=reason,
+    )
+
+
+def new_recommendation_id() -> str:
+    return secrets.token_hex(10)
+
+
+def _rank(scores: dict[str, float]) -> list[str]:
+    return sorted(scores, key=lambda pid: (-scores[pid], pid))
+
+
+class _Picker:
+    """Collects products tier by tier until `limit`, never twice, never excluded."""
+
+    def __init__(self, *, project_id: int, filters: ServeFilters, limit: int, skip: set[str]) -> None:
+        self.project_id, self.filters, self.limit = project_id, filters, limit
+        self.skip = skip
+        self.picked: list[ServedProduct] = []
+        self.categories_seen: list[str] = []
+
+    @property
+    def full(self) -> bool:
+        return len(self.picked) >= self.limit
+
+    def offer(self, ranked: Sequence[tuple[str, float, str | None]], reason: str) -> None:
+        """`ranked`: (product_id, score, because_of), best first."""
+        if self.full:
+            return
+        fresh = [item for item in ranked if item[0] not in self.skip]
+        # Ask the catalog for a few more than needed: some will fail the filters.
+        window = (self.limit - len(self.picked)) * 3 + 20
+        for start in range(0, len(fresh), window):
+            chunk = fresh[start : start + window]
+            rows = _catalog_pass(project_id=self.project_id, filters=self.filters, candidate_ids=[c[0] for c in chunk])
+            for pid, score, because in chunk:
+                row = rows.get(pid)
+                if row is None or pid in self.skip:
+                    continue
+                self.skip.add(pid)
+                self.picked.append(_served(row, score, because, reason))
+                if row[6]:
+                    self.categories_seen.extend(c for c in row[6] if c not in self.categories_seen)
+                if self.full:
+                    return
+
+    def fill_from_catalog(self) -> None:
+        while not self.full:
+            need = self.limit - len(self.picked)
+            rows = _catalog_pass(
+                project_id=self.project_id, filters=self.filters, candidate_ids=None, limit=need + len(self.skip)
+            )
+            added = 0
+            for pid, row in rows.items():
+                if pid in self.skip:
+                    continue
+                self.skip.add(pid)
+                self.picked.append(_served(row, 0.0, None, "catalog"))
+                added += 1
+                if self.full:
+                    return
+            if added == 0:
+                return  # the catalog has no more products passing the filters
+
+
+def _trending_tiers(picker: _Picker, *, version_id: int | None, categories: Sequence[str]) -> None:
+    if version_id is None:
+        return
+    if categories:
+        scores: dict[str, float] = {}
+        for category in categories:
+            for pid, score in trending_list(version_id=version_id, category=category):
+                scores[pid] = max(scores.get(pid, 0.0), score)
+        picker.offer([(pid, scores[pid], None) for pid in _rank(scores)], "trending_category")
+    picker.offer([(pid, score, None) for pid, score in trending_list(version_id=version_id)], "trending")
+
+
+def recent_sources(state: UserState) -> list[tuple[str, float]]:
+    """(product id, weight) of the items the user's recommendations come from: the
+    newest RECS_SERVE_RECENT views, then purchases not among them, each older
+    item RECS_SERVE_DECAY times less important than the one before."""
+    recent = list(dict.fromkeys([*state.recent_viewed, *state.recent_purchased]))[: settings.RECS_SERVE_RECENT]
+    return [(pid, settings.RECS_SERVE_DECAY**age) for age, pid in enumerate(recent)]
+
+
+def excluded_for(state: UserState) -> set[str]:
+    """What the user already has: the last RECS_EXCLUDE_VIEWED viewed and the last
+    RECS_EXCLUDE_PURCHASED purchased products (the profile keeps ten of each)."""
+    return set(state.recent_viewed[: settings.RECS_EXCLUDE_VIEWED]) | set(
+        state.recent_purchased[: settings.RECS_EXCLUDE_PURCHASED]
+    )
+
+
+def recommendations_for_user(
+    *, project_id: int, user_id: str | None, limit: int = 10, filters: ServeFilters | None = None
+) -> Served:
+    """The user's recommendations now. An unknown user (or one with no history)
+    gets trending products; a project with no active model gets the catalog's
+    best rated. Never raises for a missing profile or model."""
+    filters = filters or ServeFilters()
+    state = user_state(project_id=project_id, user_id=user_id)
+    picker = _Picker(
+        project_id=project_id, filters=filters, limit=limit, skip=excluded_for(state) | set(filters.exclude)
+    )
+    sources = recent_sources(state)
+    if state.model_version_id is not None and sources:
+        lists = related_lists(version_id=state.model_version_id, product_ids=[pid for pid, _ in sources])
+        scores: dict[str, float] = {}
+        best: dict[str, tuple[float, str]] = {}
+        for source, weight in sources:
+            for related, score in lists.get(source, ()):
+                part = weight * score
+                scores[related] = scores.get(related, 0.0) + part
+                if part > best.get(related, (0.0, ""))[0]:
+                    best[related] = (part, source)
+        picker.offer([(pid, scores[pid], best[pid][1]) for pid in _rank(scores)], "related")
+    categories = filters.categories or tuple(picker.categories_seen)
+    _trending_tiers(picker, version_id=state.model_version_id, categories=categories)
+    picker.fill_from_catalog()
+    return Served(
+        recommendation_id=new_recommendation_id(),
+        products=picker.picked,
+        profile_id=state.profile_id,
+        model_version_id=state.model_version_id,
+    )
+
+
+def similar_products(
+    *, project_id: int, product_id: str, limit: int = 20, filters: ServeFilters | None = None
+) -> Served:
+    """Products related to `product_id` (which the caller has checked exists), then
+    trending in its categories, then overall trending, then the catalog."""
+    filters = filters or ServeFilters()
+    version_id = active_version_id(project_id=project_id)
+    picker = _Picker(project_id=project_id, filters=filters, limit=limit, skip={product_id, *filters.exclude})
+    if version_id is not None:
+        items = related_lists(version_id=version_id, product_ids=[product_id]).get(product_id, ())
+        picker.offer([(pid, score, product_id) for pid, score in items], "related")
+    categories = filters.categories
+    if not categories:
+        own = _catalog_pass(project_id=project_id, filters=ServeFilters(), candidate_ids=[product_id])
+        categories = tuple(own[product_id][6] or ()) if product_id in own else ()
+    _trending_tiers(picker, version_id=version_id, categories=categories)
+    picker.fill_from_catalog()
+    return Served(recommendation_id=new_recommendation_id(), products=picker.picked, model_version_id=version_id)
+
+
+def trending_products_served(*, project_id: int, limit: int = 20, filters: ServeFilters | None = None) -> Served:
+    filters = filters or ServeFilters()
+    version_id = active_version_id(project_id=project_id)
+    picker = _Picker(project_id=project_id, filters=filters, limit=limit, skip=set(filters.exclude))
+    _trending_tiers(picker, version_id=version_id, categories=filters.categories)
+    picker.fill_from_catalog()
+    return Served(recommendation_id=new_recommendation_id(), products=picker.picked, model_version_id=version_id)

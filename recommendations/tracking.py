@@ -1,0 +1,332 @@
+"""Recommendation tracking: what was served, what was clicked and bought.
+
+Serving records each list (id, user, products, surface, time) without waiting
+for the database: lists go to a per-process buffer that a background thread
+writes in bulk every RECS_TRACKING_FLUSH_SECONDS (with 0, as in tests and the
+quickstart, each list is written at once). A crash loses at most that interval
+of impressions, never a recommendation answer. The daily statistics (lists,
+impressions and clicks per slot, conversions) are updated by the same bulk write.
+
+Clicks and conversions come from events, through the ingestion worker's
+stored-events hook, inside the transaction that stores the events, so each
+event is attributed exactly once:
+- `Product Viewed` / `Product Clicked` with `properties.recommendation_id`, of a
+  product in that list, is a click on its slot;
+- without the id, a view of a product recommended to the same profile within
+  RECS_CLICK_WINDOW_MINUTES is a click on the newest such list;
+- `Order Completed` containing a product of a list (by the order's or the
+  product's `recommendation_id`, or recommended within RECS_CONVERSION_WINDOW_HOURS)
+  is a conversion. A (list, slot) counts one click and one conversion at most.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import close_old_connections, transaction
+from django.utils import timezone
+
+from recommendations.models import (
+    EngagementKind,
+    RecommendationDailyStat,
+    RecommendationEngagement,
+    RecommendationServed,
+    RecommendedProductDay,
+)
+from recommendations.serving import Served
+
+logger = logging.getLogger(__name__)
+
+CLICK_EVENTS = {"Product Viewed", "Product Clicked"}
+ORDER_EVENTS = {"Order Completed"}
+
+
+@dataclass(frozen=True)
+class ServedRecord:
+    id: str
+    project_id: int
+    profile_id: int | None
+    user_ref: str
+    surface: str
+    products: tuple[str, ...]
+    model_version_id: int | None
+    created_at: datetime
+
+
+# --- Recording served lists ------------------------------------------------------------
+
+_buffer: list[ServedRecord] = []
+_buffer_lock = threading.Lock()
+_flusher: threading.Thread | None = None
+
+
+def served_record(*, project_id: int, served: Served, surface: str, user_ref: str) -> None:
+    """Record one served list (buffered; see the module docstring)."""
+    record = ServedRecord(
+        id=served.recommendation_id,
+        project_id=project_id,
+        profile_id=served.profile_id,
+        user_ref=user_ref[:255],
+        surface=surface,
+        products=tuple(p.product_id for p in served.products),
+        model_version_id=served.model_version_id,
+        created_at=timezone.now(),
+    )
+    if settings.RECS_TRACKING_FLUSH_SECONDS <= 0:
+        served_write(records=[record])
+        return
+    with _buffer_lock:
+        _buffer.append(record)
+    _flusher_ensure()
+
+
+def _flusher_ensure() -> None:
+    global _flusher
+    if _flusher is not None and _flusher.is_alive():
+        return
+    with _buffer_lock:
+        if _flusher is not None and _flusher.is_alive():
+            return
+        _flusher = threading.Thread(target=_flush_loop, name="recs-tracking", daemon=True)
+        _flusher.start()
+
+
+def _flush_loop() -> None:
+    while True:
+        time.sleep(settings.RECS_TRACKING_FLUSH_SECONDS)
+        try:
+            served_flush()
+        except Exception:  # noqa: BLE001 - keep the thread alive; the next flush retries
+            logger.exception("writing served recommendations failed")
+        finally:
+            close_old_connections()
+
+
+def served_flush() -> int:
+    """Write what the buffer holds now (the flush thread, process exit, tests)."""
+    with _buffer_lock:
+        records = list(_buffer)
+        _buffer.clear()
+    if records:
+        try:
+            served_write(records=records)
+        except Exception:
+            with _buffer_lock:  # put them back for the next try
+                _buffer[:0] = records
+            raise
+    return len(records)
+
+
+atexit.register(lambda: served_flush() if _buffer else None)
+
+
+def served_write(*, records: Sequence[ServedRecord]) -> None:
+    """Store served lists and add them to the daily statistics, in one transaction."""
+    stats: dict[tuple[int, date, str], tuple[int, list[int]]] = {}
+    day_products: set[tuple[int, date, str, str]] = set()
+    for r in records:
+        key = (r.project_id, r.created_at.date(), r.surface)
+        lists, slots = stats.get(key, (0, []))
+        if len(slots) < len(r.products):
+            slots.extend([0] * (len(r.products) - len(slots)))
+        for slot in range(len(r.products)):
+            slots[slot] += 1
+        stats[key] = (lists + 1, slots)
+        day_products.update((r.project_id, key[1], r.surface, pid) for pid in r.products)
+    with transaction.atomic():
+        RecommendationServed.objects.bulk_create(
+            [
+                RecommendationServed(
+                    id=r.id,
+                    project_id=r.project_id,
+                    profile_id=r.profile_id,
+                    user_ref=r.user_ref,
+                    surface=r.surface,
+                    products=list(r.products),
+                    model_version_id=r.model_version_id,
+                    created_at=r.created_at,
+                )
+                for r in records
+            ],
+            batch_size=1000,
+            ignore_conflicts=True,
+        )
+        RecommendedProductDay.objects.bulk_create(
+            [RecommendedProductDay(project_id=p, day=d, surface=s, product_id=pid) for p, d, s, pid in day_products],
+            batch_size=1000,
+            ignore_conflicts=True,
+        )
+        for (project_id, day, surface), (lists, slots) in sorted(stats.items()):
+            _stat_add(project_id=project_id, day=day, surface=surface, lists=lists, slot_impressions=slots)
+
+
+def _stat_add(
+    *,
+    project_id: int,
+    day: date,
+    surface: str,
+    lists: int = 0,
+    slot_impressions: Sequence[int] = (),
+    click_slots: Sequence[int] = (),
+    conversions: int = 0,
+) -> None:
+    """Add to one day's statistics row (locked: web processes and ingest workers
+    both add to it)."""
+    RecommendationDailyStat.objects.bulk_create(
+        [RecommendationDailyStat(project_id=project_id, day=day, surface=surface)], ignore_conflicts=True
+    )
+    stat = RecommendationDailyStat.objects.select_for_update().get(project_id=project_id, day=day, surface=surface)
+    stat.lists += lists
+    stat.slot_impressions = _add_counts(stat.slot_impressions, slot_impressions)
+    clicks = [0] * (max(click_slots) + 1 if click_slots else 0)
+    for slot in click_slots:
+        clicks[slot] += 1
+    stat.slot_clicks = _add_counts(stat.slot_clicks, clicks)
+    stat.conversions += conversions
+    stat.save(update_fields=["lists", "slot_impressions", "slot_clicks", "conversions"])
+
+
+def _add_counts(current: Sequence[int], extra: Sequence[int]) -> list[int]:
+    out = list(current) + [0] * max(0, len(extra) - len(current))
+    for i, n in enumerate(extra):
+        out[i] += n
+    return out
+
+
+# --- Attribution of clicks and conversions --------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrackedEvent:
+    """What attribution needs of a stored event; `name` is the canonical
+    e-commerce name (after the project's own event-name mapping)."""
+
+    profile_id: int
+    name: str
+    properties: dict[str, Any]
+    timestamp: datetime
+    message_id: str
+
+
+def _order_products(properties: dict[str, Any]) -> list[tuple[str, str | None]]:
+    out = []
+    for item in properties.get("products") or []:
+        if isinstance(item, dict) and item.get("product_id") not in (None, ""):
+            rid = item.get("recommendation_id") or properties.get("recommendation_id")
+            out.append((str(item["product_id"]), str(rid) if rid else None))
+    return out
+
+
+def events_stored_hook(project_id: int, events: Sequence[Any]) -> None:
+    """ingestion's stored-events hook (settings.INGEST_STORED_EVENT_HOOKS)."""
+    tracked = [
+        TrackedEvent(
+            profile_id=e.profile_id,
+            name=e.name,
+            properties=e.properties or {},
+            timestamp=e.timestamp,
+            message_id=e.message_id,
+        )
+        for e in events
+        if e.type == "track" and (e.name in CLICK_EVENTS or e.name in ORDER_EVENTS)
+    ]
+    if tracked:
+        engagements_attribute(project_id=project_id, events=tracked)
+
+
+def engagements_attribute(*, project_id: int, events: Sequence[TrackedEvent]) -> int:
+    """Turn stored events into clicks and conversions (see the module docstring).
+    Runs inside the caller's transaction; returns how many were new."""
+    wanted: list[tuple[TrackedEvent, str, str | None, str]] = []  # event, product, rec id, kind
+    for event in events:
+        if event.name in CLICK_EVENTS:
+            pid = event.properties.get("product_id")
+            if pid not in (None, ""):
+                rid = event.properties.get("recommendation_id")
+                wanted.append((event, str(pid), str(rid) if rid else None, EngagementKind.CLICK))
+        elif event.name in ORDER_EVENTS:
+            for pid, rid in _order_products(event.properties):
+                wanted.append((event, pid, rid, EngagementKind.CONVERSION))
+    if not wanted:
+        return 0
+    by_id = {
+        s.id: s
+        for s in RecommendationServed.objects.filter(
+            project_id=project_id, id__in={rid for _, _, rid, _ in wanted if rid}
+        )
+    }
+    new: list[RecommendationEngagement] = []
+    seen: set[tuple[str, int, str]] = set()
+    for event, pid, rid, kind in wanted:
+        served = by_id.get(rid) if rid else None
+        if served is None or pid not in served.products:
+            served = _served_within(project_id=project_id, event=event, product_id=pid, kind=kind)
+        if served is None:
+            continue
+        slot = served.products.index(pid)
+        key = (served.id, slot, kind)
+        if key in seen:
+            continue
+        seen.add(key)
+        new.append(
+            RecommendationEngagement(
+                project_id=project_id,
+                served_id=served.id,
+                surface=served.surface,
+                day=served.created_at.date(),
+                kind=kind,
+                slot=slot,
+                product_id=pid,
+                event_message_id=event.message_id,
+                created_at=event.timestamp,
+            )
+        )
+    if not new:
+        return 0
+    existing = set(
+        RecommendationEngagement.objects.filter(served_id__in={e.served_id for e in new}).values_list(
+            "served_id", "slot", "kind"
+        )
+    )
+    new = [e for e in new if (e.served_id, e.slot, e.kind) not in existing]
+    RecommendationEngagement.objects.bulk_create(new, ignore_conflicts=True)
+    per_stat: dict[tuple[date, str], tuple[list[int], int]] = defaultdict(lambda: ([], 0))
+    for e in new:
+        slots, conversions = per_stat[(e.day, e.surface)]
+        if e.kind == EngagementKind.CLICK:
+            slots.append(e.slot)
+        else:
+            conversions += 1
+        per_stat[(e.day, e.surface)] = (slots, conversions)
+    for (day, surface), (slots, conversions) in sorted(per_stat.items()):
+        _stat_add(project_id=project_id, day=day, surface=surface, click_slots=slots, conversions=conversions)
+    return len(new)
+
+
+def _served_within(*, project_id: int, event: TrackedEvent, product_id: str, kind: str) -> RecommendationServed | None:
+    """The newest list served to the event's profile within the window before the
+    event that contains the product (index recommendation_served_profile_time)."""
+    window = (
+        timedelta(minutes=settings.RECS_CLICK_WINDOW_MINUTES)
+        if kind == EngagementKind.CLICK
+        else timedelta(hours=settings.RECS_CONVERSION_WINDOW_HOURS)
+    )
+    candidates = RecommendationServed.objects.filter(
+        project_id=project_id,
+        profile_id=event.profile_id,
+        created_at__gte=event.timestamp - window,
+        created_at__lte=event.timestamp + timedelta(seconds=5),  # client clocks run a little behind
+    ).order_by("-created_at")[:50]
+    for served in candidates:
+        if product_id in served.products:
+            return served
+    return None
