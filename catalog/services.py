@@ -13,6 +13,7 @@ import logging
 import os
 import queue
 import shutil
+import sys
 import tempfile
 import threading
 from collections.abc import Callable, Collection, Iterator, Sequence
@@ -92,6 +93,7 @@ def products_upsert(
     property_keys: Collection[str] | None = None,
     upload_id: int | None = None,
     lines: Sequence[str] | None = None,
+    assume_new: bool = False,
 ) -> UpsertResult:
     """Create or update `products` by (project, product_id).
 
@@ -108,6 +110,9 @@ def products_upsert(
 
     - `lines`: the products as COPY lines (product_copy_line_factory, same order), when
       the caller built them already; the import does so in its parse thread.
+    - `assume_new`: on PostgreSQL, first try to COPY them all as new products (no
+      probe for existing ids); on a unique violation, go the usual way. The import
+      sets it while every chunk so far was all new, as in a first upload.
 
     Call inside a transaction for atomicity with other writes; on PostgreSQL it
     uses the connection's TEMP staging table (_STAGE_DDL) for existing products.
@@ -132,7 +137,10 @@ def products_upsert(
         if unique_lines is None:
             copy_line = product_copy_line_factory(project_id=project_id, upload_id=upload_id)
             unique_lines = [copy_line(p) for p in unique]
-        _upsert_postgresql(project_id, unique, unique_lines, update_fields, property_keys, upload_id, result)
+        if assume_new and _copy_all_new(unique_lines):
+            result.created += len(unique)
+        else:
+            _upsert_postgresql(project_id, unique, unique_lines, update_fields, property_keys, upload_id, result)
     else:
         _upsert_portable(project_id, unique, update_fields, property_keys, upload_id, result)
     return result
@@ -200,11 +208,24 @@ CREATE TEMP TABLE IF NOT EXISTS catalog_product_stage (
 
 
 def _copy_in(cursor: Any, table: str, lines: Sequence[str]) -> None:
-    buffer = io.StringIO()
-    buffer.write("\n".join(lines))
-    buffer.write("\n")
-    buffer.seek(0)
-    cursor.cursor.copy_expert(f"COPY {table} ({', '.join(_COPY_COLUMNS)}) FROM STDIN", buffer)
+    data = "\n".join(lines) + "\n"
+    # One read of the whole chunk: psycopg2 takes the GIL back for every read, and
+    # the parse thread holds it meanwhile (8 KiB reads cost hundreds of waits a chunk).
+    with connection.wrap_database_errors:  # psycopg2's errors as Django's (IntegrityError)
+        cursor.cursor.copy_expert(
+            f"COPY {table} ({', '.join(_COPY_COLUMNS)}) FROM STDIN", io.StringIO(data), size=len(data) + 1
+        )
+
+
+def _copy_all_new(lines: list[str]) -> bool:
+    """COPY every line into catalog_product in a savepoint; False (and nothing
+    written) when one of them exists already."""
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            _copy_in(cursor, "catalog_product", lines)
+    except IntegrityError:
+        return False
+    return True
 
 
 def _upsert_postgresql(
@@ -226,10 +247,15 @@ def _upsert_postgresql(
     """
     by_id = {p.product_id: i for i, p in enumerate(products)}
     with connection.cursor() as cursor:
+        # One unique-index probe per id, whatever the statistics say: during a big
+        # import they are stale (the table grows faster than autoanalyze runs), and
+        # `product_id = ANY(...)` then got planned as a scan of the project's rows.
         cursor.execute(
-            "SELECT product_id, last_upload_id IS NOT DISTINCT FROM %s AND last_upload_row IS NOT NULL "
-            "FROM catalog_product WHERE project_id = %s AND product_id = ANY(%s)",
-            [upload_id, project_id, list(by_id)],
+            "SELECT k.id, p.last_upload_id IS NOT DISTINCT FROM %s AND p.last_upload_row IS NOT NULL "
+            "FROM unnest(%s::text[]) AS k(id) CROSS JOIN LATERAL ("
+            "  SELECT last_upload_id, last_upload_row FROM catalog_product"
+            "  WHERE project_id = %s AND product_id = k.id) p",
+            [upload_id, list(by_id), project_id],
         )
         existing = dict(cursor.fetchall())
     if upload_id is None:
@@ -238,13 +264,10 @@ def _upsert_postgresql(
     old = [i for i, p in enumerate(products) if existing.get(p.product_id) is False]
     dup_ids = [p.product_id for p in products if existing.get(p.product_id) is True]
     if new:
-        try:
-            with transaction.atomic(), connection.cursor() as cursor:
-                _copy_in(cursor, "catalog_product", [lines[i] for i in new])
+        if _copy_all_new([lines[i] for i in new]):
             result.created += len(new)
-        except IntegrityError:
-            # Another writer created some of them since the probe: upsert them all.
-            old += new
+        else:
+            old += new  # another writer created some of them since the probe: upsert them all
     if old:
         _upsert_staged(
             project_id,
@@ -666,6 +689,19 @@ def _read_ahead(chunks: Iterator[_ParsedChunk], depth: int = 2) -> Iterator[_Par
 
 
 def _import_chunks(upload: CatalogUpload, on_progress: ProgressCallback | None, chunk_rows: int) -> None:
+    # The writer (this thread) waits on PostgreSQL with the GIL released; when the
+    # answer comes it must get the GIL back from the parse thread, which by default
+    # keeps it up to 5 ms. A 1 ms switch interval shortens each of the ~10 waits a
+    # chunk; restored afterwards (it is process-wide).
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(min(interval, 0.001))
+    try:
+        _import_chunks_with(upload, on_progress, chunk_rows)
+    finally:
+        sys.setswitchinterval(interval)
+
+
+def _import_chunks_with(upload: CatalogUpload, on_progress: ProgressCallback | None, chunk_rows: int) -> None:
     layout = FileLayout(
         encoding=upload.encoding,
         delimiter=upload.delimiter,
@@ -680,6 +716,7 @@ def _import_chunks(upload: CatalogUpload, on_progress: ProgressCallback | None, 
         if connection.vendor == "postgresql":
             copy_line = product_copy_line_factory(project_id=upload.project_id, upload_id=upload.pk)
         chunks = _parse_chunks(raw, layout, parser, upload.rows_processed, chunk_rows, copy_line)
+        all_new = upload.updated == 0  # so far: a first upload of new products skips the probe
         for chunk in _read_ahead(chunks):
             errors = chunk.errors
             rejected_rows = chunk.rejected_rows
@@ -697,7 +734,11 @@ def _import_chunks(upload: CatalogUpload, on_progress: ProgressCallback | None, 
                     property_keys=parser.property_keys,
                     upload_id=upload.pk,
                     lines=chunk.lines,
+                    assume_new=all_new,
                 )
+                # Existing products in this chunk: probe first from now on. (A duplicate
+                # id within the file only costs its own chunk a failed COPY.)
+                all_new = result.updated == 0
                 for product, first in result.duplicates:
                     where = f"row {first}" if first else "an earlier row"
                     errors.append(
