@@ -59,9 +59,12 @@ logger = logging.getLogger(__name__)
 # fifth of a 1M-row import at 1,000 and under a twentieth at 5,000
 # (bench/catalog_import.py, see docs/benchmarks.md).
 IMPORT_CHUNK_ROWS = 5000
-# A running upload whose heartbeat is older than this is taken as dead (its
-# worker was killed and the task lost), so it no longer blocks the project.
-STALE_AFTER = timedelta(minutes=10)
+# A running upload beats with every chunk (well under a second apart). One whose
+# heartbeat is older than this is taken as dead (its worker was killed): its
+# redelivered task may resume it, and it no longer blocks the project's other
+# uploads. Until then a second delivery of the same task waits, so one upload is
+# never imported by two workers at once.
+STALE_AFTER = timedelta(minutes=2)
 
 ALL_FIELDS = frozenset(FIELDS)
 # The columns of a COPY line (catalog_product's, and its TEMP staging table's).
@@ -534,20 +537,24 @@ def _local_copy(upload: CatalogUpload) -> Iterator[BinaryIO]:
 
 
 def _claim(upload_id: int) -> CatalogUpload | None:
-    """Move a queued (or resumed running) upload to running, unless another
-    import of the same project runs: two imports at once could deactivate each
-    other's products in replace mode. Returns None when it must wait."""
+    """Move a queued upload (or a running one whose worker died) to running,
+    unless another import of the same project runs: two imports at once could
+    deactivate each other's products in replace mode. Returns None when it must
+    wait."""
     with transaction.atomic():
         upload = CatalogUpload.objects.select_for_update().get(pk=upload_id)
         if upload.state not in (UploadState.QUEUED, UploadState.RUNNING):
             return upload
+        stale = timezone.now() - STALE_AFTER
+        if upload.state == UploadState.RUNNING and upload.heartbeat_at and upload.heartbeat_at > stale:
+            return None  # alive in another worker (a second delivery of the task)
         # The project row serialises claims: of two concurrent claimers, the
         # second sees the first's running state once the first commits.
         Project.objects.select_for_update().filter(pk=upload.project_id).first()
         busy = (
             CatalogUpload.objects.filter(project_id=upload.project_id, state=UploadState.RUNNING)
             .exclude(pk=upload.pk)
-            .filter(heartbeat_at__gt=timezone.now() - STALE_AFTER)
+            .filter(heartbeat_at__gt=stale)
             .exists()
         )
         if busy:

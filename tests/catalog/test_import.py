@@ -173,7 +173,11 @@ def test_an_interrupted_import_resumes_after_the_last_committed_chunk(project_a)
     assert (half.state, half.rows_processed, half.created, half.rejected) == ("running", 6, 5, 1)
     assert Product.objects.filter(project=project, is_active=True).count() == 6  # OLD not yet deactivated
 
-    # The redelivered task runs it again: it goes on from row 7, counting nothing twice.
+    # A second delivery while the heartbeat is fresh waits: the first may still be running.
+    with pytest.raises(services.ImportBusy):
+        services.catalog_import_run(upload_id=upload.pk, chunk_rows=3)
+    # Once the heartbeat is stale, the redelivered task resumes from row 7, counting nothing twice.
+    CatalogUpload.objects.filter(pk=upload.pk).update(heartbeat_at=timezone.now() - services.STALE_AFTER)
     done = services.catalog_import_run(upload_id=upload.pk, chunk_rows=3)
     assert (done.state, done.rows_processed, done.created, done.rejected, done.deactivated) == (
         "done",
