@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import gc
 import io
 import logging
 import os
@@ -700,12 +701,18 @@ def _import_chunks(upload: CatalogUpload, on_progress: ProgressCallback | None, 
     # answer comes it must get the GIL back from the parse thread, which by default
     # keeps it up to 5 ms. A 1 ms switch interval shortens each of the ~10 waits a
     # chunk; restored afterwards (it is process-wide).
-    interval = sys.getswitchinterval()
+    # Parsing allocates millions of short-lived strings and lists and makes no
+    # reference cycles; with the default thresholds the cyclic collector ran so
+    # often that it took a third of the parse time (measured on 100k rows). Rare
+    # collections keep it bounded; both settings are restored afterwards.
+    interval, thresholds = sys.getswitchinterval(), gc.get_threshold()
     sys.setswitchinterval(min(interval, 0.001))
+    gc.set_threshold(100_000, 20, 100)
     try:
         _import_chunks_with(upload, on_progress, chunk_rows)
     finally:
         sys.setswitchinterval(interval)
+        gc.set_threshold(*thresholds)
 
 
 def _import_chunks_with(upload: CatalogUpload, on_progress: ProgressCallback | None, chunk_rows: int) -> None:
