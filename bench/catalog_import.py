@@ -210,6 +210,7 @@ def run_api(path: Path, project_id: int, secret: str, replace: bool) -> dict:
             time.sleep(0.5)
         seconds = time.monotonic() - t0
         peak = max([peak, *(_vmhwm_mb(pid) for pid in pool)])
+        web_peak = max([0.0, *(_vmhwm_mb(pid) for pid in _children(web.pid))])
     finally:
         for proc in (web, worker):
             os.killpg(proc.pid, signal.SIGTERM)
@@ -219,7 +220,14 @@ def run_api(path: Path, project_id: int, secret: str, replace: bool) -> dict:
     import_s = (
         datetime.fromisoformat(upload["finished_at"]) - datetime.fromisoformat(upload["started_at"])
     ).total_seconds()
-    return {"seconds": seconds, "upload_s": upload_s, "import_s": import_s, "peak_rss_mb": peak, "upload": upload}
+    return {
+        "seconds": seconds,
+        "upload_s": upload_s,
+        "import_s": import_s,
+        "peak_rss_mb": peak,
+        "web_peak_rss_mb": web_peak,
+        "upload": upload,
+    }
 
 
 def run_cli(path: Path, project_id: int, replace: bool) -> dict:
@@ -279,6 +287,8 @@ def main() -> None:
                 "peak_rss_mb": round(first["peak_rss_mb"], 1),
                 "import_s": round(first["import_s"], 2) if first.get("import_s") else None,
                 "upload_s": round(first["upload_s"], 2) if first.get("upload_s") else None,
+                "web_peak_rss_mb": round(first["web_peak_rss_mb"], 1) if first.get("web_peak_rss_mb") else None,
+                "load_avg_1m": round(os.getloadavg()[0], 2),
                 "created": first["upload"]["created"],
                 "rejected": first["upload"]["rejected"],
                 "generate_s": round(gen_s, 1),
