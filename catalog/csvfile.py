@@ -108,6 +108,8 @@ class BadValue(ValueError):
 
 _NUMBER = re.compile(r"-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?")
 _PRICE = re.compile(r"\+?\d+(?:[.,]\d+)?|\+?[.,]\d+")
+# What a valid price almost always is: checked first, so Decimal is made only once.
+_PRICE_FAST = re.compile(r"\d{1,10}(?:[.,]\d{1,4})?")
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _DATETIME = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?(?:Z|[+-]\d{2}:?\d{2})?")
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:")
@@ -146,6 +148,8 @@ def parse_categories(value: str) -> list[str]:
 
 def parse_price(value: str) -> Decimal:
     """ "19.99", "19,99" (decimal comma, as semicolon files from Europe have it)."""
+    if _PRICE_FAST.fullmatch(value):
+        return Decimal(value.replace(",", ".") if "," in value else value)
     if not _PRICE.fullmatch(value):
         raise BadValue("not a price (expected a number such as 19.99)")
     price = Decimal(value.replace(",", "."))
@@ -219,11 +223,11 @@ def property_number(value: str) -> int | float:
     # No leading zeros ("00123" is a code, not a number), no thousands separators.
     if not _NUMBER.fullmatch(value):
         raise BadValue("not a number (this column's type was inferred from its first rows)")
+    if "." not in value and "e" not in value and "E" not in value:
+        return int(value)
     number = float(value)
     if math.isinf(number):
         raise BadValue("number out of range")
-    if "." not in value and "e" not in value.lower():
-        return int(value)
     return number
 
 
@@ -240,7 +244,8 @@ def property_date(value: str) -> str:
     """Dates stay ISO strings in the JSON: they sort and compare as text."""
     try:
         if _DATE.fullmatch(value):
-            return date.fromisoformat(value).isoformat()
+            date.fromisoformat(value)  # a real day (not 2024-02-30)
+            return value
         if _DATETIME.fullmatch(value):
             return datetime.fromisoformat(value.replace(" ", "T", 1)).isoformat()
     except ValueError:
@@ -248,7 +253,8 @@ def property_date(value: str) -> str:
     raise BadValue("not a date (expected YYYY-MM-DD; this column's type was inferred from its first rows)")
 
 
-_property_text = _text(MAX_LENGTH["property"])
+_PROPERTY_TEXT_MAX = MAX_LENGTH["property"]
+_property_text = _text(_PROPERTY_TEXT_MAX)
 PROPERTY_CONVERTERS: dict[str, Callable[[str], Any]] = {
     "number": property_number,
     "boolean": property_boolean,
@@ -535,7 +541,11 @@ class RowParser:
             for c in columns
             if c.field and c.field != "product_id"
         ]
-        self.props = [(c.index, c.header, c.prop, PROPERTY_CONVERTERS[c.type or "text"]) for c in columns if c.prop]
+        self.props = [
+            (c.index, c.header, c.prop, None if c.type in (None, "text") else PROPERTY_CONVERTERS[c.type])
+            for c in columns
+            if c.prop
+        ]
         self.fields = {c.field for c in columns if c.field}
         self.property_keys = [c.prop for c in columns if c.prop]
         self.id_header = columns[self.id_index].header
@@ -582,6 +592,11 @@ class RowParser:
         for index, header, name, convert in self.props:
             value = record[index].strip()
             if value:
+                if convert is None:  # text: the common case, without a call
+                    if len(value) <= _PROPERTY_TEXT_MAX:
+                        properties[name] = value
+                        continue
+                    convert = _property_text
                 try:
                     properties[name] = convert(value)
                 except BadValue as exc:
