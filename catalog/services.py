@@ -666,6 +666,89 @@ def _import_chunks(upload: CatalogUpload, on_progress: ProgressCallback | None, 
         gc.set_threshold(*thresholds)
 
 
+# Writer connections of a PostgreSQL import outside a transaction: one chunk is
+# written while the next one is, on its own connection; commits stay in file
+# order (see _ChunkWriters). Two, as the machines here have two cores and the
+# parse thread needs its share.
+IMPORT_WRITERS = 2
+
+
+@dataclass
+class _ChunkOutcome:
+    rows: int
+    created: int
+    updated: int
+    rejected: int
+    bytes_read: int
+    existing: bool  # the chunk met products already in the catalog
+
+
+def _chunk_statements(upload: CatalogUpload, chunk: _ParsedChunk, parser: RowParser, assume_new: bool) -> _ChunkOutcome:
+    """One chunk's writes, on this thread's connection, inside its transaction."""
+    if connection.vendor == "postgresql":
+        # Safe here: progress commits with the rows it counts, so a commit lost in
+        # a crash is simply imported again on resume; saves a WAL flush per chunk.
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL synchronous_commit TO OFF")
+    result = products_upsert(
+        project_id=upload.project_id,
+        products=chunk.valid,
+        fields=parser.fields,
+        property_keys=parser.property_keys,
+        upload_id=upload.pk,
+        lines=chunk.lines,
+        assume_new=assume_new,
+    )
+    errors, rejected_rows = chunk.errors, chunk.rejected_rows
+    for product, first in result.duplicates:
+        where = f"row {first}" if first else "an earlier row"
+        reason = f"duplicate product_id: already on {where} of this file"
+        errors.append(RowError(product.row or 0, product.product_id, parser.id_header, product.product_id, reason))
+        rejected_rows.add(product.row or 0)
+    if upload.mode == UploadMode.REPLACE and chunk.rejected_ids:
+        products_touch(project_id=upload.project_id, product_ids=chunk.rejected_ids, upload_id=upload.pk)
+    CatalogUploadError.objects.bulk_create(
+        [
+            CatalogUploadError(
+                upload_id=upload.pk,
+                row=e.row,
+                product_id=e.product_id,
+                column=e.column[:255],
+                value=e.value,
+                reason=e.reason[:500],
+            )
+            for e in sorted(errors)
+        ],
+        batch_size=1000,
+    )
+    return _ChunkOutcome(
+        rows=chunk.rows,
+        created=result.created,
+        updated=result.updated,
+        rejected=len(rejected_rows),
+        bytes_read=chunk.bytes_read,
+        existing=result.updated > 0,
+    )
+
+
+def _progress_save(upload: CatalogUpload, outcome: _ChunkOutcome) -> None:
+    """Count a chunk into the upload, in the chunk's transaction."""
+    upload.rows_processed += outcome.rows
+    upload.created += outcome.created
+    upload.updated += outcome.updated
+    upload.rejected += outcome.rejected
+    upload.progress = min(99.9, 100.0 * outcome.bytes_read / max(upload.size_bytes, 1))
+    upload.heartbeat_at = timezone.now()
+    CatalogUpload.objects.filter(pk=upload.pk).update(
+        rows_processed=upload.rows_processed,
+        created=upload.created,
+        updated=upload.updated,
+        rejected=upload.rejected,
+        progress=upload.progress,
+        heartbeat_at=upload.heartbeat_at,
+    )
+
+
 def _import_chunks_with(upload: CatalogUpload, on_progress: ProgressCallback | None, chunk_rows: int) -> None:
     layout = FileLayout(
         encoding=upload.encoding,
@@ -674,75 +757,143 @@ def _import_chunks_with(upload: CatalogUpload, on_progress: ProgressCallback | N
         columns=[Column.from_json(c) for c in upload.columns],
     )
     parser = RowParser(layout.columns)
-    replace = upload.mode == UploadMode.REPLACE
-    size = max(upload.size_bytes, 1)
     with _local_copy(upload) as raw:
         copy_line = None
         if connection.vendor == "postgresql":
             copy_line = product_copy_line_factory(project_id=upload.project_id, upload_id=upload.pk)
-        chunks = _parse_chunks(raw, layout, parser, upload.rows_processed, chunk_rows, copy_line)
-        all_new = upload.updated == 0  # so far: a first upload of new products skips the probe
-        for chunk in _read_ahead(chunks):
-            errors = chunk.errors
-            rejected_rows = chunk.rejected_rows
+        chunks = _read_ahead(_parse_chunks(raw, layout, parser, upload.rows_processed, chunk_rows, copy_line))
+        # More connections only where they cannot see less than this one: not inside
+        # a transaction (a caller's uncommitted rows would be invisible to them).
+        if connection.vendor == "postgresql" and not connection.in_atomic_block and IMPORT_WRITERS > 1:
+            _ChunkWriters(upload, parser, on_progress).run(chunks)
+            return
+        # A first upload (nothing updated so far) tries a plain COPY of each chunk.
+        assume_new = upload.updated == 0
+        for chunk in chunks:
             with transaction.atomic():
-                if connection.vendor == "postgresql":
-                    # Safe here: progress commits with the rows it counts, so a commit
-                    # lost in a crash is simply imported again on resume; saves a WAL
-                    # flush per chunk.
-                    with connection.cursor() as cursor:
-                        cursor.execute("SET LOCAL synchronous_commit TO OFF")
-                result = products_upsert(
-                    project_id=upload.project_id,
-                    products=chunk.valid,
-                    fields=parser.fields,
-                    property_keys=parser.property_keys,
-                    upload_id=upload.pk,
-                    lines=chunk.lines,
-                    assume_new=all_new,
-                )
-                # Existing products in this chunk: probe first from now on. (A duplicate
-                # id within the file only costs its own chunk a failed COPY.)
-                all_new = result.updated == 0
-                for product, first in result.duplicates:
-                    where = f"row {first}" if first else "an earlier row"
-                    errors.append(
-                        RowError(
-                            product.row or 0,
-                            product.product_id,
-                            parser.id_header,
-                            product.product_id,
-                            f"duplicate product_id: already on {where} of this file",
-                        )
-                    )
-                    rejected_rows.add(product.row or 0)
-                if replace and chunk.rejected_ids:
-                    products_touch(project_id=upload.project_id, product_ids=chunk.rejected_ids, upload_id=upload.pk)
-                CatalogUploadError.objects.bulk_create(
-                    [
-                        CatalogUploadError(
-                            upload_id=upload.pk,
-                            row=e.row,
-                            product_id=e.product_id,
-                            column=e.column[:255],
-                            value=e.value,
-                            reason=e.reason[:500],
-                        )
-                        for e in sorted(errors)
-                    ],
-                    batch_size=1000,
-                )
-                upload.rows_processed += chunk.rows
-                upload.created += result.created
-                upload.updated += result.updated
-                upload.rejected += len(rejected_rows)
-                upload.progress = min(99.9, 100.0 * chunk.bytes_read / size)
-                upload.heartbeat_at = timezone.now()
-                upload.save(
-                    update_fields=["rows_processed", "created", "updated", "rejected", "progress", "heartbeat_at"]
-                )
+                outcome = _chunk_statements(upload, chunk, parser, assume_new)
+                _progress_save(upload, outcome)
+            assume_new = not outcome.existing
             if on_progress:
                 on_progress(upload)
+
+
+class _ChunkWriters:
+    """Writes chunks on IMPORT_WRITERS threads, each with its own connection, and
+    commits them in file order, so `rows_processed` always counts a committed
+    prefix of the file and a resumed import starts right after it.
+
+    A chunk whose product ids meet those of a chunk still being written waits for
+    that one to commit first: the two would otherwise wait on each other's rows
+    (a writer holds its rows' locks until its turn to commit). PostgreSQL then
+    sees the earlier chunk's rows, and a repeated id is reported as a duplicate
+    exactly as when chunks are written one after the other.
+    """
+
+    def __init__(self, upload: CatalogUpload, parser: RowParser, on_progress: ProgressCallback | None) -> None:
+        self.upload = upload
+        self.parser = parser
+        self.on_progress = on_progress
+        self.turn = threading.Condition()
+        self.committed = -1  # sequence number of the last committed chunk
+        self.failure: BaseException | None = None
+        self.failed_seq = -1  # the first chunk that failed: later ones roll back, earlier ones commit
+        self.in_flight: dict[int, set[str]] = {}
+        self.assume_new = upload.updated == 0
+        self.todo: queue.Queue[tuple[int, _ParsedChunk] | None] = queue.Queue(maxsize=1)
+        self.done: queue.Queue[int] = queue.Queue()
+
+    def run(self, chunks: Iterator[_ParsedChunk]) -> None:
+        threads = [
+            threading.Thread(target=self._writer, name=f"catalog-import-write-{i}", daemon=True)
+            for i in range(IMPORT_WRITERS)
+        ]
+        for thread in threads:
+            thread.start()
+        try:
+            for seq, chunk in enumerate(chunks):
+                ids = {p.product_id for p in chunk.valid} | chunk.rejected_ids  # rejected ones may be touched
+                with self.turn:
+                    # Ids shared with a chunk in flight: wait until it has committed.
+                    self.turn.wait_for(
+                        lambda ids=ids: (
+                            self.failure is not None or not any(ids & other for other in self.in_flight.values())
+                        )
+                    )
+                    if self.failure is not None:
+                        break
+                    self.in_flight[seq] = ids
+                while True:
+                    try:
+                        self.todo.put((seq, chunk), timeout=0.5)
+                        break
+                    except queue.Full:
+                        if self.failure is not None:
+                            break
+                self._report_progress()
+        finally:
+            # Writers always get through their chunk (written, or aborted on failure),
+            # so these puts cannot block for good.
+            for _ in threads:
+                self.todo.put(None)
+            for thread in threads:
+                thread.join()
+            self._report_progress()
+        if self.failure is not None:
+            raise self.failure
+
+    def _report_progress(self) -> None:
+        while True:
+            try:
+                self.done.get_nowait()
+            except queue.Empty:
+                return
+            if self.on_progress:
+                self.on_progress(self.upload)
+
+    def _writer(self) -> None:
+        try:
+            while True:
+                item = self.todo.get()
+                if item is None:
+                    return
+                seq, chunk = item
+                try:
+                    self._write(seq, chunk)
+                except _Aborted:
+                    pass
+                except BaseException as exc:  # noqa: BLE001 - handed to the coordinating thread
+                    with self.turn:
+                        if self.failure is None or seq < self.failed_seq:
+                            self.failure, self.failed_seq = exc, seq
+                        self.turn.notify_all()
+        finally:
+            connection.close()
+
+    def _doomed(self, seq: int) -> bool:
+        return self.failure is not None and seq > self.failed_seq
+
+    def _write(self, seq: int, chunk: _ParsedChunk) -> None:
+        if self._doomed(seq):
+            return
+        with transaction.atomic():
+            outcome = _chunk_statements(self.upload, chunk, self.parser, self.assume_new)
+            with self.turn:
+                self.turn.wait_for(lambda: self.committed == seq - 1 or self._doomed(seq))
+                if self._doomed(seq):
+                    raise _Aborted
+                _progress_save(self.upload, outcome)
+        # Committed (leaving the atomic block); only now may the next chunk commit.
+        with self.turn:
+            self.committed = seq
+            self.in_flight.pop(seq, None)
+            self.assume_new = not outcome.existing
+            self.turn.notify_all()
+        self.done.put(seq)
+
+
+class _Aborted(Exception):
+    """Another chunk failed: this one is rolled back and the import stops."""
 
 
 def _import_finish(upload: CatalogUpload) -> None:
