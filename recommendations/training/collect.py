@@ -87,7 +87,7 @@ COPY (
     LEFT JOIN LATERAL jsonb_array_elements(
       CASE WHEN e.name = 'Order Completed' AND jsonb_typeof(e.properties->'products') = 'array'
            THEN e.properties->'products' ELSE '[]'::jsonb END) p ON true
-    WHERE e.project_id = {project} AND e.id > {lo} AND e.id <= {hi}
+    WHERE e.project_id + 0 = {project} AND e.id > {lo} AND e.id <= {hi}
       AND e.name IN ('Product Viewed', 'Product Added', 'Order Completed')
       AND e.timestamp >= '{since}' AND e.timestamp <= '{until}' {profiles}
   ) x WHERE pid IS NOT NULL AND pid <> ''
@@ -99,6 +99,9 @@ def _range_postgresql(
     *, project_id: int, lo: int, hi: int, since: datetime, until: datetime, profiles: Sequence[int] | None
 ) -> bytes:
     # Every value is an int or a datetime we made: formatted, not user input.
+    # `project_id + 0` keeps the planner on the primary key's range scan: with the
+    # (project, name, timestamp) index it would read the project's every event for
+    # each batch (seen with stale statistics after a bulk load: 5 minutes a batch).
     profile_sql = ""
     if profiles is not None:
         profile_sql = "AND e.profile_id = ANY(ARRAY[" + ",".join(str(int(p)) for p in profiles) + "]::bigint[])"

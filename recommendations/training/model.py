@@ -36,12 +36,12 @@ from recommendations.training.data import Interactions, user_bounds  # noqa: E40
 
 @dataclass
 class ModelParams:
-    """Defaults: the variant chosen in docs/recommendations.md (matrix factorisation
-    with the side-feature item tower)."""
+    """Defaults: the variant chosen in docs/recommendations.md (item pairs one step
+    apart, with the side-feature item tower)."""
 
-    context: str = "user"  # user (matrix factorisation) | item (item2vec-like pairs) | gru (sequence)
+    context: str = "item"  # item (item2vec-like pairs) | user (matrix factorisation) | gru (sequence)
     dim: int = 64
-    window: int = 3  # item: pairs up to this many steps apart
+    window: int = 1  # item: pairs up to this many steps apart
     symmetric: bool = False
     epochs: int = 6
     batch_size: int = 1024  # smaller on small data: at most a 20th of the examples

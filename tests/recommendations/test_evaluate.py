@@ -87,3 +87,22 @@ def test_trending_halves_every_half_life_and_ranks_per_category():
         allowed=np.array([True, True, False]),
     )  # fmt: skip
     assert rows == [("", "b", 1, 2.0), ("", "a", 2, 1.0), ("X", "b", 1, 2.0), ("Y", "b", 1, 2.0), ("X", "a", 2, 1.0)]
+
+
+def test_related_top_k_matches_a_full_ranking_and_skips_itself_and_disallowed_products():
+    from recommendations.training.neighbours import related_top_k
+
+    rng = np.random.default_rng(0)
+    n = 20_000  # above twice the normaliser sample: the estimated normaliser is used
+    ctx, tgt = rng.normal(size=(n, 8)).astype(np.float32), rng.normal(size=(n, 8)).astype(np.float32)
+    bias = rng.normal(size=n).astype(np.float32)
+    allowed = rng.random(n) > 0.2
+    idx, prob = related_top_k(ctx=ctx, tgt=tgt, bias=bias, rows=np.arange(4), allowed=allowed)
+    scores = ctx[:4] @ tgt.T + bias
+    scores[:, ~allowed] = -np.inf
+    scores[np.arange(4), np.arange(4)] = -np.inf
+    expected = np.argsort(-scores, axis=1)[:, :20]
+    assert idx.tolist() == expected.tolist()
+    top = scores.max(axis=1, keepdims=True)
+    exact = np.exp(np.take_along_axis(scores, expected, 1) - top) / np.exp(scores - top).sum(axis=1, keepdims=True)
+    assert np.abs(prob / exact - 1).max() < 0.05  # the sampled normaliser is within 5%
