@@ -71,6 +71,9 @@ def prepare(args: argparse.Namespace) -> dict:
     subprocess.run(
         [*manage, "train_recommendations", "--project", str(keys["id"]), "--no-progress"], env=env, check=True
     )
+    # Fresh statistics, as autovacuum would have them a minute after a bulk load:
+    # with none, the planner scans the whole catalog for a handful of ids.
+    subprocess.run(["psql", f"{PG}/{args.database}", "-qc", "ANALYZE"], check=True)
     state = {
         **keys,
         "database": args.database,

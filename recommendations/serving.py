@@ -33,6 +33,7 @@ from django.conf import settings
 from django.db import connection
 from django.db.models import F
 
+from catalog.models import Product
 from catalog.selectors import product_filter
 from recommendations.models import RelatedProduct, TrendingProduct
 
@@ -129,12 +130,18 @@ def related_lists(*, version_id: int, product_ids: Sequence[str]) -> dict[str, t
             out[pid] = hit
     if missing:
         rows: dict[str, list[tuple[str, float]]] = {pid: [] for pid in missing}
-        for pid, related, score in (
-            RelatedProduct.objects.filter(model_version_id=version_id, product_id__in=missing)
-            .order_by("product_id", "rank")
-            .values_list("product_id", "related_product_id", "score")
-        ):
-            rows[pid].append((related, score))
+        # Raw SQL on the hot path: the ORM's query compilation costs more than the
+        # index probe itself (index related_product_version_product_rank).
+        table = RelatedProduct._meta.db_table
+        marks = ", ".join(["%s"] * len(missing))
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT product_id, related_product_id, score FROM {table} "
+                f"WHERE model_version_id = %s AND product_id IN ({marks}) ORDER BY product_id, rank",
+                [version_id, *missing],
+            )
+            for pid, related, score in cursor.fetchall():
+                rows[pid].append((related, score))
         for pid, items in rows.items():
             out[pid] = tuple(items)
             _remember(_related, (version_id, pid), out[pid])
@@ -203,6 +210,8 @@ def _catalog_pass(
     """Catalog rows of the candidates (or of any product, best rated first, when
     `candidate_ids` is None) that pass the filters: active, and the request's
     category, stock, price and property conditions."""
+    if candidate_ids is not None and not filters.categories and not filters.properties:
+        return _catalog_pass_by_ids(project_id=project_id, filters=filters, candidate_ids=list(candidate_ids))
     qs = product_filter(
         project_id=project_id,
         categories=filters.categories,
@@ -216,10 +225,41 @@ def _catalog_pass(
         ids = list(candidate_ids)
         if not ids:
             return {}
-        qs = qs.filter(product_id__in=ids)
+        # No ORDER BY: with the model's default ordering (id) PostgreSQL may walk the
+        # primary key over the whole catalog instead of probing the ids (60 ms vs 0.2 ms
+        # at 100,000 products); the caller orders by score anyway.
+        qs = qs.filter(product_id__in=ids).order_by()
     else:
         qs = qs.order_by(F("rating").desc(nulls_last=True), "product_id")[:limit]
     return {row[0]: row for row in qs.values_list(*_PRODUCT_FIELDS)}
+
+
+def _catalog_pass_by_ids(*, project_id: int, filters: ServeFilters, candidate_ids: list[str]) -> dict[str, tuple]:
+    """The common case of _catalog_pass (no category or property filter) in raw
+    SQL: it runs on every request, and building the ORM query cost more than
+    running it. Probes the unique (project_id, product_id) index."""
+    if not candidate_ids:
+        return {}
+    sql = [
+        f"SELECT {', '.join(_PRODUCT_FIELDS)} FROM {Product._meta.db_table} "
+        f"WHERE project_id = %s AND is_active AND product_id IN ({', '.join(['%s'] * len(candidate_ids))})"
+    ]
+    params: list[Any] = [project_id, *candidate_ids]
+    if filters.in_stock is not None:
+        sql.append("AND in_stock = %s")
+        params.append(filters.in_stock)
+    if filters.price_min is not None:
+        sql.append("AND price >= %s")
+        params.append(filters.price_min)
+    if filters.price_max is not None:
+        sql.append("AND price <= %s")
+        params.append(filters.price_max)
+    with connection.cursor() as cursor:
+        cursor.execute(" ".join(sql), params)
+        rows = cursor.fetchall()
+    if connection.vendor != "postgresql":  # SQLite hands JSON back as text
+        rows = [(*row[:6], orjson.loads(row[6]) if isinstance(row[6], str) else row[6]) for row in rows]
+    return {row[0]: row for row in rows}
 
 
 def _served(row: tuple, score: float, because_of: str | None, reason: str) -> ServedProduct:
@@ -299,7 +339,7 @@ class _Picker:
 
 
 def _trending_tiers(picker: _Picker, *, version_id: int | None, categories: Sequence[str]) -> None:
-    if version_id is None:
+    if version_id is None or picker.full:
         return
     if categories:
         scores: dict[str, float] = {}

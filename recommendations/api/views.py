@@ -12,7 +12,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import orjson
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, QueryDict
 from django.views.decorators.http import require_GET
 
 from catalog.selectors import product_get, property_filter_values
@@ -29,27 +29,22 @@ class BadParameter(Exception):
         self.field, self.message = field, message
 
 
-def _json(status: int, body: dict[str, Any]) -> HttpResponse:
-    return HttpResponse(orjson.dumps(body), status=status, content_type="application/json")
-
-
-def _error(status: int, code: str, message: str, field: str | None = None) -> HttpResponse:
+def _error(status: int, code: str, message: str, field: str | None = None) -> tuple[int, bytes]:
     body: dict[str, Any] = {"error": code, "message": message}
     if field:
         body["field"] = field
-    return _json(status, body)
+    return status, orjson.dumps(body)
 
 
-def _project(request: HttpRequest):  # noqa: ANN202 - Project | None
-    header = request.headers.get("Authorization", "")
-    scheme, _, key = header.partition(" ")
+def _project(authorization: str):  # noqa: ANN202 - Project | None
+    scheme, _, key = authorization.partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
         return None
     return project_for_secret_key(key.strip())
 
 
-def _decimal(request: HttpRequest, name: str) -> Decimal | None:
-    raw = request.GET.get(name)
+def _decimal(query: QueryDict, name: str) -> Decimal | None:
+    raw = query.get(name)
     if raw is None or raw == "":
         return None
     try:
@@ -61,32 +56,32 @@ def _decimal(request: HttpRequest, name: str) -> Decimal | None:
     return value
 
 
-def parse_filters(request: HttpRequest, *, default_limit: int) -> tuple[int, serving.ServeFilters]:
+def parse_filters(query: QueryDict, *, default_limit: int) -> tuple[int, serving.ServeFilters]:
     """The query string as (limit, filters); BadParameter names what is wrong."""
-    for name in request.GET:
+    for name in query:
         if name not in _FILTER_PARAMS and not name.startswith("prop."):
             raise BadParameter(name, f"unknown parameter {name!r}; property filters are written prop.<name>=<value>")
-    raw_limit = request.GET.get("limit", str(default_limit))
+    raw_limit = query.get("limit", str(default_limit))
     if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 100:
         raise BadParameter("limit", f"limit must be an integer from 1 to 100, got {raw_limit!r}")
     in_stock = None
-    if "in_stock" in request.GET:
-        raw = request.GET["in_stock"].strip().lower()
+    if "in_stock" in query:
+        raw = query["in_stock"].strip().lower()
         if raw not in _BOOLS:
-            raise BadParameter("in_stock", f"in_stock must be true or false, got {request.GET['in_stock']!r}")
+            raise BadParameter("in_stock", f"in_stock must be true or false, got {query['in_stock']!r}")
         in_stock = _BOOLS[raw]
-    price_min, price_max = _decimal(request, "min_price"), _decimal(request, "max_price")
+    price_min, price_max = _decimal(query, "min_price"), _decimal(query, "max_price")
     if price_min is not None and price_max is not None and price_min > price_max:
         raise BadParameter("min_price", "min_price must not exceed max_price")
-    categories = tuple(c.strip() for c in request.GET.getlist("category") if c.strip())
-    exclude = frozenset(pid.strip() for raw in request.GET.getlist("exclude") for pid in raw.split(",") if pid.strip())
+    categories = tuple(c.strip() for c in query.getlist("category") if c.strip())
+    exclude = frozenset(pid.strip() for raw in query.getlist("exclude") for pid in raw.split(",") if pid.strip())
     properties = []
-    for name in sorted(n for n in request.GET if n.startswith("prop.")):
+    for name in sorted(n for n in query if n.startswith("prop.")):
         prop = name[len("prop.") :]
         if not prop:
             raise BadParameter(name, "property filters are written prop.<name>=<value>")
         values: list[Any] = []
-        for raw in request.GET.getlist(name):
+        for raw in query.getlist(name):
             values.extend(property_filter_values(raw))
         properties.append((prop, tuple(values)))
     filters = serving.ServeFilters(
@@ -100,30 +95,49 @@ def parse_filters(request: HttpRequest, *, default_limit: int) -> tuple[int, ser
     return int(raw_limit), filters
 
 
-def _serve(request: HttpRequest, run: Any, *, default_limit: int) -> HttpResponse:
-    project = _project(request)
+def answer(*, authorization: str, query: QueryDict, run: Any, default_limit: int) -> tuple[int, bytes]:
+    """(status, JSON body) of one API call, for the Django views and the WSGI fast
+    path alike: authenticate, parse the filters, `run(project, limit, filters)`."""
+    project = _project(authorization)
     if project is None:
         return _error(401, "invalid_secret_key", "Authorization must be 'Bearer <secret key>' of a project.")
     try:
-        limit, filters = parse_filters(request, default_limit=default_limit)
+        limit, filters = parse_filters(query, default_limit=default_limit)
         result = run(project, limit, filters)
     except BadParameter as exc:
         return _error(400, "invalid_parameter", exc.message, exc.field)
     except ValueError as exc:  # a property name the database cannot filter on
         return _error(400, "invalid_parameter", str(exc), "prop")
-    if isinstance(result, HttpResponse):
+    if isinstance(result, tuple):
         return result
-    return _json(200, result.as_dict())
+    return 200, orjson.dumps(result.as_dict())
 
 
-@require_GET
-def user_recommendations(request: HttpRequest, user_id: str) -> HttpResponse:
+def user_recommendations_run(user_id: str) -> Any:
     def run(project, limit: int, filters: serving.ServeFilters):  # noqa: ANN001, ANN202
         served = serving.recommendations_for_user(project_id=project.pk, user_id=user_id, limit=limit, filters=filters)
         tracking.served_record(project_id=project.pk, served=served, surface="api", user_ref=user_id)
         return served
 
-    return _serve(request, run, default_limit=10)
+    return run
+
+
+def _respond(status_body: tuple[int, bytes]) -> HttpResponse:
+    status, body = status_body
+    return HttpResponse(body, status=status, content_type="application/json")
+
+
+@require_GET
+def user_recommendations(request: HttpRequest, user_id: str) -> HttpResponse:
+    """Also answered, without Django's middleware, by recommendations.api.fast."""
+    return _respond(
+        answer(
+            authorization=request.headers.get("Authorization", ""),
+            query=request.GET,
+            run=user_recommendations_run(user_id),
+            default_limit=10,
+        )
+    )
 
 
 @require_GET
@@ -135,7 +149,9 @@ def similar_products(request: HttpRequest, product_id: str) -> HttpResponse:
         tracking.served_record(project_id=project.pk, served=served, surface="api", user_ref="")
         return served
 
-    return _serve(request, run, default_limit=20)
+    return _respond(
+        answer(authorization=request.headers.get("Authorization", ""), query=request.GET, run=run, default_limit=20)
+    )
 
 
 @require_GET
@@ -145,4 +161,6 @@ def trending(request: HttpRequest) -> HttpResponse:
         tracking.served_record(project_id=project.pk, served=served, surface="api", user_ref="")
         return served
 
-    return _serve(request, run, default_limit=20)
+    return _respond(
+        answer(authorization=request.headers.get("Authorization", ""), query=request.GET, run=run, default_limit=20)
+    )

@@ -1,0 +1,88 @@
+"""The WSGI fast path answers exactly like the Django view, and hands every
+request it should not answer to Django."""
+
+import json
+from io import BytesIO
+
+import pytest
+
+from config.wsgi import application
+from recommendations.models import RecommendationServed
+from tests.conftest import bearer_client
+from tests.recommendations.serving_data import catalog_write, user_write, version_write
+
+
+def call(path, query="", method="GET", auth=None, host="testserver", scheme="http"):
+    environ = {
+        "REQUEST_METHOD": method, "PATH_INFO": path, "QUERY_STRING": query, "SERVER_NAME": "testserver",
+        "SERVER_PORT": "80", "HTTP_HOST": host, "wsgi.url_scheme": scheme, "wsgi.input": BytesIO(b""),
+        "wsgi.errors": BytesIO(), "SERVER_PROTOCOL": "HTTP/1.1",
+    }  # fmt: skip
+    if auth:
+        environ["HTTP_AUTHORIZATION"] = auth
+    seen = {}
+
+    def start_response(status, headers, exc_info=None):
+        seen["status"], seen["headers"] = status, dict(headers)
+
+    body = b"".join(application(environ, start_response))
+    return int(seen["status"].split()[0]), seen["headers"], body
+
+
+@pytest.fixture
+def shop(project_a):
+    project, keys = project_a
+    catalog_write(project.pk)
+    version_write(project.pk)
+    user_write(project.pk, "u1", viewed=["p3", "p1"])
+    return project, keys
+
+
+@pytest.mark.django_db
+def test_fast_path_answers_like_the_django_view(shop):
+    project, keys = shop
+    status, headers, body = call(
+        "/api/v1/users/u1/recommendations", "limit=3&in_stock=true", auth=f"Bearer {keys.secret_key}"
+    )
+    assert status == 200
+    assert headers["Content-Type"] == "application/json" and headers["X-Content-Type-Options"] == "nosniff"
+    fast = json.loads(body)
+    view = bearer_client(keys.secret_key).get("/api/v1/users/u1/recommendations?limit=3&in_stock=true").json()
+    assert fast["products"] == view["products"]
+    assert [p["product_id"] for p in fast["products"]] == ["p2", "p5", "p6"]
+    assert RecommendationServed.objects.get(pk=fast["recommendation_id"]).surface == "api"
+
+
+@pytest.mark.django_db
+def test_fast_path_errors_name_the_field_and_need_a_key(shop):
+    _project, keys = shop
+    status, _h, body = call("/api/v1/users/u1/recommendations", "limit=500", auth=f"Bearer {keys.secret_key}")
+    assert status == 400 and json.loads(body)["field"] == "limit"
+    status, _h, _b = call("/api/v1/users/u1/recommendations")
+    assert status == 401
+
+
+@pytest.mark.django_db
+def test_user_ids_are_utf8_decoded(shop):
+    project, keys = shop
+    user_write(project.pk, "zoë", viewed=["p5"])
+    raw = "/api/v1/users/zoë/recommendations".encode().decode("latin-1")  # as WSGI hands it
+    status, _h, body = call(raw, "limit=1", auth=f"Bearer {keys.secret_key}")
+    assert status == 200 and json.loads(body)["products"][0]["product_id"] == "p6"
+
+
+@pytest.mark.django_db
+def test_other_requests_go_to_django(shop, settings):
+    _project, keys = shop
+    auth = f"Bearer {keys.secret_key}"
+    assert call("/api/v1/users/u1/recommendations", method="POST", auth=auth)[0] == 403  # Django: CSRF
+    assert call("/api/v1/users/u1/recommendations", host="evil.example", auth=auth)[0] == 400  # DisallowedHost
+    # Under SECURE_SSL_REDIRECT a plain-HTTP call is Django's to answer (it redirects in
+    # production; its middleware read the setting at start, so here it answers 200).
+    # Django's answers carry X-Frame-Options from its middleware; the fast path's do not.
+    settings.SECURE_SSL_REDIRECT = True
+    _status, headers, _b = call("/api/v1/users/u1/recommendations", auth=auth)
+    assert "X-Frame-Options" in headers
+    status, headers, _b = call("/api/v1/users/u1/recommendations", auth=auth, scheme="https")
+    assert status == 200 and "X-Frame-Options" not in headers
+    assert headers["Strict-Transport-Security"].startswith("max-age=")
