@@ -10,14 +10,20 @@ process on the `ingest` queue. Then:
 1. warm-up: every benchmark user is identified once through the collector, and
    the tables are ANALYZEd (a store in service has its users and statistics);
 2. batches of 100 events from bench/ingest_load.py for --duration seconds,
-   while a probe posts one `Product Viewed` every 100 ms and times how long
+   offered at --batch-rate requests/s (default 100: the 10,000 events/s target;
+   0 posts as fast as the collector answers), while a probe posts one `Product Viewed` every 100 ms and times how long
    after the collector's 200 the product is first in the profile's
    recent_viewed (`freshness_*`); then waits until every accepted event is
    stored (`events_per_s_stored` = accepted events / time from the first
    request until the last one was stored);
-3. single-event requests (`/v1/track`) for --duration seconds
+3. single-event requests (`/v1/track`) for --duration seconds, as fast as
+   answered on --single-connections keep-alive connections
    (`single_requests_per_s`, `p50_ms`, `p99_ms` of those requests), and the
    time until they are stored.
+
+Each phase also reports the CPU seconds every group of processes used on the
+machine meanwhile (`*_phase_cpu_s`, "other" being work that is not this
+benchmark), since the machine is shared.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import base64
 import http.client
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -71,6 +78,7 @@ class Stack:
             "SECURE_SSL_REDIRECT": "0",
             "LOG_LEVEL": "WARNING",
             "PYTHONUNBUFFERED": "1",
+            "INGEST_PUBLISH_LINGER_MS": str(args.linger_ms),
         }
 
     def manage(self, *argv: str) -> str:
@@ -96,23 +104,79 @@ class Stack:
                 os.killpg(proc.pid, signal.SIGKILL)
 
 
-def _stored(conn: Any, project_id: int) -> int:
-    with conn.cursor() as cur:
-        cur.execute("SELECT count(*) FROM crm_event WHERE project_id = %s", [project_id])
-        return cur.fetchone()[0]
+def _cpu_by_process() -> dict[str, float]:
+    """CPU seconds used so far by every process on the machine, by command name
+    (processes that ended in between are not counted: sample around a phase)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2 :].split()
+        out[f"{entry}:{name}"] = (int(fields[11]) + int(fields[12])) / ticks
+    return out
 
 
-def _wait_stored(conn: Any, project_id: int, target: int, timeout: float) -> float:
-    """Seconds (perf_counter) at which the project's event count reached target."""
-    deadline = time.perf_counter() + timeout
-    while time.perf_counter() < deadline:
-        if _stored(conn, project_id) >= target:
-            return time.perf_counter()
-        time.sleep(0.05)
-    raise RuntimeError(f"only {_stored(conn, project_id)} of {target} events stored after {timeout} s")
+def _cpu_delta(before: dict[str, float], after: dict[str, float], load_cpu: float) -> dict[str, float]:
+    """CPU seconds per group of processes between two samples; the load
+    generator has exited by then, so its time is measured apart (rusage)."""
+    groups: dict[str, float] = {"load generator": round(load_cpu, 2)}
+    for key, seconds in after.items():
+        pid, name = key.split(":", 1)
+        used = seconds - before.get(key, 0.0)
+        if used <= 0:
+            continue
+        if name in ("gunicorn", "celery", "postgres"):
+            group = name
+        elif name in ("beam.smp", "erl_child_setup", "inet_gethost", "epmd"):
+            group = "rabbitmq"
+        elif int(pid) == os.getpid():
+            group = "bench driver + probe"
+        else:
+            group = "other (not this benchmark)"
+        groups[group] = round(groups.get(group, 0.0) + used, 2)
+    return dict(sorted(groups.items()))
 
 
-def _load(args: argparse.Namespace, write_key: str, mode: str, prefix: int, connections: int) -> dict[str, Any]:
+class StoredCounter:
+    """Counts a project's events stored since the counter was made: a range
+    scan of the primary key past the highest id at that moment, polled every
+    half second. (A full count(*) every 50 ms, as a first version did, made
+    PostgreSQL scan the whole events table and slowed down what it measured.)"""
+
+    def __init__(self, conn: Any, project_id: int) -> None:
+        self.conn, self.project_id = conn, project_id
+        with conn.cursor() as cur:
+            cur.execute("SELECT coalesce(max(id), 0) FROM crm_event")
+            self.base_id = cur.fetchone()[0]
+
+    def count(self) -> int:
+        with self.conn.cursor() as cur:
+            cur.execute(
+                "SELECT count(*) FROM crm_event WHERE id > %s AND project_id = %s", [self.base_id, self.project_id]
+            )
+            return cur.fetchone()[0]
+
+    def wait_for(self, target: int, timeout: float) -> float:
+        """perf_counter() time at which at least `target` events were stored."""
+        deadline = time.perf_counter() + timeout
+        while time.perf_counter() < deadline:
+            if self.count() >= target:
+                return time.perf_counter()
+            time.sleep(0.5)
+        raise RuntimeError(f"only {self.count()} of {target} events stored after {timeout} s")
+
+
+def _load(
+    args: argparse.Namespace, write_key: str, mode: str, prefix: int, connections: int, rate: float
+) -> dict[str, Any]:
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run(
         [
             sys.executable,
@@ -133,12 +197,17 @@ def _load(args: argparse.Namespace, write_key: str, mode: str, prefix: int, conn
             str(prefix),
             "--batch-size",
             str(args.batch_size),
-        ],  # fmt: skip
+            "--rate",
+            str(rate),
+        ],
         check=True,
         capture_output=True,
         text=True,
     )
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result["cpu_s"] = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    return result
 
 
 class FreshnessProbe(threading.Thread):
@@ -185,7 +254,7 @@ class FreshnessProbe(threading.Thread):
                     if row and row[0] == product:
                         seen = time.perf_counter()
                         break
-                    time.sleep(0.002)
+                    time.sleep(0.005)
             if seen is None:
                 self.missed += 1
             else:
@@ -212,7 +281,12 @@ def main() -> None:
     parser.add_argument("--web-workers", type=int, default=2)
     parser.add_argument("--web-threads", type=int, default=8)
     parser.add_argument("--ingest-concurrency", type=int, default=2)
+    parser.add_argument("--linger-ms", type=int, default=5, help="INGEST_PUBLISH_LINGER_MS of the web process")
     parser.add_argument("--batch-connections", type=int, default=8)
+    parser.add_argument(
+        "--batch-rate", type=float, default=100.0, help="batch requests per second offered (0: as fast as answered)"
+    )
+    parser.add_argument("--single-rate", type=float, default=0.0, help="single requests per second offered (0: max)")
     parser.add_argument("--single-connections", type=int, default=16)
     parser.add_argument("--log-dir", default="/tmp/bench-ingest")
     args = parser.parse_args()
@@ -289,6 +363,7 @@ def main() -> None:
         _log(f"warm-up: identifying {args.users} users")
         auth = "Basic " + base64.b64encode(f"{write_key}:".encode()).decode()
         warm = http.client.HTTPConnection("127.0.0.1", args.port, timeout=30)
+        warm_counter = StoredCounter(db, project_id)
         for start in range(0, args.users, 500):
             batch = [
                 {"type": "identify", "userId": f"user-{u}", "anonymousId": f"anon-{u}", "traits": {"plan": "free"}}
@@ -298,27 +373,32 @@ def main() -> None:
             response = warm.getresponse()
             response.read()
             assert response.status == 200, response.status
-        _wait_stored(db, project_id, args.users, timeout=300)
+        warm_counter.wait_for(args.users, timeout=300)
         with db.cursor() as cur:
             cur.execute("ANALYZE")
-        base = _stored(db, project_id)
 
         _log(f"phase 1: batches of {args.batch_size} for {args.duration} s, with the freshness probe")
         probe = FreshnessProbe(args, write_key, project_id)
+        counter = StoredCounter(db, project_id)
+        cpu_before = _cpu_by_process()
         started = time.perf_counter()
         probe.start()
-        batch = _load(args, write_key, "batch", 0, args.batch_connections)
+        batch = _load(args, write_key, "batch", 0, args.batch_connections, args.batch_rate)
         probe.stop_event.set()
         probe.join()
-        target = base + batch["events_accepted"] + len(probe.samples) + probe.missed
-        stored_at = _wait_stored(db, project_id, target - probe.missed, timeout=600)
+        stored_at = counter.wait_for(batch["events_accepted"] + len(probe.samples), timeout=900)
         events_per_s_stored = batch["events_accepted"] / (stored_at - started)
-        base = _stored(db, project_id)
+        batch_cpu = _cpu_delta(cpu_before, _cpu_by_process(), batch["cpu_s"])
+        batch_wall = stored_at - started
 
         _log(f"phase 2: single-event requests for {args.duration} s")
+        counter = StoredCounter(db, project_id)
+        cpu_before = _cpu_by_process()
         started = time.perf_counter()
-        single = _load(args, write_key, "single", 10**9, args.single_connections)
-        single_stored_at = _wait_stored(db, project_id, base + single["ok"], timeout=600)
+        single = _load(args, write_key, "single", 10**9, args.single_connections, args.single_rate)
+        single_stored_at = counter.wait_for(single["ok"], timeout=900)
+        single_cpu = _cpu_delta(cpu_before, _cpu_by_process(), single["cpu_s"])
+        single_wall = single_stored_at - started
     finally:
         stack.stop()
 
@@ -340,9 +420,17 @@ def main() -> None:
         "single_events_per_s_stored": round(single["ok"] / (single_stored_at - started), 1),
         "duration_s": args.duration,
         "batch_size": args.batch_size,
+        "batch_rate_offered": args.batch_rate * args.batch_size,
         "web": f"gunicorn gthread {args.web_workers}x{args.web_threads}",
         "ingest_workers": args.ingest_concurrency,
+        "linger_ms": args.linger_ms,
         "broker": args.broker.split(":", 1)[0],
+        # CPU seconds per process group over each phase (until all stored), and
+        # the wall time: shows what the benchmark got of the 2 cores.
+        "batch_phase_cpu_s": batch_cpu,
+        "batch_phase_wall_s": round(batch_wall, 1),
+        "single_phase_cpu_s": single_cpu,
+        "single_phase_wall_s": round(single_wall, 1),
     }
     print(json.dumps(result))
 

@@ -81,11 +81,18 @@ def build_templates(*, mode: str, batch_size: int, users: int, count: int, seed:
 
 async def _connection(
     *, host: str, port: int, head: bytes, templates: list[bytes], counter: list[int], prefix: int,
-    deadline: float, latencies: list[float], errors: list[int],
+    deadline: float, latencies: list[float], errors: list[int], interval: float,
 ) -> None:  # fmt: skip
     reader, writer = await asyncio.open_connection(host, port)
+    next_send = time.perf_counter()
     try:
         while time.perf_counter() < deadline:
+            if interval:
+                # Open loop: this connection's share of --rate, on a fixed schedule.
+                next_send += interval
+                delay = next_send - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
             n = counter[0]
             counter[0] += 1
             body = templates[n % len(templates)].replace(PLACEHOLDER, b"%010d" % (prefix + n))
@@ -135,7 +142,8 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
                 deadline=deadline,
                 latencies=latencies,
                 errors=errors,
-            )  # fmt: skip
+                interval=args.connections / args.rate if args.rate else 0.0,
+            )
             for _ in range(args.connections)
         )
     )
@@ -172,6 +180,7 @@ def main() -> None:
     parser.add_argument("--mode", choices=["batch", "single"], required=True)
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--rate", type=float, default=0.0, help="requests per second in all (0: as fast as answered)")
     parser.add_argument("--duration", type=float, default=20.0)
     parser.add_argument("--users", type=int, default=10_000)
     parser.add_argument("--templates", type=int, default=200)

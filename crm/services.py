@@ -5,11 +5,11 @@ from __future__ import annotations
 import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from django.db import IntegrityError, transaction
-from django.db.models import Q
+from django.db.models import Q, Value
 from django.utils import timezone
 
 from crm.bulk import insert_new_rows, update_rows, upsert_rows
@@ -505,17 +505,25 @@ def profiles_resolve(*, project_id: int, identities: Sequence[IdentityIn]) -> li
             wanted_users.add(ident.previous_id)
             wanted_anons.add(ident.previous_id)
     users: dict[str, _Ref] = {}
-    if wanted_users:
-        users.update(
-            Profile.objects.filter(project_id=project_id, user_id__in=wanted_users).values_list("user_id", "pk")
-        )
     anons: dict[str, _Ref] = {}
-    if wanted_anons:
-        anons.update(
-            AnonymousId.objects.filter(project_id=project_id, anonymous_id__in=wanted_anons).values_list(
-                "anonymous_id", "profile_id"
-            )
+    # Both lookups in one round trip (each an index probe per id).
+    lookups = []
+    if wanted_users:
+        lookups.append(
+            Profile.objects.filter(project_id=project_id, user_id__in=wanted_users)
+            .order_by()
+            .values_list(Value("u"), "user_id", "pk")
         )
+    if wanted_anons:
+        lookups.append(
+            AnonymousId.objects.filter(project_id=project_id, anonymous_id__in=wanted_anons)
+            .order_by()
+            .values_list(Value("a"), "anonymous_id", "profile_id")
+        )
+    if lookups:
+        query = lookups[0].union(*lookups[1:], all=True) if len(lookups) > 1 else lookups[0]
+        for kind, key, pk in query:
+            (users if kind == "u" else anons)[key] = pk
     # Existing profiles that were never identified, among those whose status
     # matters: an anonymous id seen with a user id that is new or points to
     # another profile (usually none, so usually no query).
@@ -725,12 +733,21 @@ _ACTIVITY_COLUMNS = [
 ]  # fmt: skip
 
 
+# last_seen moves forward in steps of at least this much. It is indexed
+# (project, last_seen), so each move makes PostgreSQL write a new entry in every
+# index of the row (no HOT update); a profile active every few seconds would
+# otherwise bloat the table and its indexes faster than autovacuum cleans them.
+# Segments ask "seen in the last N days": a minute is precise enough.
+LAST_SEEN_STEP = timedelta(minutes=1)
+
+
 def profiles_apply_activity(*, project_id: int, activities: dict[int, ProfileActivity]) -> int:
     """Apply many profiles' activity with one locking read and one UPDATE.
 
     Traits merge in order (new values win) and fill the demographic columns as
     profile_upsert does; recent items are pushed as profile_push_recent_items
-    does; locale and time zone take the latest value; first/last seen widen.
+    does; locale and time zone take the latest value; first/last seen widen
+    (last_seen in steps of LAST_SEEN_STEP).
     Rows are locked in primary-key order, so concurrent workers wait for each
     other instead of deadlocking. Run inside a transaction (the caller's, so
     the locks hold until its events are committed). Returns profiles changed.
@@ -769,7 +786,7 @@ def profiles_apply_activity(*, project_id: int, activities: dict[int, ProfileAct
                 row["timezone"] = activity.timezone[:64]
             if activity.first_seen and activity.first_seen < row["first_seen"]:
                 row["first_seen"] = activity.first_seen
-            if activity.last_seen and activity.last_seen > row["last_seen"]:
+            if activity.last_seen and activity.last_seen >= row["last_seen"] + LAST_SEEN_STEP:
                 row["last_seen"] = activity.last_seen
             changed = {c for c in wanted if row[c] != before[c]}
             if changed:

@@ -9,9 +9,10 @@ Waiting 1.5 ms per request on one connection would cap a web process at a few
 hundred requests per second, so each process publishes through one background
 thread that does group commit: requests hand their messages over and wait; the
 thread takes everything waiting, publishes it as ONE task message, waits for one
-confirmation and wakes the requests. No request waits for a timer: when the
-broker is idle a lone request is published at once, and under load the batches
-grow by themselves (fewer broker messages, fewer and bigger worker batches).
+confirmation and wakes the requests. Under load the batches grow by themselves
+(fewer broker messages, fewer and bigger worker batches); INGEST_PUBLISH_LINGER_MS
+lets a publish wait a few milliseconds for more requests when few are waiting,
+which matters for single-event requests: the worker's cost is mostly per batch.
 
 Any failure (broker down, refused, confirm not received in time) is reported to
 every waiting request, which answers 503 with Retry-After. The SDK then retries
@@ -27,6 +28,8 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
+from collections import deque
 from typing import Any
 
 from django.conf import settings
@@ -36,6 +39,8 @@ logger = logging.getLogger(__name__)
 # Most messages per broker message: the worker stores them in a few
 # transactions of crm.services.BULK_CHUNK, and the broker message stays ~2 MB.
 MAX_MESSAGES_PER_PUBLISH = 5000
+# A publish lingers (INGEST_PUBLISH_LINGER_MS) only while fewer messages wait.
+LINGER_ENOUGH_MESSAGES = 500
 
 
 class BrokerUnavailable(Exception):
@@ -54,12 +59,14 @@ class _Pending:
 class GroupCommitPublisher:
     """One per process and broker URL; see the module docstring."""
 
-    def __init__(self, *, broker_url: str, timeout: float, max_messages: int) -> None:
+    def __init__(self, *, broker_url: str, timeout: float, max_messages: int, linger: float = 0.0) -> None:
         self.broker_url = broker_url
         self.timeout = timeout
         self.max_messages = max_messages
+        self.linger = linger
         self._cond = threading.Condition()
-        self._waiting: list[_Pending] = []
+        self._waiting: deque[_Pending] = deque()
+        self._waiting_messages = 0
         self._thread: threading.Thread | None = None
         self._connection: Any = None
         self._producer: Any = None
@@ -75,6 +82,7 @@ class GroupCommitPublisher:
                 self._thread = threading.Thread(target=self._run, name="ingest-publisher", daemon=True)
                 self._thread.start()
             self._waiting.append(pending)
+            self._waiting_messages += len(item["messages"])
             self._cond.notify()
         if not pending.done.wait(self.timeout):
             raise BrokerUnavailable(f"no confirmation from the broker within {self.timeout:g} s")
@@ -87,15 +95,26 @@ class GroupCommitPublisher:
         with self._cond:
             while not self._waiting:
                 self._cond.wait()
+            if self.linger > 0 and self._waiting_messages < LINGER_ENOUGH_MESSAGES:
+                # Give requests arriving in the next few milliseconds a seat
+                # on this publish: fewer, bigger broker messages and worker
+                # batches for a bounded wait (INGEST_PUBLISH_LINGER_MS).
+                deadline = time.monotonic() + self.linger
+                while self._waiting_messages < LINGER_ENOUGH_MESSAGES:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    self._cond.wait(remaining)
             taken: list[_Pending] = []
             count = 0
-            # At least one request per flush; then as many as fit the cap.
+            # At least one request per publish; then as many as fit the cap.
             while self._waiting:
                 size = len(self._waiting[0].item["messages"])
                 if taken and count + size > self.max_messages:
                     break
-                taken.append(self._waiting.pop(0))
+                taken.append(self._waiting.popleft())
                 count += size
+            self._waiting_messages -= count
             return taken
 
     def _run(self) -> None:
@@ -154,6 +173,7 @@ def publisher_for(broker_url: str) -> GroupCommitPublisher:
                     broker_url=broker_url,
                     timeout=settings.INGEST_PUBLISH_TIMEOUT,
                     max_messages=MAX_MESSAGES_PER_PUBLISH,
+                    linger=settings.INGEST_PUBLISH_LINGER_MS / 1000,
                 )
                 _publishers[key] = publisher
     return publisher
@@ -170,4 +190,4 @@ def batch_enqueue(*, project_id: int, messages: list[dict[str, Any]]) -> None:
     if app.conf.task_always_eager:
         ingest_batch_task.apply(args=[[item]], throw=True)
         return
-    publisher_for(app.conf.broker_url).publish(item)
+    publisher_for(settings.CELERY_BROKER_URL).publish(item)

@@ -245,14 +245,15 @@ def test_broker_unreachable_is_503_with_retry_after_and_a_retry_is_stored_once(c
     # One message with its id, one without (its id derives from its content).
     dated = track(userId="u2", timestamp="2026-01-01T00:00:00Z")
     body = {"batch": [{"type": "track", **track(messageId="r-1")}, {"type": "track", **dated}]}
-    saved = (app.conf.task_always_eager, app.conf.broker_url)
-    app.conf.task_always_eager, app.conf.broker_url = False, "amqp://guest:guest@127.0.0.1:1//"
+    saved = app.conf.task_always_eager
+    app.conf.task_always_eager = False
+    settings.CELERY_BROKER_URL = "amqp://guest:guest@127.0.0.1:1//"  # nothing listens on port 1
     try:
         started = time.monotonic()
         response = post(client, "/v1/batch", body, write_key=keys.write_key)
         elapsed = time.monotonic() - started
     finally:
-        app.conf.task_always_eager, app.conf.broker_url = saved
+        app.conf.task_always_eager = saved
         publisher._publishers.clear()
     assert response.status_code == 503
     assert elapsed < 2  # refused at once, not after the timeout

@@ -47,8 +47,14 @@ def test_track_and_identify_build_one_profile_with_traits_and_demographics(proje
     assert profile.user_id == "u1"
     assert profile.traits == {"email": "ada@x.io", "plan": "pro", "gender": "F", "address": {"city": "Leeds"}}
     assert (profile.email, profile.gender, profile.city) == ("ada@x.io", "female", "Leeds")
-    assert (profile.first_seen, profile.last_seen) == (T0, T0 + timedelta(seconds=2))
-    assert Event.objects.filter(profile=profile).count() == 3
+    # Seconds apart: last_seen moves in steps of a minute (crm.services.LAST_SEEN_STEP).
+    assert (profile.first_seen, profile.last_seen) == (T0, T0)
+    later = msgs(project.pk, {"type": "track", "userId": "u1", "event": "Came Back", "messageId": "later"})
+    later[0]["timestamp"] = (T0 + timedelta(minutes=3)).isoformat()
+    messages_store(project_id=project.pk, messages=later)
+    profile.refresh_from_db()
+    assert profile.last_seen == T0 + timedelta(minutes=3)
+    assert Event.objects.filter(profile=profile).count() == 4
 
 
 def test_anonymous_activity_then_login_is_one_profile(project_a):
