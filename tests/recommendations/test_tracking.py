@@ -184,3 +184,21 @@ def test_console_shows_ctr_per_slot_conversions_and_coverage(shop, client):
     assert "33.33%" in html
     assert "100.0% · 0.0% · 0.0%" in html
     assert "37.5% (3 of 8)" in html
+
+
+@pytest.mark.django_db
+def test_marketers_see_only_their_projects_statistics(shop, project_b, marketer_a, client):
+    serve(shop)
+    catalog_write(project_b[0].pk)
+    version_write(project_b[0].pk)
+    serving_b = serving.trending_products_served(project_id=project_b[0].pk, limit=2)
+    tracking.served_record(project_id=project_b[0].pk, served=serving_b, surface="api", user_ref="")
+    client.force_login(marketer_a)
+    response = client.get(reverse("admin:recommendations_recommendationdailystat_changelist"))
+    assert [s.project_id for s in response.context["cl"].result_list] == [shop.pk]
+    other = RecommendationDailyStat.objects.get(project=project_b[0])
+    assert (
+        client.get(reverse("admin:recommendations_recommendationdailystat_change", args=[other.pk])).status_code == 302
+    )
+    response = client.get(reverse("admin:recommendations_recommendationserved_changelist"))
+    assert {s.project_id for s in response.context["cl"].result_list} == {shop.pk}
