@@ -59,7 +59,7 @@ logger = logging.getLogger(__name__)
 # and commits per row; importing 300k rows took 16.3-16.7 s at 5,000 and
 # 17.3-23.7 s at 1,000 (two runs each, 2 cores shared with other jobs).
 IMPORT_CHUNK_ROWS = 5000
-# A running upload beats with every chunk (well under a second apart). One whose
+# A running upload beats with every committed chunk (about a second apart). One whose
 # heartbeat is older than this is taken as dead (its worker was killed): its
 # redelivered task may resume it, and it no longer blocks the project's other
 # uploads. Until then a second delivery of the same task waits, so one upload is
@@ -110,12 +110,11 @@ def products_upsert(
       deactivates the rest). A product already written by an earlier chunk of the
       same upload is not written again but returned in `duplicates`, as is a
       repeated id within `products`.
-
-    - `lines`: the products as COPY lines (product_copy_line_factory, same order), when
-      the caller built them already; the import does so in its parse thread.
-    - `assume_new`: on PostgreSQL, first try to COPY them all as new products (no
-      probe for existing ids); on a unique violation, go the usual way. The import
-      sets it while every chunk so far was all new, as in a first upload.
+    - `lines`: the products as COPY lines (product_copy_line_factory, same order),
+      when the caller built them already; the import does so in its parse thread.
+    - `assume_new`: on PostgreSQL, first try to COPY them all straight in as new
+      products; on a unique violation, upsert them through the stage. The import
+      sets it while no chunk so far met an existing product, as in a first upload.
 
     Call inside a transaction for atomicity with other writes; on PostgreSQL it
     uses the connection's TEMP staging table (_STAGE_DDL) for existing products.
