@@ -91,6 +91,10 @@ class ProductAdmin(ProjectScopedAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # products come from catalog uploads
 
+    def has_delete_permission(self, request: HttpRequest, obj: Product | None = None) -> bool:
+        # Events and recommendations name products: marketers deactivate instead.
+        return request.user.is_superuser
+
     def get_queryset(self, request: HttpRequest) -> QuerySet[Product]:
         qs = super().get_queryset(request)
         match = request.resolver_match
@@ -167,6 +171,9 @@ class CatalogUploadAdmin(ProjectScopedAdmin):
     list_filter = ["state", "mode", ProjectFilter]
     show_full_result_count = False
     paginator = CappedCountPaginator
+
+    def has_delete_permission(self, request: HttpRequest, obj: CatalogUpload | None = None) -> bool:
+        return request.user.is_superuser  # the history of what was imported
 
     @admin.display(description="progress")
     def progress_percent(self, obj: CatalogUpload) -> str:

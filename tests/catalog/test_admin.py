@@ -176,3 +176,6 @@ def test_deactivate_action_goes_through_the_service(console, project_a):
     pk_a = Product.objects.get(product_id="A").pk
     console.post("/admin/catalog/product/", {"action": "deactivate", "_selected_action": [pk_a]})
     assert dict(Product.objects.values_list("product_id", "is_active")) == {"A": False, "B": True}
+    # Products are never deleted from the console by marketers: events name them.
+    assert console.post(f"/admin/catalog/product/{pk_a}/delete/", {"post": "yes"}).status_code == 403
+    assert Product.objects.count() == 2
