@@ -23,7 +23,7 @@ import pandas as pd
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
-from django.db import connection
+from django.db import connection, transaction
 from django.utils import timezone
 
 from crm.bulk import copy_rows
@@ -170,21 +170,36 @@ def _reset(version: ModelVersion) -> None:
 
 
 def _write_related(version: ModelVersion, cat: Catalog, rows: np.ndarray, idx: np.ndarray, probs: np.ndarray) -> int:
-    pids = cat.product_ids
+    """The lists as RelatedProduct rows, ROW_CHUNK rows per COPY (one transaction each).
+
+    On PostgreSQL the COPY text is built by pandas' CSV writer from the arrays: the
+    generic crm.bulk.copy_rows formats value by value in Python, which took ~100 s
+    of the 2,000,000 rows of a 100,000-product store."""
+    pids = np.asarray(cat.product_ids, dtype=object)
+    columns = ["project_id", "model_version_id", "product_id", "related_product_id", "rank", "score"]
     written = 0
-    for start in range(0, len(rows), ROW_CHUNK // RELATED_K):
-        sel = slice(start, start + ROW_CHUNK // RELATED_K)
-        batch = [
-            (version.project_id, version.pk, pids[item], pids[j], rank + 1, float(p))
-            for item, nbrs, ps in zip(rows[sel], idx[sel], probs[sel], strict=True)
-            for rank, (j, p) in enumerate(zip(nbrs, ps, strict=True))
-            if j >= 0
-        ]
-        written += copy_rows(
-            RelatedProduct,
-            ["project_id", "model_version_id", "product_id", "related_product_id", "rank", "score"],
-            batch,
-        )
+    step = ROW_CHUNK // RELATED_K
+    for start in range(0, len(rows), step):
+        items, nbrs, ps = rows[start : start + step], idx[start : start + step], probs[start : start + step]
+        ok = nbrs >= 0
+        frame = pd.DataFrame({
+            "project_id": version.project_id,
+            "model_version_id": version.pk,
+            "product_id": pids[np.repeat(items, nbrs.shape[1]).reshape(nbrs.shape)[ok]],
+            "related_product_id": pids[nbrs[ok]],
+            "rank": np.tile(np.arange(1, nbrs.shape[1] + 1), (len(items), 1))[ok],
+            "score": ps[ok].astype(np.float64),
+        })  # fmt: skip
+        if connection.vendor == "postgresql":
+            buffer = io.StringIO()
+            frame.to_csv(buffer, header=False, index=False)
+            buffer.seek(0)
+            table = connection.ops.quote_name(RelatedProduct._meta.db_table)
+            with transaction.atomic(), connection.cursor() as cursor:
+                cursor.cursor.copy_expert(f"COPY {table} ({', '.join(columns)}) FROM STDIN WITH (FORMAT csv)", buffer)
+            written += len(frame)
+        else:
+            written += copy_rows(RelatedProduct, columns, frame.itertuples(index=False, name=None))
     return written
 
 
