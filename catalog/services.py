@@ -615,20 +615,24 @@ def _read_ahead(chunks: Iterator[_ParsedChunk], depth: int = 2) -> Iterator[_Par
     stop = threading.Event()
     done = object()
 
+    def put(item: Any) -> bool:
+        """Queue `item` unless the consumer has stopped; False then."""
+        while not stop.is_set():
+            try:
+                out.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def produce() -> None:
         try:
             for chunk in chunks:
-                while not stop.is_set():
-                    try:
-                        out.put(chunk, timeout=0.5)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not put(chunk):
                     return
-            out.put(done)
+            put(done)
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer, re-raised there
-            out.put(exc)
+            put(exc)
 
     thread = threading.Thread(target=produce, name="catalog-import-parse", daemon=True)
     thread.start()
@@ -759,21 +763,23 @@ def _import_chunks_with(upload: CatalogUpload, on_progress: ProgressCallback | N
         copy_line = None
         if connection.vendor == "postgresql":
             copy_line = product_copy_line_factory(project_id=upload.project_id, upload_id=upload.pk)
-        chunks = _read_ahead(_parse_chunks(raw, layout, parser, upload.rows_processed, chunk_rows, copy_line))
-        # More connections only where they cannot see less than this one: not inside
-        # a transaction (a caller's uncommitted rows would be invisible to them).
-        if connection.vendor == "postgresql" and not connection.in_atomic_block and IMPORT_WRITERS > 1:
-            _ChunkWriters(upload, parser, on_progress).run(chunks)
-            return
-        # A first upload (nothing updated so far) tries a plain COPY of each chunk.
-        assume_new = upload.updated == 0
-        for chunk in chunks:
-            with transaction.atomic():
-                outcome = _chunk_statements(upload, chunk, parser, assume_new)
-                _progress_save(upload, outcome)
-            assume_new = not outcome.existing
-            if on_progress:
-                on_progress(upload)
+        parsed = _read_ahead(_parse_chunks(raw, layout, parser, upload.rows_processed, chunk_rows, copy_line))
+        # closing(): on any exit the parse thread is told to stop at once.
+        with contextlib.closing(parsed) as chunks:
+            # More connections only where they cannot see less than this one: not inside
+            # a transaction (a caller's uncommitted rows would be invisible to them).
+            if connection.vendor == "postgresql" and not connection.in_atomic_block and IMPORT_WRITERS > 1:
+                _ChunkWriters(upload, parser, on_progress).run(chunks)
+                return
+            # A first upload (nothing updated so far) tries a plain COPY of each chunk.
+            assume_new = upload.updated == 0
+            for chunk in chunks:
+                with transaction.atomic():
+                    outcome = _chunk_statements(upload, chunk, parser, assume_new)
+                    _progress_save(upload, outcome)
+                assume_new = not outcome.existing
+                if on_progress:
+                    on_progress(upload)
 
 
 class _ChunkWriters:
