@@ -55,11 +55,11 @@ class ProductFilterSerializer(serializers.Serializer):
     category = serializers.ListField(child=serializers.CharField(max_length=255), required=False)
     in_stock = serializers.BooleanField(required=False, allow_null=True, default=None)
     is_active = serializers.BooleanField(required=False, allow_null=True, default=None)
-    price_min = serializers.DecimalField(max_digits=14, decimal_places=4, required=False, min_value=0)
-    price_max = serializers.DecimalField(max_digits=14, decimal_places=4, required=False, min_value=0)
+    min_price = serializers.DecimalField(max_digits=14, decimal_places=4, required=False, min_value=0)
+    max_price = serializers.DecimalField(max_digits=14, decimal_places=4, required=False, min_value=0)
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        low, high = attrs.get("price_min"), attrs.get("price_max")
+        low, high = attrs.get("min_price"), attrs.get("max_price")
         if low is not None and high is not None and low > high:
-            raise serializers.ValidationError({"price_max": "must not be below price_min"})
+            raise serializers.ValidationError({"max_price": "must not be below min_price"})
         return attrs

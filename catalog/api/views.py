@@ -3,7 +3,7 @@
 - `POST /api/v1/catalog/uploads` (multipart: file, mode) -> 202 with the upload's id
 - `GET /api/v1/catalog/uploads/{id}`: state, progress, counts
 - `GET /api/v1/catalog/uploads/{id}/errors`: the rejected rows as CSV
-- `GET /api/v1/products` (category, in_stock, is_active, price_min, price_max,
+- `GET /api/v1/products` (category, in_stock, is_active, min_price, max_price,
   prop.<name>; cursor pagination) and `GET /api/v1/products/{product_id}`
 """
 
@@ -48,7 +48,7 @@ class ProductViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectSc
         params = self.request.query_params
         data = ProductFilterSerializer(
             data={
-                **{k: params[k] for k in ("in_stock", "is_active", "price_min", "price_max") if params.get(k)},
+                **{k: params[k] for k in ("in_stock", "is_active", "min_price", "max_price") if params.get(k)},
                 **({"category": params.getlist("category")} if params.getlist("category") else {}),
             }
         )
@@ -67,8 +67,8 @@ class ProductViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectSc
             categories=values.get("category", []),
             in_stock=values.get("in_stock"),
             is_active=values.get("is_active"),
-            price_min=values.get("price_min"),
-            price_max=values.get("price_max"),
+            price_min=values.get("min_price"),
+            price_max=values.get("max_price"),
             properties=properties,
         )
         return qs & matching
