@@ -80,6 +80,8 @@ class Stack:
             "PYTHONUNBUFFERED": "1",
             "INGEST_PUBLISH_LINGER_MS": str(args.linger_ms),
         }
+        if args.without_stored_hooks:
+            self.env["DJANGO_SETTINGS_MODULE"] = "bench.ingest_settings_without_hooks"
 
     def manage(self, *argv: str) -> str:
         out = subprocess.run(
@@ -282,6 +284,11 @@ def main() -> None:
     parser.add_argument("--web-threads", type=int, default=8)
     parser.add_argument("--ingest-concurrency", type=int, default=2)
     parser.add_argument("--linger-ms", type=int, default=5, help="INGEST_PUBLISH_LINGER_MS of the web process")
+    parser.add_argument(
+        "--without-stored-hooks",
+        action="store_true",
+        help="run the worker without INGEST_STORED_EVENT_HOOKS (bench/ingest_settings_without_hooks.py)",
+    )
     parser.add_argument("--batch-connections", type=int, default=8)
     parser.add_argument(
         "--batch-rate", type=float, default=100.0, help="batch requests per second offered (0: as fast as answered)"
@@ -424,6 +431,7 @@ def main() -> None:
         "web": f"gunicorn gthread {args.web_workers}x{args.web_threads}",
         "ingest_workers": args.ingest_concurrency,
         "linger_ms": args.linger_ms,
+        "stored_event_hooks": not args.without_stored_hooks,
         "broker": args.broker.split(":", 1)[0],
         # CPU seconds per process group over each phase (until all stored), and
         # the wall time: shows what the benchmark got of the 2 cores.
