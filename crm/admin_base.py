@@ -43,6 +43,29 @@ class CappedCountPaginator(Paginator):
         return self.object_list[: self.CAP].count()
 
 
+class ProjectFilter(admin.SimpleListFilter):
+    """The marketer's own projects only: Django's related-field filter would list
+    every project's name. ProjectScopedAdmin puts it in place of "project"."""
+
+    title = "project"
+    parameter_name = "project__id__exact"
+
+    def __init__(self, request: HttpRequest, params: Any, model: Any, model_admin: Any) -> None:
+        self.project_field = getattr(model_admin, "project_field", "project")
+        super().__init__(request, params, model, model_admin)
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[int, str]]:
+        ids = allowed_project_ids(request)
+        projects = Project.objects.all() if ids is None else Project.objects.filter(pk__in=ids)
+        return [(p.pk, p.name) for p in projects]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        value = self.value()
+        if value and value.isdigit():
+            return queryset.filter(**{f"{self.project_field}__id": int(value)})
+        return queryset
+
+
 class ProjectScopedAdmin(admin.ModelAdmin):
     """Base admin for models with a `project` foreign key (set `project_field`
     for models that reach their project through a relation)."""
@@ -56,6 +79,9 @@ class ProjectScopedAdmin(admin.ModelAdmin):
         qs = super().get_queryset(request)
         ids = allowed_project_ids(request)
         return qs if ids is None else qs.filter(**self._project_filter(ids))
+
+    def get_list_filter(self, request: HttpRequest) -> list[Any]:
+        return [ProjectFilter if f == self.project_field else f for f in super().get_list_filter(request)]
 
     def _object_project_id(self, obj: Model) -> int | None:
         *path, last = self.project_field.split("__")

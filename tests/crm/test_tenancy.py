@@ -258,3 +258,13 @@ def test_superuser_creates_a_project_in_the_console_and_sees_its_keys_once(clien
 def test_marketer_cannot_create_projects(marketer_a, client):
     client.force_login(marketer_a)
     assert client.get(reverse("admin:crm_project_add")).status_code == 403
+
+
+@pytest.mark.django_db
+def test_project_filter_lists_only_the_marketers_projects(two_tenants):
+    a, b, _data, client = two_tenants
+    for model in ("profile", "device", "event"):
+        page = client.get(reverse(f"admin:crm_{model}_changelist")).content.decode()
+        assert a.name in page and b.name not in page
+        filtered = client.get(reverse(f"admin:crm_{model}_changelist") + f"?project__id__exact={a.pk}")
+        assert filtered.status_code == 200 and len(filtered.context["cl"].result_list) >= 1
