@@ -103,7 +103,9 @@ def cold_start(split, n_items: int, infos: list[ProductInfo], n_cold: int = 300)
     features alone) with their item-kNN neighbours on the full training data."""
     users_per_item = np.bincount(split.train.items, minlength=n_items)
     rng = np.random.default_rng(7)
-    cold = np.sort(rng.choice(np.flatnonzero(users_per_item >= 5), n_cold, replace=False))
+    eligible = np.flatnonzero(users_per_item >= 5)
+    n_cold = min(n_cold, len(eligible) // 10)  # at most a tenth of the catalogue goes cold
+    cold = np.sort(rng.choice(eligible, n_cold, replace=False))
     warm = split.train.take(~np.isin(split.train.items, cold))
     params = ModelParams(**COMMON)
     result = train_model(seqs=warm, n_items=n_items, n_users=int(split.train.users.max()) + 1,
