@@ -63,12 +63,20 @@ def _bulk_create_rows(model: type[models.Model], columns: Sequence[str], rows: I
     return len(objs)
 
 
+_PLAIN = frozenset({str, int, float, bool, type(None)})
+
+
 def _sql_value(value: Any) -> Any:
     """A Python value as a query parameter of a raw statement: JSON as text (the
-    column's type turns it back into JSON), datetimes as the backend stores them."""
-    if isinstance(value, (dict, list)):
+    column's type turns it back into JSON), datetimes as the backend stores them
+    (psycopg2 takes them as they are). Called per value of every bulk row: the
+    common types return at the first test."""
+    kind = type(value)
+    if kind in _PLAIN:
+        return value
+    if kind is dict or kind is list:
         return orjson.dumps(value).decode()
-    if isinstance(value, datetime):
+    if isinstance(value, datetime) and connection.vendor != "postgresql":
         return connection.ops.adapt_datetimefield_value(value)
     return value
 
