@@ -45,8 +45,20 @@ def main() -> None:
 
     started = time.perf_counter()
     subprocess.run(
-        [*manage, "generate_demo_data", "--project", str(project_id), "--users", str(args.users),
-         "--events", str(args.events), "--products", str(args.products), "--seed", "1"],
+        [
+            *manage,
+            "generate_demo_data",
+            "--project",
+            str(project_id),
+            "--users",
+            str(args.users),
+            "--events",
+            str(args.events),
+            "--products",
+            str(args.products),
+            "--seed",
+            "1",
+        ],
         env=env,
         check=True,
     )

@@ -104,11 +104,7 @@ class RecommendationDailyStatAdmin(ReadOnlyFactsAdmin):
             .annotate(n=Count("*"))
             .values("n")
         )
-        return (
-            super()
-            .get_queryset(request)
-            .annotate(recommended=Subquery(recommended), catalog_size=Subquery(catalog))
-        )
+        return super().get_queryset(request).annotate(recommended=Subquery(recommended), catalog_size=Subquery(catalog))
 
     @admin.display(description="impressions")
     def impressions_shown(self, obj: RecommendationDailyStat) -> int:

@@ -188,9 +188,7 @@ class RecommendationEngagement(models.Model):
     created_at = models.DateTimeField()
 
     class Meta:
-        constraints = [
-            models.UniqueConstraint(fields=["served", "slot", "kind"], name="recs_engagement_once_per_slot")
-        ]
+        constraints = [models.UniqueConstraint(fields=["served", "slot", "kind"], name="recs_engagement_once_per_slot")]
 
     def __str__(self) -> str:
         return f"{self.kind} {self.served_id}#{self.slot}"
@@ -210,9 +208,7 @@ class RecommendationDailyStat(models.Model):
 
     class Meta:
         ordering = ["-day", "surface"]
-        constraints = [
-            models.UniqueConstraint(fields=["project", "day", "surface"], name="recs_daily_stat_unique")
-        ]
+        constraints = [models.UniqueConstraint(fields=["project", "day", "surface"], name="recs_daily_stat_unique")]
 
     def __str__(self) -> str:
         return f"{self.day} {self.surface}"
