@@ -3,17 +3,11 @@ products. Every read names the project, and only the ACTIVE version is served.""
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Sequence
 from typing import Any
 
 from django.db.models import QuerySet
 
 from recommendations.models import ModelVersion, RelatedProduct, TrendingProduct, VersionStatus
-
-# How a user's recent items are combined (measured in docs/recommendations.md).
-SERVE_RECENT = 5
-SERVE_DECAY = 0.8
 
 
 def modelversion_active(*, project_id: int) -> ModelVersion | None:
@@ -32,29 +26,6 @@ def related_products(*, project_id: int, product_id: str, limit: int = 20) -> li
         return []
     rows = RelatedProduct.objects.filter(model_version=version, product_id=product_id).order_by("rank")[:limit]
     return [(r.related_product_id, r.score) for r in rows]
-
-
-def related_for_history(
-    *, project_id: int, recent_product_ids: Sequence[str], limit: int = 10, exclude: Sequence[str] = ()
-) -> list[tuple[str, float]]:
-    """Recommendations from a user's recent items (newest first), as the model was
-    evaluated: the lists of the last SERVE_RECENT items summed, the newest weighted
-    1 and each older one SERVE_DECAY times less; items in `recent_product_ids` or
-    `exclude` are left out. One query."""
-    version = modelversion_active(project_id=project_id)
-    recent = list(dict.fromkeys(recent_product_ids))[:SERVE_RECENT]
-    if version is None or not recent:
-        return []
-    weight = {pid: SERVE_DECAY**age for age, pid in enumerate(recent)}
-    scores: dict[str, float] = defaultdict(float)
-    rows = RelatedProduct.objects.filter(model_version=version, product_id__in=recent).values_list(
-        "product_id", "related_product_id", "score"
-    )
-    for source, related, score in rows:
-        scores[related] += weight[source] * score
-    skip = set(recent_product_ids) | set(exclude)
-    ranked = sorted(((p, s) for p, s in scores.items() if p not in skip), key=lambda x: (-x[1], x[0]))
-    return ranked[:limit]
 
 
 def trending_products(*, project_id: int, category: str = "", limit: int = 20) -> list[tuple[str, float]]:

@@ -257,8 +257,8 @@ def _catalog_pass_by_ids(*, project_id: int, filters: ServeFilters, candidate_id
     with connection.cursor() as cursor:
         cursor.execute(" ".join(sql), params)
         rows = cursor.fetchall()
-    if connection.vendor != "postgresql":  # SQLite hands JSON back as text
-        rows = [(*row[:6], orjson.loads(row[6]) if isinstance(row[6], str) else row[6]) for row in rows]
+    # Raw cursors hand JSON back as text (Django turns psycopg2's jsonb parsing off).
+    rows = [(*row[:6], orjson.loads(row[6]) if isinstance(row[6], str) else row[6]) for row in rows]
     return {row[0]: row for row in rows}
 
 

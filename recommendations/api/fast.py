@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from django.conf import settings
-from django.db import close_old_connections
+from django.core import signals
 from django.http import QueryDict
 from django.http.request import split_domain_port, validate_host
 
@@ -63,7 +63,9 @@ def _is_secure(environ: dict[str, Any]) -> bool:
 
 
 def recommendations_app(environ: dict[str, Any], start_response: Callable[..., Any], user_id: str) -> Iterable[bytes]:
-    close_old_connections()
+    # Django's request signals close expired database connections (and are
+    # disconnected by the test framework, which keeps one connection per test).
+    signals.request_started.send(sender=__name__, environ=environ)
     try:
         status, body = answer(
             authorization=environ.get("HTTP_AUTHORIZATION", ""),
@@ -75,7 +77,7 @@ def recommendations_app(environ: dict[str, Any], start_response: Callable[..., A
         logger.exception("recommendations for %r failed", user_id)
         status, body = 500, b'{"error": "internal_error", "message": "internal error"}'
     finally:
-        close_old_connections()
+        signals.request_finished.send(sender=__name__)
     headers = [
         ("Content-Type", "application/json"),
         ("Content-Length", str(len(body))),

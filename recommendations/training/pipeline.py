@@ -30,7 +30,6 @@ from crm.bulk import copy_rows
 from crm.models import Event
 from recommendations import services
 from recommendations.models import ModelVersion, RelatedProduct, TrendingProduct, VersionStatus
-from recommendations.selectors import SERVE_DECAY, SERVE_RECENT
 from recommendations.training.collect import EVENT_KINDS, VIEW, collect_interactions, training_window
 from recommendations.training.data import Interactions, dedupe_last, holdout_split
 from recommendations.training.evaluate import evaluate_split
@@ -264,7 +263,7 @@ def run_full(*, version_id: int, on_progress: Progress | None = None) -> ModelVe
     _reset(version)
     version.artifact_path = _folder(version)
     version.params = {"model": model_params().as_dict(), "min_events": settings.RECS_MIN_TRAINING_EVENTS,
-                      "serve_recent": SERVE_RECENT, "serve_decay": SERVE_DECAY}  # fmt: skip
+                      "serve_recent": settings.RECS_SERVE_RECENT, "serve_decay": settings.RECS_SERVE_DECAY}  # fmt: skip
     version.save()
     try:
         _run_full(version, on_progress)
@@ -314,7 +313,7 @@ def _run_full(version: ModelVersion, on_progress: Progress | None) -> None:
 
     with _stage(version, "evaluate", VersionStatus.EVALUATING, on_progress):
         evaluation = evaluate_split(split=split, n_items=cat.n, nbr_idx=idx, nbr_score=probs,
-                                    recent=SERVE_RECENT, decay=SERVE_DECAY)  # fmt: skip
+                                    recent=settings.RECS_SERVE_RECENT, decay=settings.RECS_SERVE_DECAY)  # fmt: skip
         version.metrics = evaluation.as_dict()
         version.save(update_fields=["metrics", "params"])
 

@@ -5,6 +5,8 @@ import json
 from io import BytesIO
 
 import pytest
+from django.core import signals
+from django.db import close_old_connections
 
 from config.wsgi import application
 from recommendations.models import RecommendationServed
@@ -25,7 +27,15 @@ def call(path, query="", method="GET", auth=None, host="testserver", scheme="htt
     def start_response(status, headers, exc_info=None):
         seen["status"], seen["headers"] = status, dict(headers)
 
-    body = b"".join(application(environ, start_response))
+    # As Django's test client does: the request signals must not close the test's
+    # connection (it is inside the test's transaction).
+    signals.request_started.disconnect(close_old_connections)
+    signals.request_finished.disconnect(close_old_connections)
+    try:
+        body = b"".join(application(environ, start_response))
+    finally:
+        signals.request_started.connect(close_old_connections)
+        signals.request_finished.connect(close_old_connections)
     return int(seen["status"].split()[0]), seen["headers"], body
 
 

@@ -17,7 +17,7 @@ from catalog.csvfile import ProductIn
 from catalog.services import products_upsert
 from crm import services as crm_services
 from crm.models import Profile
-from recommendations import selectors, services
+from recommendations import selectors, services, serving
 from recommendations.models import ModelVersion, RelatedProduct, TrendingProduct, VersionKind, VersionStatus
 from recommendations.training import pipeline
 from recommendations.training.collect import collect_interactions, training_window
@@ -234,23 +234,11 @@ def test_another_projects_versions_and_lists_are_invisible(project_a, project_b,
     b = project_b[0].pk
     assert selectors.modelversion_active(project_id=b) is None
     assert selectors.related_products(project_id=b, product_id="SKU-000001") == []
-    assert selectors.related_for_history(project_id=b, recent_product_ids=["SKU-000001"]) == []
+    assert serving.related_lists(version_id=selectors.modelversion_active(project_id=project_a[0].pk).pk,
+                                 product_ids=["SKU-000001"])["SKU-000001"]  # fmt: skip
+    assert serving.user_state(project_id=b, user_id="user-0000001").model_version_id is None
     assert selectors.trending_products(project_id=b) == []
     assert not selectors.modelversions(project_id=b).exists()
-
-
-@pytest.mark.django_db
-def test_related_for_history_sums_recent_lists_newest_first_and_skips_owned(project_a):
-    project = project_a[0]
-    version = ModelVersion.objects.create(project=project, status=VersionStatus.ACTIVE)
-    rows = [("A", "X", 1, 0.5), ("A", "B", 2, 0.3), ("B", "Y", 1, 0.6), ("B", "X", 2, 0.1)]
-    RelatedProduct.objects.bulk_create([
-        RelatedProduct(project=project, model_version=version, product_id=p, related_product_id=r, rank=k, score=s)
-        for p, r, k, s in rows
-    ])  # fmt: skip
-    got = selectors.related_for_history(project_id=project.pk, recent_product_ids=["B", "A"])
-    # B is newest (weight 1), A older (0.8): X = 0.1 + 0.8 * 0.5, Y = 0.6; B itself is owned.
-    assert got == [("Y", pytest.approx(0.6)), ("X", pytest.approx(0.5))]
 
 
 @pytest.mark.django_db
