@@ -32,6 +32,8 @@ def test_create_project_rejects_an_unknown_timezone():
 @pytest.mark.django_db
 def test_quickstart_runs_twice_with_the_same_keys(settings, tmp_path):
     settings.VAR_DIR = tmp_path
+    settings.MEDIA_ROOT = str(tmp_path / "media")
+    settings.RECS_MODEL_PARAMS = {"epochs": 1, "dim": 8, "min_steps": 20, "batch_size": 128}  # seconds, not minutes
     first, second = StringIO(), StringIO()
     call_command("quickstart", users=30, products=40, events=200, stdout=first)
     call_command("quickstart", users=30, products=40, events=200, stdout=second)
@@ -42,3 +44,8 @@ def test_quickstart_runs_twice_with_the_same_keys(settings, tmp_path):
         assert state["write_key"] in out.getvalue() and state["admin_password"] in out.getvalue()
         assert "curl -u" in out.getvalue()
     assert project_for_write_key(state["write_key"]) == Project.objects.get()
+    # The first run trained a model, so the demo recommends from the start; the second did not retrain.
+    from recommendations.models import ModelVersion
+
+    assert list(ModelVersion.objects.values_list("status", flat=True)) == ["active"]
+    assert "Training the first recommendation model" not in second.getvalue()

@@ -24,6 +24,7 @@ class Command(BaseCommand):
         parser.add_argument("--products", type=int, default=300)
         parser.add_argument("--events", type=int, default=30_000)
         parser.add_argument("--host", default="http://127.0.0.1:8000")
+        parser.add_argument("--no-train", action="store_true", help="skip training the first recommendation model")
 
     def handle(self, *args: Any, **options: Any) -> None:
         state_file = Path(settings.VAR_DIR) / "quickstart.json"
@@ -61,6 +62,11 @@ class Command(BaseCommand):
                 events=options["events"],
                 stdout=self.stdout,
             )
+            if not options["no_train"]:
+                # The first model, so the demo recommends from day one (about 30 s; the
+                # command runs the training pipeline in this process, not the web one).
+                self.stdout.write("Training the first recommendation model…")
+                call_command("train_recommendations", project=project.pk, no_progress=True, stdout=self.stdout)
 
         host = options["host"]
         self.stdout.write(
