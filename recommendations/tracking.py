@@ -264,12 +264,13 @@ def engagements_attribute(*, project_id: int, events: Sequence[TrackedEvent]) ->
             project_id=project_id, id__in={rid for _, _, rid, _ in wanted if rid}
         )
     }
+    recent = _served_recently(project_id=project_id, wanted=wanted, by_id=by_id)
     new: list[RecommendationEngagement] = []
     seen: set[tuple[str, int, str]] = set()
     for event, pid, rid, kind in wanted:
         served = by_id.get(rid) if rid else None
         if served is None or pid not in served.products:
-            served = _served_within(project_id=project_id, event=event, product_id=pid, kind=kind)
+            served = _served_within(recent.get(event.profile_id, ()), event=event, product_id=pid, kind=kind)
         if served is None:
             continue
         slot = served.products.index(pid)
@@ -312,21 +313,47 @@ def engagements_attribute(*, project_id: int, events: Sequence[TrackedEvent]) ->
     return len(new)
 
 
-def _served_within(*, project_id: int, event: TrackedEvent, product_id: str, kind: str) -> RecommendationServed | None:
-    """The newest list served to the event's profile within the window before the
-    event that contains the product (index recommendation_served_profile_time)."""
-    window = (
-        timedelta(minutes=settings.RECS_CLICK_WINDOW_MINUTES)
-        if kind == EngagementKind.CLICK
-        else timedelta(hours=settings.RECS_CONVERSION_WINDOW_HOURS)
-    )
-    candidates = RecommendationServed.objects.filter(
+def _window(kind: str) -> timedelta:
+    if kind == EngagementKind.CLICK:
+        return timedelta(minutes=settings.RECS_CLICK_WINDOW_MINUTES)
+    return timedelta(hours=settings.RECS_CONVERSION_WINDOW_HOURS)
+
+
+# Client clocks run a little behind the server's: a list served "just after" the event counts.
+_CLOCK_SLACK = timedelta(seconds=5)
+
+
+def _served_recently(
+    *, project_id: int, wanted: Sequence[tuple[TrackedEvent, str, str | None, str]], by_id: dict
+) -> dict[int, list[RecommendationServed]]:
+    """Lists served to the batch's profiles within the attribution windows, newest
+    first, in one query for the whole batch (index recs_served_profile_time); only
+    for events whose own recommendation id did not settle them."""
+    pending = [
+        (event, kind) for event, pid, rid, kind in wanted if not (rid and rid in by_id and pid in by_id[rid].products)
+    ]
+    if not pending:
+        return {}
+    earliest = min(event.timestamp - _window(kind) for event, kind in pending)
+    latest = max(event.timestamp for event, _ in pending) + _CLOCK_SLACK
+    out: dict[int, list[RecommendationServed]] = defaultdict(list)
+    for served in RecommendationServed.objects.filter(
         project_id=project_id,
-        profile_id=event.profile_id,
-        created_at__gte=event.timestamp - window,
-        created_at__lte=event.timestamp + timedelta(seconds=5),  # client clocks run a little behind
-    ).order_by("-created_at")[:50]
+        profile_id__in={event.profile_id for event, _ in pending},
+        created_at__gte=earliest,
+        created_at__lte=latest,
+    ).order_by("-created_at"):
+        out[served.profile_id].append(served)
+    return out
+
+
+def _served_within(
+    candidates: Sequence[RecommendationServed], *, event: TrackedEvent, product_id: str, kind: str
+) -> RecommendationServed | None:
+    """The newest of the profile's lists served within the window before the event
+    that contains the product."""
+    start, end = event.timestamp - _window(kind), event.timestamp + _CLOCK_SLACK
     for served in candidates:
-        if product_id in served.products:
+        if start <= served.created_at <= end and product_id in served.products:
             return served
     return None

@@ -202,3 +202,24 @@ def test_marketers_see_only_their_projects_statistics(shop, project_b, marketer_
     )
     response = client.get(reverse("admin:recommendations_recommendationserved_changelist"))
     assert {s.project_id for s in response.context["cl"].result_list} == {shop.pk}
+
+
+@pytest.mark.django_db
+def test_attribution_costs_a_few_queries_per_batch_not_one_per_event(shop):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from recommendations.tracking import TrackedEvent, engagements_attribute
+
+    serve(shop)
+    profile_id = Profile.objects.get(project=shop, user_id="u1").pk
+    now = timezone.now()
+    events = [
+        TrackedEvent(profile_id=profile_id, name="Product Viewed", properties={"product_id": f"x{i}"},
+                     timestamp=now, message_id=f"q{i}")
+        for i in range(50)
+    ] + [TrackedEvent(profile_id=profile_id, name="Product Viewed", properties={"product_id": "p5"},
+                      timestamp=now, message_id="q-hit")]  # fmt: skip
+    with CaptureQueriesContext(connection) as queries:
+        assert engagements_attribute(project_id=shop.pk, events=events) == 1
+    assert len(queries.captured_queries) <= 8
