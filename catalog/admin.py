@@ -22,23 +22,6 @@ from crm.admin_base import CappedCountPaginator, ProjectScopedAdmin, allowed_pro
 from crm.models import Project
 
 
-class ProjectFilter(admin.SimpleListFilter):
-    """The marketer's own projects only: Django's related-field filter would list
-    every project's name."""
-
-    title = "project"
-    parameter_name = "project__id__exact"
-
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[int, str]]:
-        ids = allowed_project_ids(request)
-        projects = Project.objects.all() if ids is None else Project.objects.filter(pk__in=ids)
-        return [(p.pk, p.name) for p in projects]
-
-    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
-        value = self.value()
-        return queryset.filter(project_id=value) if value and value.isdigit() else queryset
-
-
 class CategoryFilter(admin.SimpleListFilter):
     title = "category"
     parameter_name = "category"
@@ -60,7 +43,7 @@ class ProductAdmin(ProjectScopedAdmin):
     list_display = ["thumbnail", "product_id", "name", "category_path", "price", "currency", "in_stock", "is_active"]
     list_display_links = ["product_id", "name"]
     list_select_related = ["project"]
-    list_filter = [CategoryFilter, "in_stock", "is_active", ProjectFilter]
+    list_filter = [CategoryFilter, "in_stock", "is_active", "project"]
     # `=product_id` is an exact match on the unique (project, product_id) index;
     # the name is a substring match (a scan of the project's products).
     search_fields = ["=product_id", "name"]
@@ -168,7 +151,7 @@ class CatalogUploadAdmin(ProjectScopedAdmin):
     ]
     list_display_links = ["id", "original_name"]
     list_select_related = ["project"]
-    list_filter = ["state", "mode", ProjectFilter]
+    list_filter = ["state", "mode", "project"]
     show_full_result_count = False
     paginator = CappedCountPaginator
 
