@@ -1,7 +1,7 @@
 """Ingestion benchmark: the production processes on this machine, load from a
 separate process, figures on the last line as one JSON object.
 
-    .venv/bin/python bench/ingest.py [--duration 20] [--broker amqp://guest:guest@127.0.0.1:5672//]
+    .venv/bin/python bench/ingest.py [--duration 20] [--broker amqp://guest:guest@127.0.0.1:5672/bench_ingest]
 
 Starts, against a fresh PostgreSQL database (dropped and created):
 gunicorn (config.wsgi, gthread workers, as in production) and one Celery worker
@@ -34,6 +34,7 @@ import http.client
 import json
 import os
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -278,7 +279,9 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=10_000)
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--database", default="postgres://postgres@127.0.0.1:5432/engage_bench_ingest")
-    parser.add_argument("--broker", default="amqp://guest:guest@127.0.0.1:5672//")
+    # A vhost of its own: a worker of another test run on the same broker must
+    # not take this benchmark's messages (nor this one theirs).
+    parser.add_argument("--broker", default="amqp://guest:guest@127.0.0.1:5672/bench_ingest")
     parser.add_argument("--port", type=int, default=8391)
     parser.add_argument("--web-workers", type=int, default=2)
     parser.add_argument("--web-threads", type=int, default=8)
@@ -312,6 +315,11 @@ def main() -> None:
         project_id, write_key = project["id"], project["write_key"]
 
         from kombu import Connection
+
+        if args.broker.startswith("amqp") and shutil.which("rabbitmqctl"):
+            vhost = args.broker.rsplit("/", 1)[1] or "/"
+            for argv in (["add_vhost", vhost], ["set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"]):
+                subprocess.run(["rabbitmqctl", *argv], capture_output=True, check=False)
 
         with Connection(args.broker) as conn:
             try:

@@ -260,7 +260,6 @@ def _chunk_store(*, project_id: int, messages: Sequence[dict[str, Any]], mapping
                 device = _device(context, event.profile_id, event.timestamp)
                 if device is not None:
                     devices.append(device)
-        profiles_apply_activity(project_id=project_id, activities=activities)
         if devices:
             devices_upsert(project_id=project_id, devices=devices)
         hooks.events_stored(
@@ -277,6 +276,9 @@ def _chunk_store(*, project_id: int, messages: Sequence[dict[str, Any]], mapping
                 for e in _first_new(events, new_ids)
             ],
         )
+        # Last before the commit: it locks the profile rows, and a concurrent
+        # worker touching the same profiles waits for this transaction to end.
+        profiles_apply_activity(project_id=project_id, activities=activities)
     return StoreResult(stored=len(new_ids), duplicates=len(messages) - len(new_ids))
 
 
