@@ -5,6 +5,7 @@ from typing import Any
 from django.urls import reverse
 from rest_framework import serializers
 
+from catalog.csvfile import FIELDS
 from catalog.models import CatalogUpload, Product, UploadMode
 from catalog.selectors import upload_summary
 
@@ -12,22 +13,8 @@ from catalog.selectors import upload_summary
 class ProductOutSerializer(serializers.ModelSerializer):
     class Meta:
         model = Product
-        fields = [
-            "product_id",
-            "name",
-            "categories",
-            "price",
-            "currency",
-            "rating",
-            "description",
-            "image_url",
-            "deeplink",
-            "in_stock",
-            "is_active",
-            "properties",
-            "created_at",
-            "updated_at",
-        ]
+        # The CSV's known columns, then what every product has besides.
+        fields = [*FIELDS, "properties", "created_at", "updated_at"]
 
 
 class UploadInSerializer(serializers.Serializer):
