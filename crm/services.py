@@ -9,7 +9,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from django.db import IntegrityError, transaction
-from django.db.models import Q, Value
+from django.db.models import Value
 from django.utils import timezone
 
 from crm.bulk import insert_new_rows, update_rows, upsert_rows
@@ -413,33 +413,13 @@ class EventIn:
 
 
 def events_record(*, project_id: int, events: Sequence[EventIn]) -> int:
-    """Insert events in chunks of BULK_CHUNK, each chunk its own transaction.
-
-    A message id already stored in the project is skipped (SDK retries and
-    queue redeliveries). Returns how many events were new.
-    """
-    inserted = 0
-    for start in range(0, len(events), BULK_CHUNK):
-        with transaction.atomic():
-            inserted += len(events_insert_new(project_id=project_id, events=events[start : start + BULK_CHUNK]))
-    return inserted
-
-
-def profiles_for_identities(
-    *, project_id: int, user_ids: Iterable[str] = (), anonymous_ids: Iterable[str] = ()
-) -> tuple[dict[str, int], dict[str, int]]:
-    """Profile ids for known user ids and anonymous ids, in two queries."""
-    users = dict(Profile.objects.filter(project_id=project_id, user_id__in=set(user_ids)).values_list("user_id", "pk"))
-    anons = dict(
-        AnonymousId.objects.filter(project_id=project_id, anonymous_id__in=set(anonymous_ids)).values_list(
-            "anonymous_id", "profile_id"
-        )
+    """Insert events in chunks of BULK_CHUNK (each statement atomic on its own);
+    a message id already stored in the project is skipped. Returns how many
+    events were new. events_insert_new does the work."""
+    return sum(
+        len(events_insert_new(project_id=project_id, events=events[start : start + BULK_CHUNK]))
+        for start in range(0, len(events), BULK_CHUNK)
     )
-    return users, anons
-
-
-def profile_search_q(term: str) -> Q:
-    return Q(user_id=term) | Q(email__iexact=term)
 
 
 # --- Bulk paths of the ingest pipeline ---------------------------------------------

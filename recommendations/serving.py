@@ -37,8 +37,6 @@ from catalog.models import Product
 from catalog.selectors import product_filter
 from recommendations.models import RelatedProduct, TrendingProduct
 
-SURFACES = ("api", "in_app", "campaign")
-
 
 @dataclass(frozen=True)
 class ServeFilters:
