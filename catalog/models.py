@@ -178,3 +178,30 @@ class CatalogUploadError(models.Model):
 
     def __str__(self) -> str:
         return f"row {self.row} {self.column}: {self.reason}"
+
+
+class CatalogState(models.Model):
+    """A token that changes whenever any of a project's products changes.
+
+    Written by database triggers on catalog_product (migration 0002), so every
+    writer is covered: uploads, the API, the console, raw SQL. Recommendation
+    serving keeps catalog rows in per-process memory and reads this token in the
+    same query as the user's profile: a different token empties the project's
+    cache, so a product changed by a committed transaction is served as it is
+    now from the next request on.
+
+    The token comes from a sequence, not a counter: a sequence never gives a
+    value twice, not even after a rolled-back transaction, so a token once seen
+    always means the same catalog. The row update serialises concurrent catalog
+    writers of one project at the end of their statements, which is what makes
+    "the newest token" and "the newest committed catalog" the same thing.
+    """
+
+    # A plain id, not a foreign key: the triggers write this row while a project's
+    # products are being deleted with the project itself, after Django collected
+    # what to delete; a foreign key would then refuse the project's deletion.
+    project_id = models.BigIntegerField(primary_key=True)
+    token = models.BigIntegerField()
+
+    def __str__(self) -> str:
+        return f"catalog state of project {self.project_id}: {self.token}"

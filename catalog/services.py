@@ -365,6 +365,23 @@ def _upsert_portable(
         )
 
 
+def catalog_state_bump(*, project_id: int) -> None:
+    """Give the project's catalog a new token (catalog.models.CatalogState).
+
+    Triggers do this after every statement that writes products; call it only
+    in a transaction that set `engage.catalog_state_deferred` (PostgreSQL), as
+    the import's parallel writers do: they commit in file order, and a trigger's
+    row lock taken by a later chunk would make an earlier chunk, whose commit
+    the later one waits for, wait for that lock in turn.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO catalog_catalogstate (project_id, token) VALUES (%s, nextval('catalog_state_token_seq')) "
+            "ON CONFLICT (project_id) DO UPDATE SET token = EXCLUDED.token",
+            [project_id],
+        )
+
+
 def products_touch(*, project_id: int, product_ids: Collection[str], upload_id: int) -> int:
     """Mark existing products as seen by `upload_id` without writing their data:
     a product whose row was rejected is then not deactivated by replace mode."""
@@ -881,12 +898,17 @@ class _ChunkWriters:
         if self._doomed(seq):
             return
         with transaction.atomic():
+            # The catalog token is bumped in this chunk's commit turn, not by the
+            # triggers after each statement (see catalog_state_bump).
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL engage.catalog_state_deferred = 'on'")
             outcome = _chunk_statements(self.upload, chunk, self.parser, self.assume_new)
             with self.turn:
                 self.turn.wait_for(lambda: self.committed == seq - 1 or self._doomed(seq))
                 if self._doomed(seq):
                     raise _Aborted
                 _progress_save(self.upload, outcome)
+                catalog_state_bump(project_id=self.upload.project_id)
         # Committed (leaving the atomic block); only now may the next chunk commit.
         with self.turn:
             self.committed = seq

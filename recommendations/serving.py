@@ -1,12 +1,18 @@
 """Real-time serving: a user's next recommendations, similar products, trending.
 
-One request costs, typically, two small queries: the profile's recent items
-together with the project's active model version (one round trip), and the
-candidates' catalog rows with the request's filters applied by the database, so
-the catalog *as it is now* decides (a product that went out of stock a moment
-ago is not served). Related-product and trending lists of the active version are
-immutable, so each process caches them, keyed by version: activation of a new
-version is seen on the next request, with no invalidation to get wrong.
+One request costs, once the process is warm, one small query: the profile's
+recent items together with the project's active model version and its catalog
+token (catalog.models.CatalogState). Everything else comes from per-process
+memory, and nothing there can be stale:
+- related-product and trending lists of a version are immutable, so they are
+  cached keyed by version: activation of a new version is seen on the next
+  request;
+- catalog rows are cached keyed by the catalog token, which database triggers
+  change in the same transaction as any product write. A different token empties
+  the project's rows, so the catalog *as it is now* decides (a product that went
+  out of stock a moment ago is not served). Filters on the cached rows are
+  applied here in Python, with the database's semantics; property filters
+  (JSON containment) still go to the database.
 
 Order of what is served, each tier sorted by (score desc, product id) so the
 answer is deterministic:
@@ -92,6 +98,9 @@ class UserState:
     recent_viewed: list[str] = field(default_factory=list)
     recent_purchased: list[str] = field(default_factory=list)
     model_version_id: int | None = None
+    # None: the project never had a product written (or the row is missing);
+    # catalog rows are then read from the database.
+    catalog_token: int | None = None
 
 
 # --- Per-process caches of immutable per-version lists ----------------------------
@@ -102,10 +111,18 @@ _related: OrderedDict[tuple[int, str], tuple[tuple[str, float], ...]] = OrderedD
 _trending: OrderedDict[tuple[int, str], tuple[tuple[str, float], ...]] = OrderedDict()
 
 
+# project id -> (catalog token, {product id: row, or None for "not in the catalog"})
+_catalog: dict[int, tuple[int, dict[str, tuple | None]]] = {}
+# Rows kept per project before the project's cache starts over (a few hundred
+# bytes each): bounds memory for catalogs far larger than what is ever served.
+CATALOG_CACHE_MAX = 300_000
+
+
 def serving_cache_clear() -> None:
     with _lock:
         _related.clear()
         _trending.clear()
+        _catalog.clear()
 
 
 def _remember(cache: OrderedDict, key: tuple[int, str], value: tuple) -> None:
@@ -180,34 +197,48 @@ def user_state(*, project_id: int, user_id: str | None) -> UserState:
     sql = (
         "SELECT (SELECT mv.id FROM recommendations_modelversion mv"
         "        WHERE mv.project_id = %s AND mv.status = 'active'),"
+        "       (SELECT cs.token FROM catalog_catalogstate cs WHERE cs.project_id = %s),"
         "       p.id, p.recent_viewed, p.recent_purchased "
         "FROM (SELECT 1 AS one) AS x "
         "LEFT JOIN crm_profile p ON p.project_id = %s AND p.user_id = %s"
     )
     with connection.cursor() as cursor:
-        cursor.execute(sql, [project_id, project_id, user_id or ""])
-        version_id, profile_id, viewed, purchased = cursor.fetchone()
+        cursor.execute(sql, [project_id, project_id, project_id, user_id or ""])
+        version_id, token, profile_id, viewed, purchased = cursor.fetchone()
     return UserState(
         profile_id=profile_id,
         recent_viewed=_json_list(viewed),
         recent_purchased=_json_list(purchased),
         model_version_id=version_id,
+        catalog_token=token,
     )
 
 
-def active_version_id(*, project_id: int) -> int | None:
-    return user_state(project_id=project_id, user_id=None).model_version_id
+def project_state(*, project_id: int) -> UserState:
+    """The project's active version and catalog token (no user)."""
+    return user_state(project_id=project_id, user_id=None)
 
 
 _PRODUCT_FIELDS = ("product_id", "name", "image_url", "deeplink", "price", "rating", "categories")
+# What the cache keeps: the served fields, then what the filters look at.
+_CACHED_FIELDS = (*_PRODUCT_FIELDS, "in_stock", "is_active")
 
 
 def _catalog_pass(
-    *, project_id: int, filters: ServeFilters, candidate_ids: Iterable[str] | None, limit: int | None = None
+    *,
+    project_id: int,
+    filters: ServeFilters,
+    candidate_ids: Iterable[str] | None,
+    limit: int | None = None,
+    catalog_token: int | None = None,
 ) -> dict[str, tuple]:
     """Catalog rows of the candidates (or of any product, best rated first, when
     `candidate_ids` is None) that pass the filters: active, and the request's
     category, stock, price and property conditions."""
+    if candidate_ids is not None and catalog_token is not None and not filters.properties:
+        return _catalog_pass_cached(
+            project_id=project_id, token=catalog_token, filters=filters, candidate_ids=candidate_ids
+        )
     if candidate_ids is not None and not filters.categories and not filters.properties:
         return _catalog_pass_by_ids(project_id=project_id, filters=filters, candidate_ids=list(candidate_ids))
     qs = product_filter(
@@ -260,6 +291,71 @@ def _catalog_pass_by_ids(*, project_id: int, filters: ServeFilters, candidate_id
     return {row[0]: row for row in rows}
 
 
+def _catalog_pass_cached(
+    *, project_id: int, token: int, filters: ServeFilters, candidate_ids: Iterable[str]
+) -> dict[str, tuple]:
+    """_catalog_pass from this process's copy of the catalog at `token` (see the
+    module docstring); the ids it has not seen yet are read in one query."""
+    entry = _catalog.get(project_id)
+    if entry is None or entry[0] != token or len(entry[1]) > CATALOG_CACHE_MAX:
+        entry = (token, {})
+        _catalog[project_id] = entry
+    rows = entry[1]
+    ids = list(candidate_ids)
+    missing = [pid for pid in ids if pid not in rows]
+    if missing:
+        found = _catalog_rows(project_id=project_id, product_ids=missing)
+        for pid in missing:
+            rows[pid] = found.get(pid)
+    out: dict[str, tuple] = {}
+    for pid in ids:
+        row = rows[pid]
+        if row is not None and _passes(row, filters):
+            out[pid] = row
+    return out
+
+
+def _catalog_rows(*, project_id: int, product_ids: list[str]) -> dict[str, tuple]:
+    """Products by id as _CACHED_FIELDS tuples, typed alike on PostgreSQL and
+    SQLite (raw cursors skip the ORM's conversions): price a Decimal, categories
+    a list, the flags booleans."""
+    sql = (
+        f"SELECT {', '.join(_CACHED_FIELDS)} FROM {Product._meta.db_table} "
+        f"WHERE project_id = %s AND product_id IN ({', '.join(['%s'] * len(product_ids))})"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [project_id, *product_ids])
+        fetched = cursor.fetchall()
+    out = {}
+    for pid, name, image_url, deeplink, price, rating, categories, in_stock, is_active in fetched:
+        if price is not None and not isinstance(price, Decimal):
+            price = Decimal(str(price))
+        if isinstance(categories, str | bytes):
+            categories = orjson.loads(categories)
+        out[pid] = (pid, name, image_url, deeplink, price, rating, categories, bool(in_stock), bool(is_active))
+    return out
+
+
+def _passes(row: tuple, filters: ServeFilters) -> bool:
+    """The conditions of catalog.selectors.product_filter (active, stock, price,
+    categories), on a cached row. A product without a price fails a price bound,
+    as NULL does in SQL."""
+    if not row[8]:
+        return False
+    if filters.in_stock is not None and row[7] is not filters.in_stock:
+        return False
+    price = row[4]
+    if filters.price_min is not None and (price is None or price < filters.price_min):
+        return False
+    if filters.price_max is not None and (price is None or price > filters.price_max):
+        return False
+    if filters.categories:
+        categories = row[6] if isinstance(row[6], list) else ()
+        if not any(c in categories for c in filters.categories):
+            return False
+    return True
+
+
 def _served(row: tuple, score: float, because_of: str | None, reason: str) -> ServedProduct:
     price = row[4]
     return ServedProduct(
@@ -286,8 +382,11 @@ def _rank(scores: dict[str, float]) -> list[str]:
 class _Picker:
     """Collects products tier by tier until `limit`, never twice, never excluded."""
 
-    def __init__(self, *, project_id: int, filters: ServeFilters, limit: int, skip: set[str]) -> None:
+    def __init__(
+        self, *, project_id: int, filters: ServeFilters, limit: int, skip: set[str], catalog_token: int | None
+    ) -> None:
         self.project_id, self.filters, self.limit = project_id, filters, limit
+        self.catalog_token = catalog_token
         self.skip = skip
         self.picked: list[ServedProduct] = []
         self.categories_seen: list[str] = []
@@ -305,7 +404,12 @@ class _Picker:
         window = (self.limit - len(self.picked)) * 3 + 20
         for start in range(0, len(fresh), window):
             chunk = fresh[start : start + window]
-            rows = _catalog_pass(project_id=self.project_id, filters=self.filters, candidate_ids=[c[0] for c in chunk])
+            rows = _catalog_pass(
+                project_id=self.project_id,
+                filters=self.filters,
+                candidate_ids=[c[0] for c in chunk],
+                catalog_token=self.catalog_token,
+            )
             for pid, score, because in chunk:
                 row = rows.get(pid)
                 if row is None or pid in self.skip:
@@ -373,7 +477,11 @@ def recommendations_for_user(
     filters = filters or ServeFilters()
     state = user_state(project_id=project_id, user_id=user_id)
     picker = _Picker(
-        project_id=project_id, filters=filters, limit=limit, skip=excluded_for(state) | set(filters.exclude)
+        project_id=project_id,
+        filters=filters,
+        limit=limit,
+        skip=excluded_for(state) | set(filters.exclude),
+        catalog_token=state.catalog_token,
     )
     sources = recent_sources(state)
     if state.model_version_id is not None and sources:
@@ -404,14 +512,26 @@ def similar_products(
     """Products related to `product_id` (which the caller has checked exists), then
     trending in its categories, then overall trending, then the catalog."""
     filters = filters or ServeFilters()
-    version_id = active_version_id(project_id=project_id)
-    picker = _Picker(project_id=project_id, filters=filters, limit=limit, skip={product_id, *filters.exclude})
+    state = project_state(project_id=project_id)
+    version_id = state.model_version_id
+    picker = _Picker(
+        project_id=project_id,
+        filters=filters,
+        limit=limit,
+        skip={product_id, *filters.exclude},
+        catalog_token=state.catalog_token,
+    )
     if version_id is not None:
         items = related_lists(version_id=version_id, product_ids=[product_id]).get(product_id, ())
         picker.offer([(pid, score, product_id) for pid, score in items], "related")
     categories = filters.categories
     if not categories:
-        own = _catalog_pass(project_id=project_id, filters=ServeFilters(), candidate_ids=[product_id])
+        own = _catalog_pass(
+            project_id=project_id,
+            filters=ServeFilters(),
+            candidate_ids=[product_id],
+            catalog_token=state.catalog_token,
+        )
         categories = tuple(own[product_id][6] or ()) if product_id in own else ()
     _trending_tiers(picker, version_id=version_id, categories=categories)
     picker.fill_from_catalog()
@@ -420,8 +540,15 @@ def similar_products(
 
 def trending_products_served(*, project_id: int, limit: int = 20, filters: ServeFilters | None = None) -> Served:
     filters = filters or ServeFilters()
-    version_id = active_version_id(project_id=project_id)
-    picker = _Picker(project_id=project_id, filters=filters, limit=limit, skip=set(filters.exclude))
+    state = project_state(project_id=project_id)
+    version_id = state.model_version_id
+    picker = _Picker(
+        project_id=project_id,
+        filters=filters,
+        limit=limit,
+        skip=set(filters.exclude),
+        catalog_token=state.catalog_token,
+    )
     _trending_tiers(picker, version_id=version_id, categories=filters.categories)
     picker.fill_from_catalog()
     return Served(recommendation_id=new_recommendation_id(), products=picker.picked, model_version_id=version_id)
