@@ -66,17 +66,18 @@ def _bulk_create_rows(model: type[models.Model], columns: Sequence[str], rows: I
 _PLAIN = frozenset({str, int, float, bool, type(None)})
 
 
-def _sql_value(value: Any) -> Any:
+def _sql_value(value: Any, adapt_datetimes: bool) -> Any:
     """A Python value as a query parameter of a raw statement: JSON as text (the
     column's type turns it back into JSON), datetimes as the backend stores them
-    (psycopg2 takes them as they are). Called per value of every bulk row: the
-    common types return at the first test."""
+    (psycopg2 takes them as they are: `adapt_datetimes` is False there). Called
+    per value of every bulk row, so the backend is looked up once per statement
+    by the caller, and the common types return at the first test."""
     kind = type(value)
     if kind in _PLAIN:
         return value
     if kind is dict or kind is list:
         return orjson.dumps(value).decode()
-    if isinstance(value, datetime) and connection.vendor != "postgresql":
+    if adapt_datetimes and isinstance(value, datetime):
         return connection.ops.adapt_datetimefield_value(value)
     return value
 
@@ -92,13 +93,14 @@ def _insert_values(
     # SQLite caps the parameters of one statement; PostgreSQL takes 1,000 rows at once.
     per_statement = max(1, min(1000, (connection.features.max_query_params or 65_535) // len(columns)))
     returning = "RETURNING" in suffix
+    adapt = connection.vendor != "postgresql"
     fetched: list[tuple] = []
     with connection.cursor() as cursor:
         for start in range(0, len(rows), per_statement):
             chunk = rows[start : start + per_statement]
             cursor.execute(
                 f"INSERT INTO {table} ({column_sql}) VALUES {', '.join([placeholder] * len(chunk))} {suffix}",
-                [_sql_value(v) for row in chunk for v in row],
+                [_sql_value(v, adapt) for row in chunk for v in row],
             )
             if returning:
                 fetched.extend(cursor.fetchall())
@@ -182,5 +184,5 @@ def update_rows(model: type[models.Model], columns: Sequence[str], rows: Sequenc
         f"FROM (VALUES %s) AS v(pk, {', '.join(names)}) WHERE t.{pk_column} = v.pk"
     )
     with connection.cursor() as cursor:
-        execute_values(cursor, sql, [[_sql_value(v) for v in row] for row in rows], page_size=1000)
+        execute_values(cursor, sql, [[_sql_value(v, False) for v in row] for row in rows], page_size=1000)
     return len(rows)
