@@ -19,13 +19,14 @@ import logging
 import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
 import orjson
-from django.db import InterfaceError, OperationalError, transaction
+from django.db import InterfaceError, OperationalError, connection, transaction
 from django.utils import timezone
 
 from crm.models import Project
@@ -311,6 +312,12 @@ def dead_letters_retry(*, dead_letter_ids: Sequence[int]) -> StoreResult:
 # --- Bulk import ------------------------------------------------------------------
 
 
+# Messages per transaction of import_events. Larger than the workers' chunks:
+# a history has many events per user, and each chunk costs one profile update
+# per user in it (see docs/benchmarks.md, "Bulk import").
+IMPORT_CHUNK = 10_000
+
+
 @dataclass(frozen=True)
 class ImportLineRejected:
     line: int
@@ -342,32 +349,63 @@ def _open_lines(raw: IO[bytes]) -> IO[bytes]:
     return gzip.GzipFile(fileobj=raw) if magic == b"\x1f\x8b" else raw
 
 
+# Lines are read in blocks of this size and split in C: iterating a GzipFile
+# line by line costs a Python call per line.
+_READ_BLOCK = 1 << 20
+
+
+def _line_blocks(raw: IO[bytes]) -> Iterator[list[bytes]]:
+    """The file's lines (without their newline), a block's worth at a time."""
+    lines = _open_lines(raw)
+    rest = b""
+    while block := lines.read(_READ_BLOCK):
+        parts = (rest + block).split(b"\n")
+        rest = parts.pop()
+        yield parts
+    if rest:
+        yield [rest]
+
+
 def events_import(
     *,
     path: Path,
     project_id: int | None = None,
-    chunk: int = 10_000,
+    chunk: int = IMPORT_CHUNK,
     on_progress: Callable[[int], Any] | None = None,
     on_rejected: Callable[[ImportLineRejected], Any] | None = None,
+    set_based: bool | None = None,
 ) -> ImportResult:
     """Import newline-delimited JSON messages (gzip too) into the store.
 
     Each line is validated exactly as the collectors validate a message
-    (ingestion.spec) and stored by the same pipeline as the ingest workers
-    (messages_store), in transactions of `chunk` messages: a history of many
-    events per user costs one profile update per user per chunk, not one per
-    event. The project is `project_id`, or each line's `writeKey`. A line's own
-    `receivedAt` (exports carry it) is the reference of its clock-skew
-    correction; otherwise the import time is. Rejected lines are reported
-    through `on_rejected` with their line numbers and skipped; `on_progress`
-    gets the bytes read since its last call. Re-running a file stores nothing
-    twice (message ids; a line without one gets an id derived from its content).
+    (ingestion.spec) and stored with the effects of the ingest workers'
+    pipeline (messages_store), in transactions of `chunk` messages: a history
+    of many events per user costs one profile update per user per chunk, not
+    one per event. The project is `project_id`, or each line's `writeKey`. A
+    line's own `receivedAt` (exports carry it) is the reference of its
+    clock-skew correction; otherwise the import time is. Rejected lines are
+    reported through `on_rejected` with their line numbers and skipped;
+    `on_progress` gets the bytes read since its last call. Re-running a file
+    stores nothing twice (message ids; a line without one gets an id derived
+    from its content).
+
+    On PostgreSQL the chunks are stored set-based by ingestion.backfill, on a
+    writer thread with its own connection while the next chunk is parsed
+    (inline when called inside a transaction, whose rows that connection could
+    not see). Elsewhere (SQLite), or with `set_based=False`, each chunk goes
+    through messages_store.
     """
+    # Imports ingestion.services itself: imported here, not at the top.
+    from ingestion.backfill import ChunkWriter
+
     result = ImportResult()
     started = time.perf_counter()
     now = timezone.now()
     now_text = now.isoformat()
     pending: dict[int, list[dict[str, Any]]] = {}
+    if set_based is None:
+        set_based = connection.vendor == "postgresql"
+    writer = ChunkWriter(threaded=set_based and not connection.in_atomic_block) if set_based else None
 
     def reject(line: int, error: MessageError) -> None:
         result.rejected += 1
@@ -377,56 +415,71 @@ def events_import(
             on_rejected(ImportLineRejected(line=line, field=error.field, message=error.error))
 
     def flush(pid: int) -> None:
-        stored = messages_store(project_id=pid, messages=pending.pop(pid), chunk_size=chunk)
+        messages = pending.pop(pid)
+        if writer is not None:
+            writer.put(project_id=pid, messages=messages)
+            return
+        stored = messages_store(project_id=pid, messages=messages, chunk_size=chunk)
         result.stored += stored.stored
         result.duplicates += stored.duplicates
         result.dead_lettered += stored.dead_lettered
 
-    with path.open("rb") as raw:
-        lines = _open_lines(raw)
+    with path.open("rb") as raw, writer or nullcontext():
         position = 0
-        for number, line in enumerate(lines, 1):
-            result.lines = number
-            if on_progress and number % 1000 == 0:
+        number = 0
+        for block in _line_blocks(raw):
+            if on_progress:
                 now_position = raw.tell()
                 on_progress(now_position - position)
                 position = now_position
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                if len(line) > MAX_MESSAGE_BYTES:
-                    raise MessageError("message", f"message is larger than {MAX_MESSAGE_BYTES // 1024} KB")
+            for line in block:
+                number += 1
+                line = line.strip()
+                if not line:
+                    continue
                 try:
-                    message = orjson.loads(line)
-                except orjson.JSONDecodeError:
-                    raise MessageError("line", "malformed JSON") from None
-                if not isinstance(message, dict):
-                    raise MessageError("line", "each line must be a JSON object")
-                pid = project_id
-                if pid is None:
-                    key = message.get("writeKey")
-                    project = project_for_write_key(key) if isinstance(key, str) else None
-                    if project is None:
-                        raise MessageError("writeKey", "unknown or missing writeKey (or pass --project)")
-                    pid = project.pk
-                received_at = parse_time(message.get("receivedAt"), "receivedAt")
-                normalized = message_normalize(
-                    message,
-                    project_id=pid,
-                    received_at=received_at or now,
-                    check_size=False,
-                    received_at_text=None if received_at else now_text,
-                )
-            except MessageError as exc:
-                reject(number, exc)
-                continue
-            batch = pending.setdefault(pid, [])
-            batch.append(normalized)
-            if len(batch) >= chunk:
-                flush(pid)
+                    if len(line) > MAX_MESSAGE_BYTES:
+                        raise MessageError("message", f"message is larger than {MAX_MESSAGE_BYTES // 1024} KB")
+                    try:
+                        message = orjson.loads(line)
+                    except orjson.JSONDecodeError:
+                        raise MessageError("line", "malformed JSON") from None
+                    if not isinstance(message, dict):
+                        raise MessageError("line", "each line must be a JSON object")
+                    pid = project_id
+                    if pid is None:
+                        key = message.get("writeKey")
+                        project = project_for_write_key(key) if isinstance(key, str) else None
+                        if project is None:
+                            raise MessageError("writeKey", "unknown or missing writeKey (or pass --project)")
+                        pid = project.pk
+                    received_at = parse_time(message.get("receivedAt"), "receivedAt")
+                    normalized = message_normalize(
+                        message,
+                        project_id=pid,
+                        received_at=received_at or now,
+                        check_size=False,
+                        received_at_text=None if received_at else now_text,
+                    )
+                except MessageError as exc:
+                    reject(number, exc)
+                    continue
+                batch = pending.get(pid)
+                if batch is None:
+                    batch = pending[pid] = []
+                batch.append(normalized)
+                if len(batch) >= chunk:
+                    flush(pid)
+        result.lines = number
         for pid in list(pending):
             flush(pid)
+        if writer is not None:
+            stored = writer.close()
+            result.stored, result.duplicates, result.dead_lettered = (
+                stored.stored,
+                stored.duplicates,
+                stored.dead_lettered,
+            )
         if on_progress:
             on_progress(raw.tell() - position)
     result.seconds = round(time.perf_counter() - started, 3)
