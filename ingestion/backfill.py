@@ -112,6 +112,10 @@ def _chunk_store_set_based(
     *, project_id: int, messages: Sequence[dict[str, Any]], mappings: dict[str, str]
 ) -> StoreResult:
     with transaction.atomic():
+        # The statements read their JSON parameter into a tuplestore: past
+        # work_mem (4 MB by default, ~7,000 events) it spills to a temp file.
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL work_mem = '256MB'")
         profile_ids = profiles_resolve_many(project_id=project_id, identities=_identities(messages))
         rows = [
             [

@@ -10,7 +10,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
 
 from crm.models import Project
-from ingestion.services import ImportLineRejected, events_import
+from ingestion.services import IMPORT_CHUNK, ImportLineRejected, events_import
 
 
 class Command(BaseCommand):
@@ -22,7 +22,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("file", help="newline-delimited JSON, optionally gzip-compressed (.gz)")
         parser.add_argument("--project", type=int, help="project id (else each line's writeKey)")
-        parser.add_argument("--chunk", type=int, default=10_000, help="messages per transaction")
+        parser.add_argument("--chunk", type=int, default=IMPORT_CHUNK, help="messages per transaction")
         parser.add_argument("--no-progress", action="store_true")
 
     def handle(self, *args: Any, **options: Any) -> None:
