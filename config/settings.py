@@ -101,6 +101,10 @@ else:
         }
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+# Server-side prepared statements for the hottest queries (recommendation serving).
+# Turn off behind a pooler in transaction mode (PgBouncer), where a session's
+# prepared statements do not follow it from one transaction to the next.
+DB_PREPARED_STATEMENTS = env_bool("DB_PREPARED_STATEMENTS", True)
 
 # --- Cache -------------------------------------------------------------------
 REDIS_URL = env_str("REDIS_URL")
@@ -191,6 +195,9 @@ INGEST_STORED_EVENT_HOOKS = ["recommendations.tracking.events_stored_hook"]
 # one RECS_SERVE_DECAY times less important (the combination evaluated in training).
 RECS_SERVE_RECENT = env_int("RECS_SERVE_RECENT", 5)
 RECS_SERVE_DECAY = float(env_str("RECS_SERVE_DECAY", "0.8") or "0.8")
+# Each web process loads the active version's related lists into memory when it
+# has at most this many rows (~20 bytes each there); larger ones are cached per product.
+RECS_SERVE_PRELOAD_MAX_ROWS = env_int("RECS_SERVE_PRELOAD_MAX_ROWS", 5_000_000)
 # The exclusion window: the last N viewed / purchased products (profiles keep ten of each).
 RECS_EXCLUDE_VIEWED = env_int("RECS_EXCLUDE_VIEWED", 10)
 RECS_EXCLUDE_PURCHASED = env_int("RECS_EXCLUDE_PURCHASED", 10)

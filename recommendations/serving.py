@@ -26,8 +26,10 @@ answer is deterministic:
 
 from __future__ import annotations
 
+import logging
 import secrets
 import threading
+from array import array
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -42,6 +44,8 @@ from django.db.models import F
 from catalog.models import Product
 from catalog.selectors import product_filter
 from recommendations.models import RelatedProduct, TrendingProduct
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -118,11 +122,19 @@ _catalog: dict[int, tuple[int, dict[str, tuple | None]]] = {}
 CATALOG_CACHE_MAX = 300_000
 
 
+# Whole versions of related lists, loaded once per process in the background
+# (related_preload): version -> {product id: (related ids, their scores)}.
+_preloaded: dict[int, dict[str, tuple[tuple[str, ...], array]]] = {}
+_preload_started: set[int] = set()
+
+
 def serving_cache_clear() -> None:
     with _lock:
         _related.clear()
         _trending.clear()
         _catalog.clear()
+        _preloaded.clear()
+        _preload_started.clear()
 
 
 def _remember(cache: OrderedDict, key: tuple[int, str], value: tuple) -> None:
@@ -133,8 +145,15 @@ def _remember(cache: OrderedDict, key: tuple[int, str], value: tuple) -> None:
 
 
 def related_lists(*, version_id: int, product_ids: Sequence[str]) -> dict[str, tuple[tuple[str, float], ...]]:
-    """The version's related lists of `product_ids` (rank order); one query for
-    the ones this process has not seen yet."""
+    """The version's related lists of `product_ids` (rank order): from the
+    version preloaded in this process, else from the per-product cache, with one
+    query for the ones this process has not seen yet."""
+    loaded = _preloaded.get(version_id)
+    if loaded is not None:
+        empty: tuple[tuple[str, ...], array] = ((), array("d"))
+        return {pid: tuple(zip(*loaded.get(pid, empty), strict=True)) for pid in product_ids}
+    if version_id not in _preload_started and settings.RECS_SERVE_PRELOAD_MAX_ROWS > 0:
+        _preload_in_background(version_id)
     out: dict[str, tuple[tuple[str, float], ...]] = {}
     missing = []
     for pid in product_ids:
@@ -161,6 +180,67 @@ def related_lists(*, version_id: int, product_ids: Sequence[str]) -> dict[str, t
             out[pid] = tuple(items)
             _remember(_related, (version_id, pid), out[pid])
     return out
+
+
+def _preload_in_background(version_id: int) -> None:
+    with _lock:
+        if version_id in _preload_started:
+            return
+        _preload_started.add(version_id)
+
+    def run() -> None:
+        try:
+            related_preload(version_id=version_id)
+        except Exception:  # noqa: BLE001 - serving goes on from the per-product cache
+            logger.exception("preloading related lists of version %s failed", version_id)
+        finally:
+            connection.close()  # this thread's own connection
+
+    threading.Thread(target=run, name=f"related-preload-{version_id}", daemon=True).start()
+
+
+def related_preload(*, version_id: int) -> bool:
+    """Load every related list of a version into this process, so that serving
+    never waits for one (a miss cost a query). Skipped for versions of more than
+    RECS_SERVE_PRELOAD_MAX_ROWS rows, whose lists stay in the per-product cache.
+
+    Compact on purpose, as every web process holds a copy: product ids are shared
+    strings, scores a packed array of doubles: ~75 MB for 100,000 products x 20. Only the
+    newest preloaded version is kept. Returns whether the version was loaded.
+    """
+    table = RelatedProduct._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT count(*) FROM {table} WHERE model_version_id = %s", [version_id])
+        if cursor.fetchone()[0] > settings.RECS_SERVE_PRELOAD_MAX_ROWS:
+            return False
+    # A server-side cursor on PostgreSQL: rows stream in batches instead of the
+    # whole result waiting in the client library's memory.
+    with connection.chunked_cursor() as cursor:
+        cursor.execute(
+            f"SELECT product_id, related_product_id, score FROM {table} "
+            "WHERE model_version_id = %s ORDER BY product_id, rank",
+            [version_id],
+        )
+        names: dict[str, str] = {}
+        lists: dict[str, tuple[tuple[str, ...], array]] = {}
+        source, ids, scores = None, [], array("d")
+        while rows := cursor.fetchmany(20_000):
+            for pid, related, score in rows:
+                if pid != source:
+                    if source is not None:
+                        lists[source] = (tuple(ids), scores)
+                    source, ids, scores = names.setdefault(pid, pid), [], array("d")
+                ids.append(names.setdefault(related, related))
+                scores.append(score)
+        if source is not None:
+            lists[source] = (tuple(ids), scores)
+    with _lock:
+        _preloaded.clear()
+        _preloaded[version_id] = lists
+        # The per-product entries of this version are not needed any more.
+        for key in [k for k in _related if k[0] == version_id]:
+            del _related[key]
+    return True
 
 
 TRENDING_DEPTH = 200
@@ -190,20 +270,38 @@ def _json_list(value: Any) -> list[str]:
     return [str(v) for v in value]
 
 
+_USER_STATE_SQL = (
+    "SELECT (SELECT mv.id FROM recommendations_modelversion mv"
+    "        WHERE mv.project_id = {project} AND mv.status = 'active'),"
+    "       (SELECT cs.token FROM catalog_catalogstate cs WHERE cs.project_id = {project}),"
+    "       p.id, p.recent_viewed, p.recent_purchased "
+    "FROM (SELECT 1 AS one) AS x "
+    "LEFT JOIN crm_profile p ON p.project_id = {project} AND p.user_id = {user}"
+)
+
+
 def user_state(*, project_id: int, user_id: str | None) -> UserState:
-    """The profile's recent items and the project's active version, in one round
-    trip (raw SQL: this runs on every request, and the ORM cannot fetch a row
-    and an unrelated scalar together). An unknown user has no profile."""
-    sql = (
-        "SELECT (SELECT mv.id FROM recommendations_modelversion mv"
-        "        WHERE mv.project_id = %s AND mv.status = 'active'),"
-        "       (SELECT cs.token FROM catalog_catalogstate cs WHERE cs.project_id = %s),"
-        "       p.id, p.recent_viewed, p.recent_purchased "
-        "FROM (SELECT 1 AS one) AS x "
-        "LEFT JOIN crm_profile p ON p.project_id = %s AND p.user_id = %s"
-    )
+    """The profile's recent items, the project's active version and its catalog
+    token, in one round trip (raw SQL: this runs on every request, and the ORM
+    cannot fetch a row and unrelated scalars together). An unknown user has no
+    profile.
+
+    On PostgreSQL the statement is prepared once per connection: planning it
+    cost PostgreSQL more than running it."""
     with connection.cursor() as cursor:
-        cursor.execute(sql, [project_id, project_id, project_id, user_id or ""])
+        if connection.vendor == "postgresql" and settings.DB_PREPARED_STATEMENTS:
+            raw = connection.connection
+            # Compared by identity with a reference kept here, so a new connection
+            # (after a close or a reconnect) is always prepared again.
+            if getattr(connection, "_recs_user_state_prepared_on", None) is not raw:
+                cursor.execute(
+                    "PREPARE recs_user_state (bigint, text) AS " + _USER_STATE_SQL.format(project="$1", user="$2")
+                )
+                connection._recs_user_state_prepared_on = raw
+            cursor.execute("EXECUTE recs_user_state (%s, %s)", [project_id, user_id or ""])
+        else:
+            sql = _USER_STATE_SQL.format(project="%(project)s", user="%(user)s")
+            cursor.execute(sql, {"project": project_id, "user": user_id or ""})
         version_id, token, profile_id, viewed, purchased = cursor.fetchone()
     return UserState(
         profile_id=profile_id,

@@ -52,6 +52,10 @@ CREATE TRIGGER catalog_state_delete AFTER DELETE ON catalog_product
     REFERENCING OLD TABLE AS changed FOR EACH STATEMENT EXECUTE FUNCTION catalog_state_bump_changed();
 CREATE TRIGGER catalog_state_truncate AFTER TRUNCATE ON catalog_product
     FOR EACH STATEMENT EXECUTE FUNCTION catalog_state_bump_all();
+
+-- Catalogs that exist already get their first token.
+INSERT INTO catalog_catalogstate (project_id, token)
+SELECT project_id, nextval('catalog_state_token_seq') FROM (SELECT DISTINCT project_id FROM catalog_product) AS p;
 """
 
 POSTGRES_BACKWARD = """
@@ -76,6 +80,8 @@ SQLITE_FORWARD = [
     f"CREATE TRIGGER catalog_state_update AFTER UPDATE ON catalog_product BEGIN {_SQLITE_BUMP.format(row='NEW')} "
     f"{_SQLITE_BUMP.format(row='OLD')} END;",
     f"CREATE TRIGGER catalog_state_delete AFTER DELETE ON catalog_product BEGIN {_SQLITE_BUMP.format(row='OLD')} END;",
+    "INSERT INTO catalog_catalogstate (project_id, token) "
+    "SELECT project_id, random() FROM (SELECT DISTINCT project_id FROM catalog_product);",
 ]
 SQLITE_BACKWARD = [
     "DROP TRIGGER IF EXISTS catalog_state_insert;",

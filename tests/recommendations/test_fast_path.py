@@ -96,3 +96,24 @@ def test_other_requests_go_to_django(shop, settings):
     status, headers, _b = call("/api/v1/users/u1/recommendations", auth=auth, scheme="https")
     assert status == 200 and "X-Frame-Options" not in headers
     assert headers["Strict-Transport-Security"].startswith("max-age=")
+
+
+@pytest.mark.postgres
+def test_fast_path_answers_on_a_new_connection_when_the_database_dropped_its_own(transactional_db, shop):
+    """No health check before each request (it would double the round trips):
+    a connection the server closed while idle is found broken by the request's
+    own query, and the request is answered once more on a new connection."""
+    import psycopg2
+    from django.db import connection
+
+    project, keys = shop
+    auth = f"Bearer {keys.secret_key}"
+    assert call("/api/v1/users/u1/recommendations", "limit=3", auth=auth)[0] == 200
+    pid = connection.connection.get_backend_pid()
+    params = connection.get_connection_params()
+    with psycopg2.connect(**params) as admin, admin.cursor() as cursor:
+        cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
+    status, _, body = call("/api/v1/users/u1/recommendations", "limit=3", auth=auth)
+    assert status == 200
+    assert [p["product_id"] for p in json.loads(body)["products"]] == ["p2", "p4", "p5"]
+    assert connection.connection.get_backend_pid() != pid

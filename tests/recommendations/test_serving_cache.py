@@ -113,3 +113,26 @@ def test_cached_filters_give_what_the_database_gives(shop, filters):
     from_database = served_ids(shop.pk, filters=filters, limit=8)
     assert cached == from_database
     assert "p8" not in cached  # inactive
+
+
+@pytest.mark.django_db
+def test_a_preloaded_version_serves_the_same_lists_without_queries(shop, settings):
+    version = version_write(shop.pk)
+    expected = serving.related_lists(version_id=version.pk, product_ids=["p1", "p3", "p9"])
+    settings.RECS_SERVE_PRELOAD_MAX_ROWS = 100
+    assert serving.related_preload(version_id=version.pk) is True
+    with CaptureQueriesContext(connection) as queries:
+        preloaded = serving.related_lists(version_id=version.pk, product_ids=["p1", "p3", "p9"])
+    assert len(queries.captured_queries) == 0
+    assert preloaded == expected
+    assert [r for r, _ in preloaded["p1"]] == ["p2", "p3", "p5"] and preloaded["p9"] == ()
+
+
+@pytest.mark.django_db
+def test_a_version_larger_than_the_preload_limit_stays_in_the_per_product_cache(shop, settings):
+    version = version_write(shop.pk)
+    settings.RECS_SERVE_PRELOAD_MAX_ROWS = 5  # the version has 9 rows
+    assert serving.related_preload(version_id=version.pk) is False
+    with CaptureQueriesContext(connection) as queries:
+        serving.related_lists(version_id=version.pk, product_ids=["p1"])
+    assert len(queries.captured_queries) == 1
