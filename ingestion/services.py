@@ -315,7 +315,7 @@ def dead_letters_retry(*, dead_letter_ids: Sequence[int]) -> StoreResult:
 # Messages per transaction of import_events. Larger than the workers' chunks:
 # a history has many events per user, and each chunk costs one profile update
 # per user in it: 50,000 imported 11% faster than 10,000 (docs/benchmarks.md,
-# "Bulk import"), for ~300 MB of parsed messages (one chunk parsed, one stored).
+# "Bulk import"); the import process peaks at ~750 MB (one chunk parsed, one stored).
 IMPORT_CHUNK = 50_000
 
 
