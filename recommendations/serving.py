@@ -499,7 +499,10 @@ class _Picker:
             return
         fresh = [item for item in ranked if item[0] not in self.skip]
         # Ask the catalog for a few more than needed: some will fail the filters.
-        window = (self.limit - len(self.picked)) * 3 + 20
+        # From the process's cache a candidate costs nothing unless it is a miss
+        # (a query), so fewer are asked for at a time there.
+        need = self.limit - len(self.picked)
+        window = need * 2 + 4 if self.catalog_token is not None else need * 3 + 20
         for start in range(0, len(fresh), window):
             chunk = fresh[start : start + window]
             rows = _catalog_pass(
@@ -555,7 +558,8 @@ def recent_sources(state: UserState) -> list[tuple[str, float]]:
     newest RECS_SERVE_RECENT views, then purchases not among them, each older
     item RECS_SERVE_DECAY times less important than the one before."""
     recent = list(dict.fromkeys([*state.recent_viewed, *state.recent_purchased]))[: settings.RECS_SERVE_RECENT]
-    return [(pid, settings.RECS_SERVE_DECAY**age) for age, pid in enumerate(recent)]
+    decay = settings.RECS_SERVE_DECAY
+    return [(pid, decay**age) for age, pid in enumerate(recent)]
 
 
 def excluded_for(state: UserState) -> set[str]:

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, connection
+from django.db import DEFAULT_DB_ALIAS, InterfaceError, OperationalError, connection, connections
 from django.http import QueryDict
 from django.http.request import split_domain_port, validate_host
 
@@ -55,11 +55,24 @@ def route_user_id(environ: dict[str, Any]) -> str | None:
         return None
     if _is_secure(environ) is False and settings.SECURE_SSL_REDIRECT:
         return None
-    host = environ.get("HTTP_HOST") or environ.get("SERVER_NAME", "")
-    domain, _port = split_domain_port(host)
-    if not domain or not validate_host(domain, settings.ALLOWED_HOSTS):
+    if not _host_allowed(environ.get("HTTP_HOST") or environ.get("SERVER_NAME", "")):
         return None  # Django answers 400 Bad Request for a disallowed host
     return path[len(PREFIX) : -len(SUFFIX)]
+
+
+_hosts_seen: dict[tuple[str, tuple[str, ...]], bool] = {}
+
+
+def _host_allowed(host: str) -> bool:
+    """ALLOWED_HOSTS validation, remembered per Host header (a service sees a few)."""
+    key = (host, tuple(settings.ALLOWED_HOSTS))
+    allowed = _hosts_seen.get(key)
+    if allowed is None:
+        domain, _port = split_domain_port(host)
+        allowed = bool(domain) and validate_host(domain, settings.ALLOWED_HOSTS)
+        if len(_hosts_seen) < 1000:  # bounded: Host is client input
+            _hosts_seen[key] = allowed
+    return allowed
 
 
 def _is_secure(environ: dict[str, Any]) -> bool:
@@ -112,11 +125,12 @@ def _connection_release() -> None:
     """Django's close_old_connections at the end of a request, minus the health
     check it would schedule for the next one. Never inside a transaction (the
     test framework wraps each test in one and keeps its connection)."""
-    if connection.connection is None or connection.in_atomic_block:
+    db = connections[DEFAULT_DB_ALIAS]  # the wrapper itself: the proxy looks it up per attribute
+    if db.connection is None or db.in_atomic_block:
         return
-    expired = connection.close_at is not None and time.monotonic() >= connection.close_at
-    if expired or connection.errors_occurred or not connection.get_autocommit():
-        connection.close()
+    expired = db.close_at is not None and time.monotonic() >= db.close_at
+    if expired or db.errors_occurred or not db.get_autocommit():
+        db.close()
 
 
 def with_fast_path(django_app: Callable[..., Iterable[bytes]]) -> Callable[..., Iterable[bytes]]:
