@@ -157,7 +157,8 @@ def main() -> None:
     parser.add_argument("--products", type=int, default=100_000)
     parser.add_argument("--events", type=int, default=3_000_000)
     parser.add_argument("--workers", type=int, default=3)
-    parser.add_argument("--worker-class", default="sync")
+    parser.add_argument("--server", choices=["gunicorn", "granian"], default="gunicorn")
+    parser.add_argument("--worker-class", default="sync", help="gunicorn's worker class")
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--duration", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=30, help="seconds of load before the measured run")
@@ -171,11 +172,18 @@ def main() -> None:
     print(json.dumps({k: v for k, v in state.items() if "key" not in k}), flush=True)
 
     env = _env(state["database"])
-    server = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "config.wsgi:application", "-w", str(args.workers), "-k",
-         args.worker_class, "-b", f"127.0.0.1:{args.port}", "--log-level", "warning", "--backlog", "2048"],
-        cwd=ROOT, env=env, start_new_session=True,
-    )  # fmt: skip
+    if args.server == "granian":
+        command = [
+            str(Path(sys.executable).with_name("granian")), "--interface", "wsgi", "--workers", str(args.workers),
+            "--blocking-threads", "1", "--host", "127.0.0.1", "--port", str(args.port), "--log-level", "warning",
+            "--no-ws", "config.wsgi:application",
+        ]  # fmt: skip
+    else:
+        command = [
+            sys.executable, "-m", "gunicorn", "config.wsgi:application", "-w", str(args.workers), "-k",
+            args.worker_class, "-b", f"127.0.0.1:{args.port}", "--log-level", "warning", "--backlog", "2048",
+        ]  # fmt: skip
+    server = subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True)
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -195,8 +203,9 @@ def main() -> None:
         server.wait(timeout=30)
     print(result.pop("wrk_output"), file=sys.stderr)
     result["in_process_p99_ms"] = round(in_process(state, args.samples), 3)
-    result.update(workers=args.workers, worker_class=args.worker_class, connections=args.connections,
-                  duration_s=args.duration, users=state["users"], products=state["products"])  # fmt: skip
+    result.update(server=args.server, workers=args.workers, worker_class=args.worker_class,
+                  connections=args.connections, duration_s=args.duration, users=state["users"],
+                  products=state["products"])  # fmt: skip
     print(json.dumps(result))
 
 

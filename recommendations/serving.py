@@ -26,6 +26,7 @@ answer is deterministic:
 
 from __future__ import annotations
 
+import gc
 import logging
 import secrets
 import threading
@@ -240,6 +241,11 @@ def related_preload(*, version_id: int) -> bool:
         # The per-product entries of this version are not needed any more.
         for key in [k for k in _related if k[0] == version_id]:
             del _related[key]
+    # Hundreds of thousands of new objects: without this, each of the garbage
+    # collector's full passes would walk them all (100 ms pauses were measured,
+    # the p99 of serving). Frozen objects are left out of collections for good.
+    gc.collect()
+    gc.freeze()
     return True
 
 
@@ -416,7 +422,9 @@ def _catalog_pass_cached(
 def _catalog_rows(*, project_id: int, product_ids: list[str]) -> dict[str, tuple]:
     """Products by id as _CACHED_FIELDS tuples, typed alike on PostgreSQL and
     SQLite (raw cursors skip the ORM's conversions): price a Decimal, categories
-    a list, the flags booleans."""
+    a tuple, the flags booleans. Tuples all the way down on purpose: Python's
+    garbage collector stops tracking a tuple of immutable values, so a large
+    cache costs no time in its collections."""
     sql = (
         f"SELECT {', '.join(_CACHED_FIELDS)} FROM {Product._meta.db_table} "
         f"WHERE project_id = %s AND product_id IN ({', '.join(['%s'] * len(product_ids))})"
@@ -430,6 +438,7 @@ def _catalog_rows(*, project_id: int, product_ids: list[str]) -> dict[str, tuple
             price = Decimal(str(price))
         if isinstance(categories, str | bytes):
             categories = orjson.loads(categories)
+        categories = tuple(c for c in categories if isinstance(c, str)) if isinstance(categories, list) else ()
         out[pid] = (pid, name, image_url, deeplink, price, rating, categories, bool(in_stock), bool(is_active))
     return out
 
@@ -447,11 +456,7 @@ def _passes(row: tuple, filters: ServeFilters) -> bool:
         return False
     if filters.price_max is not None and (price is None or price > filters.price_max):
         return False
-    if filters.categories:
-        categories = row[6] if isinstance(row[6], list) else ()
-        if not any(c in categories for c in filters.categories):
-            return False
-    return True
+    return not filters.categories or any(c in row[6] for c in filters.categories)
 
 
 def _served(row: tuple, score: float, because_of: str | None, reason: str) -> ServedProduct:

@@ -35,6 +35,7 @@ from django.conf import settings
 from django.db import close_old_connections, transaction
 from django.utils import timezone
 
+from crm.bulk import insert_new_rows
 from recommendations.models import (
     EngagementKind,
     RecommendationDailyStat,
@@ -129,8 +130,18 @@ def served_flush() -> int:
 atexit.register(lambda: served_flush() if _buffer else None)
 
 
+# (project, day, surface, product) rows this process has written: a process
+# serving thousands of lists a second names the same products over and over, and
+# each repeat would be an insert for the unique index to refuse. Only today's and
+# yesterday's are kept.
+_day_products_written: set[tuple[int, date, str, str]] = set()
+
+
 def served_write(*, records: Sequence[ServedRecord]) -> None:
-    """Store served lists and add them to the daily statistics, in one transaction."""
+    """Store served lists and add them to the daily statistics, in one transaction.
+
+    Plain multi-row INSERTs rather than ORM objects: the flush thread of every
+    web process runs this each second for every list it served."""
     stats: dict[tuple[int, date, str], tuple[int, list[int]]] = {}
     day_products: set[tuple[int, date, str, str]] = set()
     for r in records:
@@ -142,31 +153,52 @@ def served_write(*, records: Sequence[ServedRecord]) -> None:
             slots[slot] += 1
         stats[key] = (lists + 1, slots)
         day_products.update((r.project_id, key[1], r.surface, pid) for pid in r.products)
+    day_products -= _day_products_written
     with transaction.atomic():
-        RecommendationServed.objects.bulk_create(
+        insert_new_rows(
+            RecommendationServed,
+            ["id", "project_id", "profile_id", "user_ref", "surface", "products", "model_version_id", "created_at"],
             [
-                RecommendationServed(
-                    id=r.id,
-                    project_id=r.project_id,
-                    profile_id=r.profile_id,
-                    user_ref=r.user_ref,
-                    surface=r.surface,
-                    products=list(r.products),
-                    model_version_id=r.model_version_id,
-                    created_at=r.created_at,
+                (
+                    r.id,
+                    r.project_id,
+                    r.profile_id,
+                    r.user_ref,
+                    r.surface,
+                    list(r.products),
+                    r.model_version_id,
+                    r.created_at,
                 )
                 for r in records
-            ],
-            batch_size=1000,
-            ignore_conflicts=True,
+            ],  # fmt: skip
+            unique_columns=["id"],
+            returning="id",
         )
-        RecommendedProductDay.objects.bulk_create(
-            [RecommendedProductDay(project_id=p, day=d, surface=s, product_id=pid) for p, d, s, pid in day_products],
-            batch_size=1000,
-            ignore_conflicts=True,
+        insert_new_rows(
+            RecommendedProductDay,
+            ["project_id", "day", "surface", "product_id"],
+            sorted(day_products),
+            unique_columns=["project_id", "day", "surface", "product_id"],
+            returning="id",
         )
         for (project_id, day, surface), (lists, slots) in sorted(stats.items()):
             _stat_add(project_id=project_id, day=day, surface=surface, lists=lists, slot_impressions=slots)
+        if day_products:
+            # Remembered only once really committed (a rolled-back write is retried in full).
+            transaction.on_commit(lambda: _day_products_remember(day_products))
+
+
+def tracking_cache_clear() -> None:
+    with _buffer_lock:
+        _day_products_written.clear()
+
+
+def _day_products_remember(written: set[tuple[int, date, str, str]]) -> None:
+    oldest = max(key[1] for key in written) - timedelta(days=1)
+    with _buffer_lock:
+        stale = [key for key in _day_products_written if key[1] < oldest]
+        _day_products_written.difference_update(stale)
+        _day_products_written.update(written)
 
 
 def _stat_add(

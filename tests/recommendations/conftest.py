@@ -25,6 +25,16 @@ def _small_training(settings, tmp_path):  # noqa: ANN001, ANN202 - pytest-django
     settings.RECS_COLLECT_BATCH = 500
 
 
+@pytest.fixture(autouse=True)
+def _fresh_process_caches():  # noqa: ANN202
+    """Serving's and tracking's per-process memory starts empty in each test: on
+    SQLite a rolled-back test's ids are given out again to the next one."""
+    from recommendations import serving, tracking
+
+    serving.serving_cache_clear()
+    tracking.tracking_cache_clear()
+
+
 def store_write(project_id: int, *, products: int = 40, users: int = 60, events: int = 1500, seed: int = 1) -> list:
     catalog = demo_catalog_build(products=products, seed=seed)
     products_upsert(

@@ -56,6 +56,21 @@ def test_served_lists_are_recorded_with_daily_impressions_per_slot(shop):
 
 
 @pytest.mark.django_db
+def test_a_process_inserts_each_products_day_row_once(shop, django_capture_on_commit_callbacks):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with django_capture_on_commit_callbacks(execute=True):
+        serve(shop, limit=3)  # p2, p4, p5: written, then remembered once committed
+    with CaptureQueriesContext(connection) as queries:
+        serve(shop, limit=2)
+    assert not any("recommendedproductday" in q["sql"] for q in queries.captured_queries)
+    stat = RecommendationDailyStat.objects.get(project=shop, surface="api")
+    assert (stat.lists, stat.slot_impressions) == (2, [2, 2, 1])
+    assert RecommendedProductDay.objects.filter(project=shop).count() == 3
+
+
+@pytest.mark.django_db
 def test_buffered_recording_writes_on_flush(shop, settings):
     settings.RECS_TRACKING_FLUSH_SECONDS = 3600  # the thread will not flush during the test
     served = serve(shop)
