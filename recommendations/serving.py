@@ -35,7 +35,7 @@ from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from django.conf import settings
@@ -60,8 +60,10 @@ class ServeFilters:
     exclude: frozenset[str] = frozenset()
 
 
-@dataclass(frozen=True)
-class ServedProduct:
+class ServedProduct(NamedTuple):
+    """One product of an answer. A NamedTuple: ten are built per request, and a
+    frozen dataclass costs several times more to build."""
+
     product_id: str
     name: str
     image_url: str
@@ -502,7 +504,8 @@ class _Picker:
         """`ranked`: (product_id, score, because_of), best first."""
         if self.full:
             return
-        fresh = [item for item in ranked if item[0] not in self.skip]
+        skip, picked, limit, seen = self.skip, self.picked, self.limit, self.categories_seen
+        fresh = [item for item in ranked if item[0] not in skip]
         # Ask the catalog for a few more than needed: some will fail the filters.
         # From the process's cache a candidate costs nothing unless it is a miss
         # (a query), so fewer are asked for at a time there.
@@ -518,13 +521,14 @@ class _Picker:
             )
             for pid, score, because in chunk:
                 row = rows.get(pid)
-                if row is None or pid in self.skip:
+                if row is None or pid in skip:
                     continue
-                self.skip.add(pid)
-                self.picked.append(_served(row, score, because, reason))
-                if row[6]:
-                    self.categories_seen.extend(c for c in row[6] if c not in self.categories_seen)
-                if self.full:
+                skip.add(pid)
+                picked.append(_served(row, score, because, reason))
+                for category in row[6] or ():
+                    if category not in seen:
+                        seen.append(category)
+                if len(picked) >= limit:
                     return
 
     def fill_from_catalog(self) -> None:
