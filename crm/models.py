@@ -183,8 +183,11 @@ class Event(models.Model):
     """An immutable fact: what a profile did, when."""
 
     id = models.BigAutoField(primary_key=True)
-    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="events")
-    profile = models.ForeignKey(Profile, on_delete=models.CASCADE, related_name="events")
+    # No single-column indexes on the foreign keys: the indexes below lead with
+    # them and serve every lookup by project or by profile. Each index is paid on
+    # every ingested event.
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="events", db_index=False)
+    profile = models.ForeignKey(Profile, on_delete=models.CASCADE, related_name="events", db_index=False)
     type = models.CharField(max_length=8, choices=EventType.choices, default=EventType.TRACK)
     name = models.CharField(max_length=255)
     properties = models.JSONField(default=dict, blank=True)

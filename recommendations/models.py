@@ -96,8 +96,10 @@ class RelatedProduct(models.Model):
     so the lists of a user's recent items can be summed."""
 
     id = models.BigAutoField(primary_key=True)
-    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
-    model_version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="related")
+    # Unindexed: rows are found by version (the unique index below leads with it);
+    # only a project's deletion looks them up by project.
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+", db_index=False)
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="related", db_index=False)
     product_id = models.CharField(max_length=255)
     related_product_id = models.CharField(max_length=255)
     rank = models.PositiveSmallIntegerField()
@@ -146,7 +148,8 @@ class RecommendationServed(models.Model):
     """One list served: compact (product ids only; slot = position in the list)."""
 
     id = models.CharField(primary_key=True, max_length=32)  # the recommendation_id given out
-    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    # Served by recs_served_project_time; one index fewer per list served.
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+", db_index=False)
     # A plain id, not a foreign key: profiles merge and the log must not hold them.
     profile_id = models.BigIntegerField(null=True, blank=True)
     user_ref = models.CharField(max_length=255, blank=True, default="")
