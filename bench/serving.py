@@ -3,8 +3,10 @@
 Prepares (once; `--prepare` forces it) a PostgreSQL database with a demo store of
 100,000 products and 1,000,000 profiles from `generate_demo_data`, trains a
 model with `train_recommendations` so a real active version serves, then starts
-the production web process (gunicorn, DEBUG off) and drives it with wrk, a
-standard HTTP load generator, requesting random users' recommendations.
+the production web process for the recommendation API (uWSGI processes with
+HTTP/1.1 keep-alive, DEBUG off; `--server gunicorn` for the sync-worker setup)
+and drives it with wrk, a standard HTTP load generator, requesting random
+users' recommendations.
 Then it times the serving function itself in this process.
 
 Prints one JSON object on its last line:
@@ -14,7 +16,7 @@ Prints one JSON object on its last line:
     python bench/serving.py --workers 3 --connections 6 --duration 30
 
 Closed loop: each of wrk's connections sends its next request when the answer
-comes. Three sync workers answer three requests at a time; more connections
+comes. Three single-threaded processes answer three requests at a time; more connections
 than that only wait in the listen queue, which adds to the latency, not the
 rate (16 connections are reported beside the default 6 in docs/benchmarks.md).
 """
@@ -162,6 +164,7 @@ def main() -> None:
     parser.add_argument("--products", type=int, default=100_000)
     parser.add_argument("--events", type=int, default=3_000_000)
     parser.add_argument("--workers", type=int, default=3)
+    parser.add_argument("--server", choices=["uwsgi", "gunicorn"], default="uwsgi")
     parser.add_argument("--worker-class", default="sync", help="gunicorn's worker class")
     parser.add_argument("--connections", type=int, default=6)
     parser.add_argument("--duration", type=int, default=30)
@@ -176,10 +179,17 @@ def main() -> None:
     print(json.dumps({k: v for k, v in state.items() if "key" not in k}), flush=True)
 
     env = _env(state["database"])
-    command = [
-        sys.executable, "-m", "gunicorn", "config.wsgi:application", "-w", str(args.workers), "-k",
-        args.worker_class, "-b", f"127.0.0.1:{args.port}", "--log-level", "warning", "--backlog", "2048",
-    ]  # fmt: skip
+    if args.server == "uwsgi":
+        command = [
+            str(Path(sys.executable).with_name("uwsgi")), "--http11-socket", f"127.0.0.1:{args.port}",
+            "--processes", str(args.workers), "--module", "config.wsgi:application", "--master", "--lazy-apps",
+            "--enable-threads", "--disable-logging", "--listen", "1024", "--die-on-term", "--need-app",
+        ]  # fmt: skip
+    else:
+        command = [
+            sys.executable, "-m", "gunicorn", "config.wsgi:application", "-w", str(args.workers), "-k",
+            args.worker_class, "-b", f"127.0.0.1:{args.port}", "--log-level", "warning", "--backlog", "2048",
+        ]  # fmt: skip
     server = subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True)
     try:
         deadline = time.monotonic() + 60
@@ -200,7 +210,7 @@ def main() -> None:
         server.wait(timeout=30)
     print(result.pop("wrk_output"), file=sys.stderr)
     result["in_process_p99_ms"] = round(in_process(state, args.samples), 3)
-    result.update(workers=args.workers, worker_class=args.worker_class,
+    result.update(server=args.server, workers=args.workers, worker_class=args.worker_class,
                   connections=args.connections, duration_s=args.duration, users=state["users"],
                   products=state["products"])  # fmt: skip
     print(json.dumps(result))
