@@ -184,6 +184,7 @@ def main() -> None:
             str(Path(sys.executable).with_name("uwsgi")), "--http11-socket", f"127.0.0.1:{args.port}",
             "--processes", str(args.workers), "--module", "config.wsgi:application", "--master", "--lazy-apps",
             "--enable-threads", "--disable-logging", "--listen", "1024", "--die-on-term", "--need-app",
+            "--worker-reload-mercy", "20",
         ]  # fmt: skip
     else:
         command = [
@@ -207,7 +208,11 @@ def main() -> None:
         result = run_wrk(state, args, args.port, args.duration)
     finally:
         os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+        try:
+            server.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
     print(result.pop("wrk_output"), file=sys.stderr)
     result["in_process_p99_ms"] = round(in_process(state, args.samples), 3)
     result.update(server=args.server, workers=args.workers, worker_class=args.worker_class,
