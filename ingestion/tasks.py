@@ -6,7 +6,10 @@ from collections import defaultdict
 from typing import Any
 
 from celery import shared_task
+from django.db import connection
 
+from crm.services import BULK_CHUNK
+from ingestion.backfill import backfill_chunk_store
 from ingestion.services import TRANSIENT_ERRORS, messages_store
 
 
@@ -40,4 +43,12 @@ def ingest_batch_task(items: list[dict[str, Any]]) -> None:
     for item in items:
         by_project[item["project_id"]].extend(item["messages"])
     for project_id, messages in by_project.items():
-        messages_store(project_id=project_id, messages=messages)
+        # On PostgreSQL the set-based store of import_events (same effects, a
+        # third of the Python per event; a batch with a bad message falls back
+        # to messages_store, which sets it aside).
+        # Transactions of BULK_CHUNK messages, as messages_store commits them.
+        if connection.vendor == "postgresql":
+            for start in range(0, len(messages), BULK_CHUNK):
+                backfill_chunk_store(project_id=project_id, messages=messages[start : start + BULK_CHUNK])
+        else:
+            messages_store(project_id=project_id, messages=messages)
