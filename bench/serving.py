@@ -158,8 +158,11 @@ def in_process(state: dict, samples: int) -> float:
     users = [f"user-{rnd.randrange(state['users']):07d}" for _ in range(samples)]
     # A serving process loads the active version's related lists in the background
     # on its first request; here that is waited for, as the HTTP warm-up does.
-    version = serving.project_state(project_id=state["id"]).model_version_id
-    serving.related_preload(version_id=version)
+    project_state = serving.project_state(project_id=state["id"])
+    serving.related_preload(version_id=project_state.model_version_id)
+    # Likewise the catalog, loaded in the background on the first request of a token.
+    serving.recommendations_for_user(project_id=state["id"], user_id=warmup[0], limit=10)
+    serving.catalog_preload(project_id=state["id"], token=project_state.catalog_token)
     # Other users than those timed: the process's catalog rows fill as a serving
     # process's do (each HTTP worker has served ~10,000 requests by the measured run).
     for user in warmup:

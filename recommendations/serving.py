@@ -30,6 +30,7 @@ import gc
 import logging
 import secrets
 import threading
+import time
 from array import array
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
@@ -118,8 +119,9 @@ _related: OrderedDict[tuple[int, str], tuple[tuple[str, float], ...]] = OrderedD
 _trending: OrderedDict[tuple[int, str], tuple[tuple[str, float], ...]] = OrderedDict()
 
 
-# project id -> (catalog token, {product id: row, or None for "not in the catalog"})
-_catalog: dict[int, tuple[int, dict[str, tuple | None]]] = {}
+# project id -> (catalog token, {product id: row, or None for "not in the catalog"},
+# whether the whole catalog at that token is loaded: then a missing id is not in it)
+_catalog: dict[int, tuple[int, dict[str, tuple | None], bool]] = {}
 # Rows kept per project before the project's cache starts over (a few hundred
 # bytes each): bounds memory for catalogs far larger than what is ever served.
 CATALOG_CACHE_MAX = 300_000
@@ -136,6 +138,7 @@ def serving_cache_clear() -> None:
         _related.clear()
         _trending.clear()
         _catalog.clear()
+        _catalog_preload_at.clear()
         _preloaded.clear()
         _preload_started.clear()
 
@@ -401,32 +404,86 @@ def _catalog_pass_cached(
     *, project_id: int, token: int, filters: ServeFilters, candidate_ids: Iterable[str]
 ) -> dict[str, tuple]:
     """_catalog_pass from this process's copy of the catalog at `token` (see the
-    module docstring); the ids it has not seen yet are read in one query."""
+    module docstring); the ids it has not seen yet are read in one query, unless
+    the whole catalog at this token is loaded (catalog_preload)."""
     entry = _catalog.get(project_id)
     if entry is None or entry[0] != token or len(entry[1]) > CATALOG_CACHE_MAX:
-        entry = (token, {})
+        entry = (token, {}, False)
         _catalog[project_id] = entry
-    rows = entry[1]
+        if settings.RECS_SERVE_PRELOAD_MAX_ROWS > 0:
+            _catalog_preload_in_background(project_id, token)
+    _, rows, complete = entry
     ids = list(candidate_ids)
-    missing = [pid for pid in ids if pid not in rows]
-    if missing:
-        found = _catalog_rows(project_id=project_id, product_ids=missing)
-        for pid in missing:
-            rows[pid] = found.get(pid)
+    if not complete:
+        missing = [pid for pid in ids if pid not in rows]
+        if missing:
+            found = _catalog_rows(project_id=project_id, product_ids=missing)
+            for pid in missing:
+                rows[pid] = found.get(pid)
     out: dict[str, tuple] = {}
     for pid in ids:
-        row = rows[pid]
+        row = rows.get(pid)
         if row is not None and _passes(row, filters):
             out[pid] = row
     return out
 
 
+# Products of a catalog loaded whole into each web process (~500 bytes each);
+# larger catalogs stay in the lazy per-product cache.
+CATALOG_PRELOAD_MAX_PRODUCTS = 500_000
+# A catalog that keeps changing is not loaded again more often than this.
+CATALOG_PRELOAD_INTERVAL_SECONDS = 30.0
+_catalog_preload_at: dict[int, float] = {}
+
+
+def _catalog_preload_in_background(project_id: int, token: int) -> None:
+    now = time.monotonic()
+    with _lock:
+        if _catalog_preload_at.get(project_id, -1e9) > now - CATALOG_PRELOAD_INTERVAL_SECONDS:
+            return
+        _catalog_preload_at[project_id] = now
+
+    def run() -> None:
+        try:
+            catalog_preload(project_id=project_id, token=token)
+        except Exception:  # noqa: BLE001 - serving goes on from the lazy cache
+            logger.exception("loading the catalog of project %s failed", project_id)
+        finally:
+            connection.close()  # this thread's own connection
+
+    threading.Thread(target=run, name=f"catalog-preload-{project_id}", daemon=True).start()
+
+
+def catalog_preload(*, project_id: int, token: int) -> bool:
+    """Load a project's whole catalog into this process as the rows of `token`,
+    so that no request waits for a catalog row. The rows are read after the
+    token was, so they are at least as new as it; if the token has changed
+    meanwhile, they are dropped (the new token starts its own cache). Returns
+    whether the catalog was installed."""
+    table = Product._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT count(*) FROM {table} WHERE project_id = %s", [project_id])
+        if cursor.fetchone()[0] > CATALOG_PRELOAD_MAX_PRODUCTS:
+            return False
+    rows: dict[str, tuple] = {}
+    with connection.chunked_cursor() as cursor:
+        cursor.execute(f"SELECT {', '.join(_CACHED_FIELDS)} FROM {table} WHERE project_id = %s", [project_id])
+        while fetched := cursor.fetchmany(20_000):
+            for raw in fetched:
+                row = _cached_row(raw)
+                rows[row[0]] = row
+    with _lock:
+        entry = _catalog.get(project_id)
+        if entry is None or entry[0] != token:
+            return False
+        _catalog[project_id] = (token, rows, True)
+    gc.collect()
+    gc.freeze()  # see related_preload
+    return True
+
+
 def _catalog_rows(*, project_id: int, product_ids: list[str]) -> dict[str, tuple]:
-    """Products by id as _CACHED_FIELDS tuples, typed alike on PostgreSQL and
-    SQLite (raw cursors skip the ORM's conversions): price a Decimal, categories
-    a tuple, the flags booleans. Tuples all the way down on purpose: Python's
-    garbage collector stops tracking a tuple of immutable values, so a large
-    cache costs no time in its collections."""
+    """Products by id as _CACHED_FIELDS tuples (_cached_row)."""
     sql = (
         f"SELECT {', '.join(_CACHED_FIELDS)} FROM {Product._meta.db_table} "
         f"WHERE project_id = %s AND product_id IN ({', '.join(['%s'] * len(product_ids))})"
@@ -435,14 +492,25 @@ def _catalog_rows(*, project_id: int, product_ids: list[str]) -> dict[str, tuple
         cursor.execute(sql, [project_id, *product_ids])
         fetched = cursor.fetchall()
     out = {}
-    for pid, name, image_url, deeplink, price, rating, categories, in_stock, is_active in fetched:
-        if price is not None and not isinstance(price, Decimal):
-            price = Decimal(str(price))
-        if isinstance(categories, str | bytes):
-            categories = orjson.loads(categories)
-        categories = tuple(c for c in categories if isinstance(c, str)) if isinstance(categories, list) else ()
-        out[pid] = (pid, name, image_url, deeplink, price, rating, categories, bool(in_stock), bool(is_active))
+    for raw in fetched:
+        row = _cached_row(raw)
+        out[row[0]] = row
     return out
+
+
+def _cached_row(raw: Sequence[Any]) -> tuple:
+    """A _CACHED_FIELDS row typed alike on PostgreSQL and SQLite (raw cursors
+    skip the ORM's conversions): price a Decimal, categories a tuple, the flags
+    booleans. Tuples all the way down on purpose: Python's garbage collector
+    stops tracking a tuple of immutable values, so a large cache costs no time
+    in its collections."""
+    pid, name, image_url, deeplink, price, rating, categories, in_stock, is_active = raw
+    if price is not None and not isinstance(price, Decimal):
+        price = Decimal(str(price))
+    if isinstance(categories, str | bytes):
+        categories = orjson.loads(categories)
+    categories = tuple(c for c in categories if isinstance(c, str)) if isinstance(categories, list) else ()
+    return (pid, name, image_url, deeplink, price, rating, categories, bool(in_stock), bool(is_active))
 
 
 def _passes(row: tuple, filters: ServeFilters) -> bool:

@@ -136,3 +136,27 @@ def test_a_version_larger_than_the_preload_limit_stays_in_the_per_product_cache(
     with CaptureQueriesContext(connection) as queries:
         serving.related_lists(version_id=version.pk, product_ids=["p1"])
     assert len(queries.captured_queries) == 1
+
+
+@pytest.mark.django_db
+def test_a_preloaded_catalog_answers_without_queries_until_it_changes(shop):
+    served_ids(shop.pk)  # the process sees the current token
+    token = CatalogState.objects.get(project_id=shop.pk).token
+    assert serving.catalog_preload(project_id=shop.pk, token=token) is True
+    user_write(shop.pk, "u2", viewed=["p5"])
+    with CaptureQueriesContext(connection) as queries:
+        # p6 (related to p5), then trending: every row, and the absence of p9, from memory.
+        assert served_ids(shop.pk, user="u2") == ["p6", "p7", "p1"]
+    assert not [q for q in queries.captured_queries if "catalog_product" in q["sql"]]
+    Product.objects.filter(project=shop, product_id="p6").update(in_stock=False)
+    assert served_ids(shop.pk, user="u2") == ["p7", "p1", "p2"]
+
+
+@pytest.mark.django_db
+def test_a_catalog_loaded_for_an_old_token_is_not_installed(shop):
+    served_ids(shop.pk)
+    old = CatalogState.objects.get(project_id=shop.pk).token
+    Product.objects.filter(project=shop, product_id="p2").update(in_stock=False)
+    served_ids(shop.pk)  # the process moves to the new token
+    assert serving.catalog_preload(project_id=shop.pk, token=old) is False
+    assert served_ids(shop.pk) == ["p5", "p6", "p7"]
