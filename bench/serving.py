@@ -51,6 +51,7 @@ def _env(database: str) -> dict[str, str]:
         "SECURE_SSL_REDIRECT": "0",
         "STATIC_MANIFEST": "0",
         "LOG_LEVEL": "WARNING",
+        "WEB_SWITCH_INTERVAL_MS": "1",  # as the README runs the recommendation API
     }
     env.pop("CELERY_BROKER_URL", None)  # training runs in the foreground here
     env.setdefault("REDIS_URL", "redis://127.0.0.1:6379/5")

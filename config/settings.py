@@ -105,6 +105,9 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # Turn off behind a pooler in transaction mode (PgBouncer), where a session's
 # prepared statements do not follow it from one transaction to the next.
 DB_PREPARED_STATEMENTS = env_bool("DB_PREPARED_STATEMENTS", True)
+# The interpreter's thread switch interval in web processes, in ms (0: Python's 5 ms);
+# see config/wsgi.py. 1 for the recommendation API's single-threaded processes.
+WEB_SWITCH_INTERVAL_MS = env_int("WEB_SWITCH_INTERVAL_MS", 0)
 
 # --- Cache -------------------------------------------------------------------
 REDIS_URL = env_str("REDIS_URL")
