@@ -1,9 +1,11 @@
 """The recommendation API as production runs it: uWSGI processes (HTTP/1.1
 keep-alive, threads enabled for the tracking flush), answering over a real socket."""
 
+import contextlib
 import http.client
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -42,6 +44,7 @@ def uwsgi_server(transactional_db):  # noqa: ANN001, ANN201
         [UWSGI, "--http11-socket", f"127.0.0.1:{port}", "--processes", "2", "--module", "config.wsgi:application",
          "--master", "--lazy-apps", "--enable-threads", "--die-on-term", "--need-app", "--disable-logging"],
         env=env, cwd=Path(__file__).resolve().parents[2], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )  # fmt: skip
     deadline = time.monotonic() + 30
     while True:
@@ -50,15 +53,19 @@ def uwsgi_server(transactional_db):  # noqa: ANN001, ANN201
             break
         except OSError:
             if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
+                os.killpg(proc.pid, signal.SIGKILL)
                 raise AssertionError("uWSGI did not start") from None
             time.sleep(0.2)
     yield port
-    proc.terminate()
+    # The whole process group: workers must not outlive the test with their
+    # database connections (the test database is dropped at the end).
+    os.killpg(proc.pid, signal.SIGTERM)
     try:
-        proc.wait(timeout=30)
+        proc.wait(timeout=10)
     except subprocess.TimeoutExpired:
-        proc.kill()
+        pass
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
 
 
 def test_uwsgi_answers_over_one_kept_alive_connection_and_records_the_lists(uwsgi_server, project_a):
