@@ -21,9 +21,15 @@ app.conf.CELERY_DB_REUSE_MAX = 2**62
 
 
 @task_prerun.connect
-def _database_connections_check(**kwargs: object) -> None:
+def _database_connections_check(task: object = None, **kwargs: object) -> None:
     """What Django does at the start of a request: drop connections that are
-    past CONN_MAX_AGE or saw an error, so a task never starts on a broken one."""
-    from django.db import close_old_connections
+    past CONN_MAX_AGE or saw an error, so a task never starts on a broken one.
+    Not for eager tasks (run inside the caller, on its connection and in its
+    transaction), as Celery's fixup does not touch them either."""
+    if getattr(getattr(task, "request", None), "is_eager", False):
+        return
+    from django.db import connections
 
-    close_old_connections()
+    for conn in connections.all(initialized_only=True):
+        if not conn.in_atomic_block:
+            conn.close_if_unusable_or_obsolete()
