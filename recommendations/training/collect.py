@@ -121,7 +121,7 @@ def _range_portable(
     qs = Event.objects.filter(
         project_id=project_id, pk__gt=lo, pk__lte=hi, name__in=list(EVENT_KINDS),
         timestamp__gte=since, timestamp__lte=until,
-    )  # fmt: skip
+    ).order_by("pk")  # fmt: skip
     if profiles is not None:
         qs = qs.filter(profile_id__in=list(profiles))
     out = io.StringIO()
