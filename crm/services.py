@@ -725,6 +725,28 @@ _JSON_ACTIVITY_COLUMNS = ("traits", "recent_viewed", "recent_purchased")
 LAST_SEEN_STEP = timedelta(minutes=1)
 
 
+def _activity_apply(row: dict[str, Any], activity: ProfileActivity) -> set[str]:
+    """Apply one profile's activity to its row (column -> value) in place, by the
+    rules of profiles_apply_activity, and return the columns that changed."""
+    before = dict(row)
+    for traits in activity.traits:
+        row["traits"] = {**row["traits"], **traits}
+        row.update(demographics_from_traits(traits))
+    if activity.viewed:
+        row["recent_viewed"] = _push_recent(activity.viewed, row["recent_viewed"])
+    if activity.purchased:
+        row["recent_purchased"] = _push_recent(activity.purchased, row["recent_purchased"])
+    if activity.locale:
+        row["locale"] = activity.locale[:35]
+    if activity.timezone:
+        row["timezone"] = activity.timezone[:64]
+    if activity.first_seen and activity.first_seen < row["first_seen"]:
+        row["first_seen"] = activity.first_seen
+    if activity.last_seen and activity.last_seen >= row["last_seen"] + LAST_SEEN_STEP:
+        row["last_seen"] = activity.last_seen
+    return {c for c in before if row[c] != before[c]}
+
+
 def profiles_apply_activity(*, project_id: int, activities: dict[int, ProfileActivity]) -> int:
     """Apply many profiles' activity with one locking read and one UPDATE.
 
@@ -762,23 +784,7 @@ def profiles_apply_activity(*, project_id: int, activities: dict[int, ProfileAct
             row = dict(zip(wanted, values, strict=True))
             for column in as_text:
                 row[column] = orjson.loads(row[column])
-            before = dict(row)
-            for traits in activity.traits:
-                row["traits"] = {**row["traits"], **traits}
-                row.update(demographics_from_traits(traits))
-            if activity.viewed:
-                row["recent_viewed"] = _push_recent(activity.viewed, row["recent_viewed"])
-            if activity.purchased:
-                row["recent_purchased"] = _push_recent(activity.purchased, row["recent_purchased"])
-            if activity.locale:
-                row["locale"] = activity.locale[:35]
-            if activity.timezone:
-                row["timezone"] = activity.timezone[:64]
-            if activity.first_seen and activity.first_seen < row["first_seen"]:
-                row["first_seen"] = activity.first_seen
-            if activity.last_seen and activity.last_seen >= row["last_seen"] + LAST_SEEN_STEP:
-                row["last_seen"] = activity.last_seen
-            changed = {c for c in wanted if row[c] != before[c]}
+            changed = _activity_apply(row, activity)
             if changed:
                 changed_columns |= changed
                 row["pk"] = pk
@@ -921,23 +927,7 @@ def profiles_apply_activity_many(*, project_id: int, activities: dict[int, Profi
             for column in json_columns:
                 if isinstance(row[column], str):
                     row[column] = orjson.loads(row[column])
-            before = dict(row)
-            for traits in activity.traits:
-                row["traits"] = {**row["traits"], **traits}
-                row.update(demographics_from_traits(traits))
-            if activity.viewed:
-                row["recent_viewed"] = _push_recent(activity.viewed, row["recent_viewed"])
-            if activity.purchased:
-                row["recent_purchased"] = _push_recent(activity.purchased, row["recent_purchased"])
-            if activity.locale:
-                row["locale"] = activity.locale[:35]
-            if activity.timezone:
-                row["timezone"] = activity.timezone[:64]
-            if activity.first_seen and activity.first_seen < row["first_seen"]:
-                row["first_seen"] = activity.first_seen
-            if activity.last_seen and activity.last_seen >= row["last_seen"] + LAST_SEEN_STEP:
-                row["last_seen"] = activity.last_seen
-            changed = {c for c in wanted if row[c] != before[c]}
+            changed = _activity_apply(row, activity)
             if changed:
                 changed_columns |= changed
                 row["pk"] = pk

@@ -102,12 +102,6 @@ def _identities(messages: Sequence[dict[str, Any]]) -> list[IdentityIn]:
     return identities
 
 
-def _stored_hooks_active() -> bool:
-    # hooks.events_stored returns at once when no hook is configured, but the
-    # StoredEvent objects would be built first: ~1 µs per event for nothing.
-    return bool(hooks._stored_hooks or hooks._configured("INGEST_STORED_EVENT_HOOKS"))
-
-
 def _chunk_store_set_based(
     *, project_id: int, messages: Sequence[dict[str, Any]], mappings: dict[str, str]
 ) -> StoreResult:
@@ -139,7 +133,8 @@ def _chunk_store_set_based(
                 pending.discard(m["messageId"])
                 new_rows.append(i)
         activities = _activities_apply_devices(project_id=project_id, rows=rows, new_rows=new_rows, mappings=mappings)
-        if new_rows and _stored_hooks_active():
+        # Without hooks, no StoredEvent objects (~1 µs per event for nothing).
+        if new_rows and hooks.stored_hooks_active():
             hooks.events_stored(
                 project_id,
                 [

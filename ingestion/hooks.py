@@ -68,6 +68,12 @@ def stored_hook_unregister(hook: StoredEventsHook) -> None:
         _stored_hooks.remove(hook)
 
 
+def stored_hooks_active() -> bool:
+    """Whether any stored-events hook is configured or registered: callers that
+    would build StoredEvent objects for nothing can skip that."""
+    return bool(_stored_hooks or _configured("INGEST_STORED_EVENT_HOOKS"))
+
+
 def events_stored(project_id: int, events: list[StoredEvent]) -> None:
     """Run the stored-events hooks; call inside the batch's transaction."""
     if not events:

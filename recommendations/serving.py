@@ -33,7 +33,7 @@ import threading
 import time
 from array import array
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, NamedTuple
@@ -194,15 +194,22 @@ def _preload_in_background(version_id: int) -> None:
             return
         _preload_started.add(version_id)
 
+    _in_background(f"related-preload-{version_id}", lambda: related_preload(version_id=version_id))
+
+
+def _in_background(name: str, load: Callable[[], object]) -> None:
+    """Run a preload on a daemon thread with its own database connection.
+    Serving goes on from the lazy caches meanwhile, and if it fails."""
+
     def run() -> None:
         try:
-            related_preload(version_id=version_id)
-        except Exception:  # noqa: BLE001 - serving goes on from the per-product cache
-            logger.exception("preloading related lists of version %s failed", version_id)
+            load()
+        except Exception:  # noqa: BLE001 - logged; the lazy caches keep serving
+            logger.exception("%s failed", name)
         finally:
             connection.close()  # this thread's own connection
 
-    threading.Thread(target=run, name=f"related-preload-{version_id}", daemon=True).start()
+    threading.Thread(target=run, name=name, daemon=True).start()
 
 
 def related_preload(*, version_id: int) -> bool:
@@ -443,15 +450,7 @@ def _catalog_preload_in_background(project_id: int, token: int) -> None:
             return
         _catalog_preload_at[project_id] = now
 
-    def run() -> None:
-        try:
-            catalog_preload(project_id=project_id, token=token)
-        except Exception:  # noqa: BLE001 - serving goes on from the lazy cache
-            logger.exception("loading the catalog of project %s failed", project_id)
-        finally:
-            connection.close()  # this thread's own connection
-
-    threading.Thread(target=run, name=f"catalog-preload-{project_id}", daemon=True).start()
+    _in_background(f"catalog-preload-{project_id}", lambda: catalog_preload(project_id=project_id, token=token))
 
 
 def catalog_preload(*, project_id: int, token: int) -> bool:

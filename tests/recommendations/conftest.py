@@ -35,6 +35,19 @@ def _fresh_process_caches():  # noqa: ANN202
     tracking.tracking_cache_clear()
 
 
+@pytest.fixture
+def shop(project_a):  # noqa: ANN001, ANN201
+    """The hand-made store of serving_data with its model, and u1 who viewed p3 then p1
+    (test modules with another shape of shop define their own)."""
+    from tests.recommendations.serving_data import catalog_write, user_write, version_write
+
+    project = project_a[0]
+    catalog_write(project.pk)
+    version_write(project.pk)
+    user_write(project.pk, "u1", viewed=["p3", "p1"])
+    return project
+
+
 def store_write(project_id: int, *, products: int = 40, users: int = 60, events: int = 1500, seed: int = 1) -> list:
     catalog = demo_catalog_build(products=products, seed=seed)
     products_upsert(

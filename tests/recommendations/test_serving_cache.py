@@ -8,18 +8,9 @@ from django.test.utils import CaptureQueriesContext
 from catalog import services as catalog_services
 from catalog.models import CatalogState, Product
 from recommendations import serving
-from tests.recommendations.serving_data import catalog_write, user_write, version_write
+from tests.recommendations.serving_data import user_write, version_write
 
 IN_STOCK = serving.ServeFilters(in_stock=True)
-
-
-@pytest.fixture
-def shop(project_a):
-    project = project_a[0]
-    catalog_write(project.pk)
-    version_write(project.pk)
-    user_write(project.pk, "u1", viewed=["p3", "p1"])
-    return project
 
 
 def served_ids(project_id, filters=IN_STOCK, limit=3, user="u1"):

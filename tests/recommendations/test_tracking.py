@@ -17,16 +17,7 @@ from recommendations.models import (
     RecommendationServed,
     RecommendedProductDay,
 )
-from tests.recommendations.serving_data import catalog_write, user_write, version_write
-
-
-@pytest.fixture
-def shop(project_a):
-    project = project_a[0]
-    catalog_write(project.pk)
-    version_write(project.pk)
-    user_write(project.pk, "u1", viewed=["p3", "p1"])
-    return project
+from tests.recommendations.serving_data import catalog_write, version_write
 
 
 def serve(project, user="u1", limit=3):
