@@ -779,6 +779,9 @@ def profiles_apply_activity(*, project_id: int, activities: dict[int, ProfileAct
             .annotate(**{f"{c}_text": expression for c, expression in as_text.items()})
             .values_list("pk", *[f"{c}_text" if c in as_text else c for c in wanted])
         )
+        rows = list(rows)
+        if len(rows) != len(activities):
+            raise ProfilesGone(set(activities) - {row[0] for row in rows})
         for pk, *values in rows:
             activity = activities[pk]
             row = dict(zip(wanted, values, strict=True))
@@ -843,6 +846,48 @@ def events_insert_new(*, project_id: int, events: Sequence[EventIn]) -> set[str]
 # test_import_backfill.py compares an import through both.
 
 
+class ProfilesGone(Exception):
+    """Profiles that new events point to were deleted meanwhile (merged away by
+    a concurrent alias or login, or a stale entry of the identity cache). The
+    events table has no foreign-key constraints (see crm.models.Event), so the
+    writers check: the caller rolls the batch back and resolves it again."""
+
+    def __init__(self, profile_ids: Iterable[int]) -> None:
+        self.profile_ids = sorted(profile_ids)
+        super().__init__(f"profiles {self.profile_ids[:10]} no longer exist")
+
+
+# Per-process memory of the ingest writers, filled only after a commit
+# (transaction.on_commit), so a rolled-back batch never leaves anything here:
+# - which profile each (userId, anonymousId) pair resolved to: a pair resolved
+#   before changes nothing when resolved again (see _identities_distinct), and
+#   an answer gone stale (its profile merged away) is caught by ProfilesGone;
+# - each device as last written: an event from a device whose profile, token,
+#   platform and versions are unchanged, less than DEVICE_LAST_SEEN_STEP after
+#   the time written, writes nothing (as LAST_SEEN_STEP for profiles).
+# Each is cleared when it reaches WRITE_CACHE_MAX entries (memory stays bounded).
+WRITE_CACHE_MAX = 200_000
+DEVICE_LAST_SEEN_STEP = timedelta(minutes=1)
+_identities_resolved: dict[tuple[int, str | None, str | None], int] = {}
+_devices_written: dict[tuple[int, str], tuple[tuple[Any, ...], datetime]] = {}
+
+
+def write_caches_clear(project_id: int | None = None) -> None:
+    """Forget the resolved identities and written devices (of one project)."""
+    for cache in (_identities_resolved, _devices_written):
+        if project_id is None:
+            cache.clear()
+        else:
+            for key in [k for k in cache if k[0] == project_id]:
+                cache.pop(key, None)
+
+
+def _cache_update(cache: dict[Any, Any], entries: dict[Any, Any]) -> None:
+    if len(cache) + len(entries) > WRITE_CACHE_MAX:
+        cache.clear()
+    cache.update(entries)
+
+
 def _json_param(rows: Any) -> str:
     return orjson.dumps(rows).decode()
 
@@ -878,10 +923,24 @@ def devices_upsert_many(*, project_id: int, devices: Sequence[DeviceIn]) -> None
             latest[device.device_id] = device
     if not latest:
         return
+    written: dict[tuple[int, str], tuple[tuple[Any, ...], datetime]] = {}
+    for device_id, d in list(latest.items()):
+        key = (project_id, device_id)
+        known = _devices_written.get(key)
+        # An empty token keeps the stored one (see devices_upsert): unchanged.
+        token = d.push_token or (known[0][2] if known else "")
+        state = (d.profile_id, d.platform, token, d.app_version, d.os_name, d.os_version)
+        if known is not None and known[0] == state and known[1] <= d.last_seen < known[1] + DEVICE_LAST_SEEN_STEP:
+            del latest[device_id]
+        else:
+            written[key] = (state, d.last_seen)
+    if not latest:
+        return
     rows = [
         [d.profile_id, d.device_id, d.platform, d.push_token, d.app_version, d.os_name, d.os_version, d.last_seen]
         for d in latest.values()
     ]
+    transaction.on_commit(lambda: _cache_update(_devices_written, written))
     with connection.cursor() as cursor:
         cursor.execute(
             f"INSERT INTO crm_device ({', '.join(_DEVICE_COLUMNS)}) "
@@ -921,7 +980,10 @@ def profiles_apply_activity_many(*, project_id: int, activities: dict[int, Profi
             "JOIN crm_profile p ON p.id = k.id WHERE p.project_id = %s ORDER BY p.id FOR UPDATE OF p",
             [list(activities), project_id],
         )
-        for pk, *values in cursor.fetchall():
+        found = cursor.fetchall()
+        if len(found) != len(activities):
+            raise ProfilesGone(set(activities) - {row[0] for row in found})
+        for pk, *values in found:
             activity = activities[pk]
             row = dict(zip(wanted, values, strict=True))
             for column in json_columns:
@@ -947,7 +1009,7 @@ def profiles_apply_activity_many(*, project_id: int, activities: dict[int, Profi
     return len(changed_rows)
 
 
-def profiles_resolve_many(*, project_id: int, identities: Sequence[IdentityIn]) -> list[int]:
+def profiles_resolve_many(*, project_id: int, identities: Sequence[IdentityIn], cached: bool = False) -> list[int]:
     """profiles_resolve, cheaper for a history's many repeated identities.
 
     Each distinct identity is resolved once (see _identities_distinct). The
@@ -962,8 +1024,32 @@ def profiles_resolve_many(*, project_id: int, identities: Sequence[IdentityIn]) 
     batch has an alias, the whole batch does. New profiles may get other
     primary keys than profiles_resolve would give them (another insert order).
     PostgreSQL only; run it inside a transaction.
+
+    `cached=True` answers pairs this process resolved in a committed
+    transaction from memory (see _identities_resolved), unless the batch has an
+    alias or another identity sharing one of their ids. The caller must then
+    apply the events' activity with profiles_apply_activity_many, which raises
+    ProfilesGone for an answer gone stale (roll back, clear, resolve again).
     """
     distinct, slots = _identities_distinct(identities)
+    if cached and distinct and not any(i.previous_id for i in distinct):
+        keys = [(project_id, i.user_id or None, i.anonymous_id or None) for i in distinct]
+        answers = [_identities_resolved.get(k) for k in keys]
+        missing = [n for n, a in enumerate(answers) if a is None]
+        if missing:
+            # A pair that shares an id with a pair being resolved may be
+            # changed by it (a first login, a merge): resolve it with them.
+            ids = {x for n in missing for x in (("u", keys[n][1]), ("a", keys[n][2])) if x[1]}
+            missing = [n for n, k in enumerate(keys) if answers[n] is None or ("u", k[1]) in ids or ("a", k[2]) in ids]
+            for n, pk in zip(
+                missing,
+                profiles_resolve_many(project_id=project_id, identities=[distinct[n] for n in missing]),
+                strict=True,
+            ):
+                answers[n] = pk
+            resolved = {keys[n]: answers[n] for n in missing}
+            transaction.on_commit(lambda: _cache_update(_identities_resolved, resolved))
+        return [answers[s] for s in slots]  # type: ignore[misc]
     if any(i.previous_id for i in distinct):
         resolved = profiles_resolve(project_id=project_id, identities=distinct)
         return [resolved[s] for s in slots]

@@ -38,10 +38,12 @@ from crm.services import (
     DeviceIn,
     IdentityIn,
     ProfileActivity,
+    ProfilesGone,
     devices_upsert_many,
     events_insert_new_many,
     profiles_apply_activity_many,
     profiles_resolve_many,
+    write_caches_clear,
 )
 from ingestion import hooks
 from ingestion.selectors import event_name_mappings
@@ -71,7 +73,14 @@ def backfill_chunk_store(*, project_id: int, messages: Sequence[dict[str, Any]])
         return StoreResult()
     mappings = event_name_mappings(project_id=project_id)
     try:
-        return _chunk_store_set_based(project_id=project_id, messages=messages, mappings=mappings)
+        try:
+            return _chunk_store_set_based(project_id=project_id, messages=messages, mappings=mappings)
+        except ProfilesGone:
+            # A remembered identity whose profile was merged away (or a merge
+            # racing this chunk): forget, roll back and resolve again.
+            # (With this project's memory cleared, everything is looked up.)
+            write_caches_clear(project_id)
+            return _chunk_store_set_based(project_id=project_id, messages=messages, mappings=mappings)
     except TRANSIENT_ERRORS:
         raise
     except Exception:  # noqa: BLE001 - messages_store finds the message(s) at fault
@@ -110,7 +119,7 @@ def _chunk_store_set_based(
         # work_mem (4 MB by default, ~7,000 events) it spills to a temp file.
         with connection.cursor() as cursor:
             cursor.execute("SET LOCAL work_mem = '256MB'")
-        profile_ids = profiles_resolve_many(project_id=project_id, identities=_identities(messages))
+        profile_ids = profiles_resolve_many(project_id=project_id, identities=_identities(messages), cached=True)
         rows = [
             [
                 pid,

@@ -32,6 +32,7 @@ import time
 from collections import deque
 from typing import Any
 
+import orjson
 from django.conf import settings
 
 logger = logging.getLogger(__name__)
@@ -146,7 +147,10 @@ class GroupCommitPublisher:
             connection.ensure_connection(max_retries=0)
             self._connection = connection
             self._producer = connection.Producer()
-        ingest_batch_task.apply_async(args=[items], producer=self._producer, retry=False, confirm_timeout=self.timeout)
+        # The messages travel as ONE string of JSON (see ingest_batch_task).
+        ingest_batch_task.apply_async(
+            args=[orjson.dumps(items).decode()], producer=self._producer, retry=False, confirm_timeout=self.timeout
+        )
 
     def _disconnect(self) -> None:
         connection, self._connection, self._producer = self._connection, None, None

@@ -19,6 +19,7 @@ from rest_framework.test import APIClient
 
 from crm.models import Project
 from crm.selectors import project_key_cache_clear
+from crm.services import write_caches_clear
 from crm.services import ProjectKeys, membership_add, project_create
 
 REQUIRE_SERVICES = os.environ.get("REQUIRE_SERVICES") == "1"
@@ -51,6 +52,8 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 @pytest.fixture(autouse=True)
 def _fresh_key_cache() -> None:
     project_key_cache_clear()
+    # The ingest writers' per-process memory (crm.services): ids repeat across tests.
+    write_caches_clear()
 
 
 @pytest.fixture

@@ -189,6 +189,9 @@ def test_the_collector_only_queues_and_the_message_waits_for_a_worker(live_serve
         queue = Queue("ingest").bind(channel)
         message = wait_for(lambda: queue.get(no_ack=True), what="the queued message")
         assert message.headers["task"] == "ingestion.ingest_batch"
-        items = message.decode()[0][0]
+        # The task's one argument: the requests' messages as one string of JSON.
+        payload = message.decode()[0][0]
+        assert isinstance(payload, str)
+        items = json.loads(payload)
         assert [(i["project_id"], [m["messageId"] for m in i["messages"]]) for i in items] == [(project.pk, ["q-1"])]
     assert Event.objects.count() == 0 and Profile.objects.count() == 0
