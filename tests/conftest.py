@@ -19,8 +19,7 @@ from rest_framework.test import APIClient
 
 from crm.models import Project
 from crm.selectors import project_key_cache_clear
-from crm.services import write_caches_clear
-from crm.services import ProjectKeys, membership_add, project_create
+from crm.services import ProjectKeys, membership_add, project_create, write_caches_clear
 
 REQUIRE_SERVICES = os.environ.get("REQUIRE_SERVICES") == "1"
 

@@ -74,25 +74,28 @@ def test_a_batch_resolving_a_new_pair_does_not_answer_a_related_pair_from_memory
 
 def test_an_unchanged_device_is_written_again_only_after_the_step(project_a, django_capture_on_commit_callbacks):
     project = project_a[0]
-    steps = [
-        (viewed(1, "p1", userId="u1"), T0),  # new device
-        (viewed(2, "p2", userId="u1", seconds=10), T0),  # unchanged, 10 s later: nothing written
-        (viewed(3, "p3", userId="u1", seconds=20, app="2.1"), T0 + timedelta(seconds=20)),  # new app version
-        (viewed(4, "p4", userId="u1", seconds=30, app="2.1"), T0 + timedelta(seconds=20)),  # unchanged again
-        (viewed(5, "p5", userId="u1", seconds=40, app="2.1", token="tok"), T0 + timedelta(seconds=40)),  # a token
-        (viewed(6, "p6", userId="u1", seconds=100, app="2.1"), T0 + timedelta(seconds=100)),  # past the step
+    messages = [
+        viewed(1, "p1", userId="u1"),  # a new device
+        viewed(2, "p2", userId="u1", seconds=10),  # unchanged, 10 s later: nothing written
+        viewed(3, "p3", userId="u1", seconds=20, app="2.1"),  # a new app version
+        viewed(4, "p4", userId="u1", seconds=30, app="2.1"),  # unchanged again
+        viewed(5, "p5", userId="u1", seconds=40, app="2.1", token="tok"),  # a push token
+        viewed(6, "p6", userId="u1", seconds=100, app="2.1"),  # no token (keeps it), past the step
     ]
     seen = []
-    for message, _ in steps:
+    for message in messages:
         with django_capture_on_commit_callbacks(execute=True):
             store(project, message)
         device = Device.objects.get(project=project, device_id="d1")
-        seen.append((device.last_seen, device.app_version, device.push_token))
+        seen.append((device.last_seen - T0, device.app_version, device.push_token))
+    s = timedelta(seconds=1)
     assert seen == [
-        (last_seen, app, token)
-        for (_, last_seen), app, token in zip(
-            steps, ["2.0", "2.0", "2.1", "2.1", "2.1", "2.1"], ["", "", "", "", "tok", "tok"]
-        )
+        (0 * s, "2.0", ""),
+        (0 * s, "2.0", ""),
+        (20 * s, "2.1", ""),
+        (20 * s, "2.1", ""),
+        (40 * s, "2.1", "tok"),
+        (100 * s, "2.1", "tok"),
     ]
 
 
