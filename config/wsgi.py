@@ -8,11 +8,22 @@ from django.core.wsgi import get_wsgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 _django = get_wsgi_application()
 
-# The recommendation call answers on every app screen: it skips Django's request
-# handling (see recommendations/api/fast.py for what is measured and kept).
-from recommendations.api.fast import with_fast_path  # noqa: E402 - needs Django set up
+# The recommendation call answers on every app screen and the collectors take
+# every event: both skip Django's request handling (see recommendations/api/fast.py
+# and ingestion/api/fast.py for what is measured and what is kept).
+from ingestion.api.fast import collector_app, collector_kind  # noqa: E402 - needs Django set up
+from recommendations.api.fast import recommendations_app, route_user_id  # noqa: E402
 
-application = with_fast_path(_django)
+
+def application(environ, start_response):  # noqa: ANN001, ANN201 - the WSGI callable
+    user_id = route_user_id(environ)
+    if user_id is not None:
+        return recommendations_app(environ, start_response, user_id)
+    kind = collector_kind(environ)
+    if kind is not None:
+        return collector_app(environ, start_response, kind)
+    return _django(environ, start_response)
+
 
 # Everything loaded so far (Django, the apps, their modules) lives as long as the
 # process: the garbage collector's full passes need not walk it on every run.

@@ -6,7 +6,7 @@ from ingestion.api.views import collect
 
 # Full names as in Segment's API reference, plus the short paths the official
 # SDKs actually call: analytics.js (/v1/t, /v1/p, ...) and the mobile SDKs (/v1/b).
-_PATHS = {
+PATHS = {
     "identify": ("identify", "i"),
     "track": ("track", "t"),
     "page": ("page", "p"),
@@ -18,6 +18,6 @@ _PATHS = {
 
 urlpatterns = [
     path(f"v1/{name}", collect, {"kind": kind}, name=f"collect-{name}")
-    for kind, names in _PATHS.items()
+    for kind, names in PATHS.items()
     for name in names
 ]

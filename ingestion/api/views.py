@@ -75,14 +75,15 @@ class _Refusal(Exception):
         self.status, self.error, self.field, self.extra = status, error, field, extra
 
 
-def _respond(status: int, body: bytes, headers: dict[str, str] | None = None) -> HttpResponse:
-    response = HttpResponse(body, status=status, content_type="application/json")
-    for name, value in (headers or _CORS).items():
-        response[name] = value
-    return response
+# An answer before it becomes an HTTP response: status, JSON body, headers.
+Answer = tuple[int, bytes, dict[str, str]]
 
 
-def _refusal_response(refusal: _Refusal) -> HttpResponse:
+def _respond(status: int, body: bytes, headers: dict[str, str] | None = None) -> Answer:
+    return status, body, headers or _CORS
+
+
+def _refusal_response(refusal: _Refusal) -> Answer:
     payload: dict[str, Any] = {"success": False, "code": _CODES[refusal.status], "message": refusal.error}
     if refusal.field:
         payload["field"] = refusal.field
@@ -156,7 +157,7 @@ def _project_from_body(body: dict[str, Any]) -> Project:
     return project
 
 
-def _collect(request: HttpRequest, kind: str) -> HttpResponse:
+def _collect(request: HttpRequest, kind: str) -> Answer:
     received_at = timezone.now()
     is_batch = kind == "batch"
     project = _project_from_header(request)
@@ -235,16 +236,28 @@ def _collect(request: HttpRequest, kind: str) -> HttpResponse:
     return _respond(200, orjson.dumps(payload))
 
 
-@csrf_exempt
-def collect(request: HttpRequest, kind: str) -> HttpResponse:
-    """One collector endpoint; `kind` is a message type or "batch"."""
+def collect_answer(request: Any, kind: str) -> Answer:
+    """The answer to one collector request. `request` needs `method`, `META`
+    and `body` (raising RequestDataTooBig past the upload limit): a Django
+    request, or the WSGI fast path's (ingestion.api.fast)."""
     if request.method == "OPTIONS":
-        return HttpResponse(status=204, headers=_PREFLIGHT)
+        return 204, b"", _PREFLIGHT
     if request.method != "POST":
-        response = _refusal_response(_Refusal(405, "use POST"))
-        response["Allow"] = "POST, OPTIONS"
-        return response
+        status, body, headers = _refusal_response(_Refusal(405, "use POST"))
+        return status, body, {**headers, "Allow": "POST, OPTIONS"}
     try:
         return _collect(request, kind)
     except _Refusal as refusal:
         return _refusal_response(refusal)
+
+
+@csrf_exempt
+def collect(request: HttpRequest, kind: str) -> HttpResponse:
+    """One collector endpoint; `kind` is a message type or "batch"."""
+    status, body, headers = collect_answer(request, kind)
+    if status == 204:
+        return HttpResponse(status=204, headers=headers)
+    response = HttpResponse(body, status=status, content_type="application/json")
+    for name, value in headers.items():
+        response[name] = value
+    return response

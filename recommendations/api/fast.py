@@ -23,15 +23,13 @@ after the request, as Django's request_finished would.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from django.conf import settings
-from django.db import DEFAULT_DB_ALIAS, InterfaceError, OperationalError, connection, connections
+from django.db import InterfaceError, OperationalError, connection
 from django.http import QueryDict
-from django.http.request import split_domain_port, validate_host
 
+from config.fastpath import connection_release, fast_path_allowed, security_headers
 from recommendations.api.views import answer, user_recommendations_run
 
 logger = logging.getLogger(__name__)
@@ -53,33 +51,9 @@ def route_user_id(environ: dict[str, Any]) -> str | None:
         path = raw.encode("latin-1").decode("utf-8")
     except UnicodeError:
         return None
-    if _is_secure(environ) is False and settings.SECURE_SSL_REDIRECT:
-        return None
-    if not _host_allowed(environ.get("HTTP_HOST") or environ.get("SERVER_NAME", "")):
-        return None  # Django answers 400 Bad Request for a disallowed host
+    if not fast_path_allowed(environ):
+        return None  # Django redirects to HTTPS, or answers 400 for a disallowed host
     return path[len(PREFIX) : -len(SUFFIX)]
-
-
-_hosts_seen: dict[tuple[str, tuple[str, ...]], bool] = {}
-
-
-def _host_allowed(host: str) -> bool:
-    """ALLOWED_HOSTS validation, remembered per Host header (a service sees a few)."""
-    key = (host, tuple(settings.ALLOWED_HOSTS))
-    allowed = _hosts_seen.get(key)
-    if allowed is None:
-        domain, _port = split_domain_port(host)
-        allowed = bool(domain) and validate_host(domain, settings.ALLOWED_HOSTS)
-        if len(_hosts_seen) < 1000:  # bounded: Host is client input
-            _hosts_seen[key] = allowed
-    return allowed
-
-
-def _is_secure(environ: dict[str, Any]) -> bool:
-    header = getattr(settings, "SECURE_PROXY_SSL_HEADER", None)
-    if header:
-        return environ.get(header[0], "").split(",")[0].strip() == header[1]
-    return environ.get("wsgi.url_scheme") == "https"
 
 
 def recommendations_app(environ: dict[str, Any], start_response: Callable[..., Any], user_id: str) -> Iterable[bytes]:
@@ -97,17 +71,8 @@ def recommendations_app(environ: dict[str, Any], start_response: Callable[..., A
         logger.exception("recommendations for %r failed", user_id)
         status, body = 500, b'{"error": "internal_error", "message": "internal error"}'
     finally:
-        _connection_release()
-    headers = [
-        ("Content-Type", "application/json"),
-        ("Content-Length", str(len(body))),
-        ("X-Content-Type-Options", "nosniff"),
-    ]
-    if settings.SECURE_HSTS_SECONDS and _is_secure(environ):
-        value = f"max-age={settings.SECURE_HSTS_SECONDS}"
-        if settings.SECURE_HSTS_INCLUDE_SUBDOMAINS:
-            value += "; includeSubDomains"
-        headers.append(("Strict-Transport-Security", value))
+        connection_release()
+    headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body))), *security_headers(environ)]
     start_response(_REASONS.get(status, f"{status} Error"), headers)
     return [body]
 
@@ -119,25 +84,3 @@ def _answer(environ: dict[str, Any], user_id: str) -> tuple[int, bytes]:
         run=user_recommendations_run(user_id),
         default_limit=10,
     )
-
-
-def _connection_release() -> None:
-    """Django's close_old_connections at the end of a request, minus the health
-    check it would schedule for the next one. Never inside a transaction (the
-    test framework wraps each test in one and keeps its connection)."""
-    db = connections[DEFAULT_DB_ALIAS]  # the wrapper itself: the proxy looks it up per attribute
-    if db.connection is None or db.in_atomic_block:
-        return
-    expired = db.close_at is not None and time.monotonic() >= db.close_at
-    if expired or db.errors_occurred or not db.get_autocommit():
-        db.close()
-
-
-def with_fast_path(django_app: Callable[..., Iterable[bytes]]) -> Callable[..., Iterable[bytes]]:
-    def application(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        user_id = route_user_id(environ)
-        if user_id is None:
-            return django_app(environ, start_response)
-        return recommendations_app(environ, start_response, user_id)
-
-    return application
