@@ -80,6 +80,7 @@ class Stack:
             "LOG_LEVEL": "WARNING",
             "PYTHONUNBUFFERED": "1",
             "INGEST_PUBLISH_LINGER_MS": str(args.linger_ms),
+            "WEB_SWITCH_INTERVAL_MS": str(args.switch_interval_ms),
         }
         if args.without_stored_hooks:
             self.env["DJANGO_SETTINGS_MODULE"] = "bench.ingest_settings_without_hooks"
@@ -137,6 +138,8 @@ def _cpu_delta(before: dict[str, float], after: dict[str, float], load_cpu: floa
             continue
         if name in ("gunicorn", "celery", "postgres"):
             group = name
+        elif name == "uwsgi":
+            group = "gunicorn"  # the web server, whichever it is
         elif name in ("beam.smp", "erl_child_setup", "inet_gethost", "epmd"):
             group = "rabbitmq"
         elif int(pid) == os.getpid():
@@ -283,10 +286,19 @@ def main() -> None:
     # not take this benchmark's messages (nor this one theirs).
     parser.add_argument("--broker", default="amqp://guest:guest@127.0.0.1:5672/bench_ingest")
     parser.add_argument("--port", type=int, default=8391)
+    parser.add_argument("--server", choices=["gunicorn", "uwsgi"], default="gunicorn", help="the collectors' server")
     parser.add_argument("--web-workers", type=int, default=2)
     parser.add_argument("--web-threads", type=int, default=8)
-    parser.add_argument("--ingest-concurrency", type=int, default=2)
+    parser.add_argument("--ingest-concurrency", type=int, default=2, help="prefork pool processes per worker")
+    parser.add_argument(
+        "--ingest-pool",
+        choices=["prefork", "solo"],
+        default="solo",
+        help="solo: --ingest-workers worker processes that run tasks themselves (no pool processes)",
+    )
+    parser.add_argument("--ingest-workers", type=int, default=2, help="worker processes (with --ingest-pool solo)")
     parser.add_argument("--linger-ms", type=int, default=5, help="INGEST_PUBLISH_LINGER_MS of the web process")
+    parser.add_argument("--switch-interval-ms", type=int, default=0, help="WEB_SWITCH_INTERVAL_MS of the web process")
     parser.add_argument(
         "--without-stored-hooks",
         action="store_true",
@@ -296,8 +308,13 @@ def main() -> None:
     parser.add_argument(
         "--batch-rate", type=float, default=100.0, help="batch requests per second offered (0: as fast as answered)"
     )
-    parser.add_argument("--single-rate", type=float, default=0.0, help="single requests per second offered (0: max)")
-    parser.add_argument("--single-connections", type=int, default=16)
+    parser.add_argument(
+        "--single-rate",
+        type=float,
+        default=1500.0,
+        help="single requests per second offered, open loop (0: closed loop, as fast as answered)",
+    )
+    parser.add_argument("--single-connections", type=int, default=64)
     parser.add_argument("--log-dir", default="/tmp/bench-ingest")
     args = parser.parse_args()
     Path(args.log_dir).mkdir(parents=True, exist_ok=True)
@@ -327,45 +344,37 @@ def main() -> None:
             except Exception:  # noqa: BLE001 - the queue does not exist yet
                 pass
 
-        stack.start(
-            [
-                str(BIN / "gunicorn"),
-                "config.wsgi:application",
-                "--bind",
-                f"127.0.0.1:{args.port}",
-                "--worker-class",
-                "gthread",
-                "--workers",
-                str(args.web_workers),
-                "--threads",
-                str(args.web_threads),
-                "--keep-alive",
-                "30",
-                "--backlog",
-                "2048",
-            ],  # fmt: skip
-            "gunicorn",
-        )
-        stack.start(
-            [
-                str(BIN / "celery"),
-                "-A",
-                "config",
-                "worker",
-                "-Q",
-                "ingest",
-                "--concurrency",
-                str(args.ingest_concurrency),
-                "-n",
-                "bench-ingest@%h",
-                "--without-gossip",
-                "--without-mingle",
-                "--without-heartbeat",
-                "-l",
-                "WARNING",
-            ],  # fmt: skip
-            "celery-ingest",
-        )
+        if args.server == "uwsgi":
+            stack.start(
+                [
+                    str(BIN / "uwsgi"), "--http11-socket", f"127.0.0.1:{args.port}", "--module",
+                    "config.wsgi:application", "--master", "--lazy-apps", "--enable-threads",
+                    "--processes", str(args.web_workers), "--threads", str(args.web_threads),
+                    "--disable-logging", "--listen", "1024", "--die-on-term", "--need-app",
+                    "--http-keepalive", "--worker-reload-mercy", "20",
+                ],  # fmt: skip
+                "uwsgi",
+            )
+        else:
+            stack.start(
+                [
+                    str(BIN / "gunicorn"), "config.wsgi:application", "--bind", f"127.0.0.1:{args.port}",
+                    "--worker-class", "gthread", "--workers", str(args.web_workers),
+                    "--threads", str(args.web_threads), "--keep-alive", "30", "--backlog", "2048",
+                ],  # fmt: skip
+                "gunicorn",
+            )
+        worker_argv = [
+            str(BIN / "celery"), "-A", "config", "worker", "-Q", "ingest",
+            "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "WARNING",
+        ]  # fmt: skip
+        if args.ingest_pool == "solo":
+            for n in range(args.ingest_workers):
+                stack.start([*worker_argv, "--pool", "solo", "-n", f"bench-ingest-{n}@%h"], f"celery-ingest-{n}")
+        else:
+            stack.start(
+                [*worker_argv, "--concurrency", str(args.ingest_concurrency), "-n", "bench-ingest@%h"], "celery-ingest"
+            )
         for _ in range(200):
             try:
                 http.client.HTTPConnection("127.0.0.1", args.port, timeout=1).request("GET", "/healthz")
@@ -436,9 +445,14 @@ def main() -> None:
         "duration_s": args.duration,
         "batch_size": args.batch_size,
         "batch_rate_offered": args.batch_rate * args.batch_size,
-        "web": f"gunicorn gthread {args.web_workers}x{args.web_threads}",
-        "ingest_workers": args.ingest_concurrency,
+        "single_rate_offered": args.single_rate,
+        "single_connections": args.single_connections,
+        "web": f"{args.server} {args.web_workers} processes x {args.web_threads} threads",
+        "ingest_workers": (
+            f"{args.ingest_workers} x solo" if args.ingest_pool == "solo" else f"prefork {args.ingest_concurrency}"
+        ),
         "linger_ms": args.linger_ms,
+        "switch_interval_ms": args.switch_interval_ms,
         "stored_event_hooks": not args.without_stored_hooks,
         "broker": args.broker.split(":", 1)[0],
         # CPU seconds per process group over each phase (until all stored), and

@@ -96,7 +96,10 @@ async def _connection(
             n = counter[0]
             counter[0] += 1
             body = templates[n % len(templates)].replace(PLACEHOLDER, b"%010d" % (prefix + n))
-            start = time.perf_counter()
+            # Open loop: latency counts from the scheduled time, so a request
+            # sent late because the previous answer was late is counted late
+            # too (no coordinated omission).
+            start = min(next_send, time.perf_counter()) if interval else time.perf_counter()
             writer.write(head + b"Content-Length: %d\r\n\r\n" % len(body) + body)
             header = await reader.readuntil(b"\r\n\r\n")
             length = 0

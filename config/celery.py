@@ -2,9 +2,10 @@
 delivery), default (everything else). See CELERY_TASK_ROUTES in settings."""
 
 import os
+import time
 
 from celery import Celery
-from celery.signals import task_prerun
+from celery.signals import task_postrun, task_prerun
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
@@ -20,6 +21,15 @@ app.autodiscover_tasks()
 app.conf.CELERY_DB_REUSE_MAX = 2**62
 
 
+# A connection used less than this long ago is taken as working: the health
+# check (`SELECT 1`, a round trip) runs only before a task that follows a pause.
+# Under load that saves a round trip per task; a connection that broke in the
+# last second fails the task on its first query, which then retries (the ingest
+# task's autoretry) on a new connection.
+CONNECTION_CHECK_AFTER_IDLE_SECONDS = 1.0
+_last_task_ended = 0.0
+
+
 @task_prerun.connect
 def _database_connections_check(task: object = None, **kwargs: object) -> None:
     """What Django does at the start of a request: drop connections that are
@@ -30,6 +40,16 @@ def _database_connections_check(task: object = None, **kwargs: object) -> None:
         return
     from django.db import connections
 
+    recently_used = time.monotonic() - _last_task_ended < CONNECTION_CHECK_AFTER_IDLE_SECONDS
     for conn in connections.all(initialized_only=True):
         if not conn.in_atomic_block:
             conn.close_if_unusable_or_obsolete()
+            if recently_used and conn.connection is not None:
+                conn.health_check_done = True
+
+
+@task_postrun.connect
+def _task_ended(task: object = None, **kwargs: object) -> None:
+    global _last_task_ended
+    if not getattr(getattr(task, "request", None), "is_eager", False):
+        _last_task_ended = time.monotonic()

@@ -59,6 +59,9 @@ from ingestion.services import (
 
 logger = logging.getLogger(__name__)
 
+# Chunks larger than this get a bigger work_mem for their statements.
+LARGE_CHUNK = 2000
+
 
 def backfill_chunk_store(*, project_id: int, messages: Sequence[dict[str, Any]]) -> StoreResult:
     """Store one chunk of normalised messages of a project (PostgreSQL only) in
@@ -117,8 +120,10 @@ def _chunk_store_set_based(
     with transaction.atomic():
         # The statements read their JSON parameter into a tuplestore: past
         # work_mem (4 MB by default, ~7,000 events) it spills to a temp file.
-        with connection.cursor() as cursor:
-            cursor.execute("SET LOCAL work_mem = '256MB'")
+        # (Not for the workers' small batches: a round trip for nothing.)
+        if len(messages) > LARGE_CHUNK:
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL work_mem = '256MB'")
         profile_ids = profiles_resolve_many(project_id=project_id, identities=_identities(messages), cached=True)
         rows = [
             [
