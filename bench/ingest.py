@@ -287,6 +287,9 @@ def main() -> None:
     parser.add_argument("--broker", default="amqp://guest:guest@127.0.0.1:5672/bench_ingest")
     parser.add_argument("--port", type=int, default=8391)
     parser.add_argument("--server", choices=["gunicorn", "uwsgi"], default="gunicorn", help="the collectors' server")
+    parser.add_argument(
+        "--uwsgi-router", action="store_true", help="uWSGI's HTTP router process in front of its workers"
+    )
     parser.add_argument("--web-workers", type=int, default=2)
     parser.add_argument("--web-threads", type=int, default=8)
     parser.add_argument("--ingest-concurrency", type=int, default=2, help="prefork pool processes per worker")
@@ -347,20 +350,48 @@ def main() -> None:
         if args.server == "uwsgi":
             stack.start(
                 [
-                    str(BIN / "uwsgi"), "--http11-socket", f"127.0.0.1:{args.port}", "--module",
-                    "config.wsgi:application", "--master", "--lazy-apps", "--enable-threads",
-                    "--processes", str(args.web_workers), "--threads", str(args.web_threads),
-                    "--disable-logging", "--listen", "1024", "--die-on-term", "--need-app",
-                    "--http-keepalive", "--worker-reload-mercy", "20",
+                    str(BIN / "uwsgi"),
+                    *(
+                        ["--http", f"127.0.0.1:{args.port}", "--http-keepalive"]
+                        if args.uwsgi_router
+                        else ["--http11-socket", f"127.0.0.1:{args.port}"]
+                    ),
+                    "--module",
+                    "config.wsgi:application",
+                    "--master",
+                    "--lazy-apps",
+                    "--enable-threads",
+                    "--processes",
+                    str(args.web_workers),
+                    "--threads",
+                    str(args.web_threads),
+                    "--disable-logging",
+                    "--listen",
+                    "1024",
+                    "--die-on-term",
+                    "--need-app",
+                    "--worker-reload-mercy",
+                    "20",
                 ],  # fmt: skip
                 "uwsgi",
             )
         else:
             stack.start(
                 [
-                    str(BIN / "gunicorn"), "config.wsgi:application", "--bind", f"127.0.0.1:{args.port}",
-                    "--worker-class", "gthread", "--workers", str(args.web_workers),
-                    "--threads", str(args.web_threads), "--keep-alive", "30", "--backlog", "2048",
+                    str(BIN / "gunicorn"),
+                    "config.wsgi:application",
+                    "--bind",
+                    f"127.0.0.1:{args.port}",
+                    "--worker-class",
+                    "gthread",
+                    "--workers",
+                    str(args.web_workers),
+                    "--threads",
+                    str(args.web_threads),
+                    "--keep-alive",
+                    "30",
+                    "--backlog",
+                    "2048",
                 ],  # fmt: skip
                 "gunicorn",
             )

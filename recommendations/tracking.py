@@ -29,10 +29,11 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
+import orjson
 from django.conf import settings
-from django.db import close_old_connections, transaction
+from django.db import close_old_connections, connection, transaction
 from django.utils import timezone
 
 from crm.bulk import insert_new_rows
@@ -259,18 +260,10 @@ def _order_products(properties: dict[str, Any]) -> list[tuple[str, str | None]]:
 
 
 def events_stored_hook(project_id: int, events: Sequence[Any]) -> None:
-    """ingestion's stored-events hook (settings.INGEST_STORED_EVENT_HOOKS)."""
-    tracked = [
-        TrackedEvent(
-            profile_id=e.profile_id,
-            name=e.name,
-            properties=e.properties or {},
-            timestamp=e.timestamp,
-            message_id=e.message_id,
-        )
-        for e in events
-        if e.type == "track" and (e.name in CLICK_EVENTS or e.name in ORDER_EVENTS)
-    ]
+    """ingestion's stored-events hook (settings.INGEST_STORED_EVENT_HOOKS).
+    ingestion.hooks.StoredEvent has every field of TrackedEvent: passed as they
+    are (this runs for every ingested batch; a copy per event was measurable)."""
+    tracked = [e for e in events if e.type == "track" and (e.name in CLICK_EVENTS or e.name in ORDER_EVENTS)]
     if tracked:
         engagements_attribute(project_id=project_id, events=tracked)
 
@@ -296,13 +289,14 @@ def engagements_attribute(*, project_id: int, events: Sequence[TrackedEvent]) ->
             project_id=project_id, id__in={rid for _, _, rid, _ in wanted if rid}
         )
     }
-    recent = _served_recently(project_id=project_id, wanted=wanted, by_id=by_id)
+    windows = _windows()
+    recent = _served_recently(project_id=project_id, wanted=wanted, by_id=by_id, windows=windows)
     new: list[RecommendationEngagement] = []
     seen: set[tuple[str, int, str]] = set()
     for event, pid, rid, kind in wanted:
         served = by_id.get(rid) if rid else None
         if served is None or pid not in served.products:
-            served = _served_within(recent.get(event.profile_id, ()), event=event, product_id=pid, kind=kind)
+            served = _served_within(recent.get(event.profile_id, ()), event=event, product_id=pid, window=windows[kind])
         if served is None:
             continue
         slot = served.products.index(pid)
@@ -345,46 +339,64 @@ def engagements_attribute(*, project_id: int, events: Sequence[TrackedEvent]) ->
     return len(new)
 
 
-def _window(kind: str) -> timedelta:
-    if kind == EngagementKind.CLICK:
-        return timedelta(minutes=settings.RECS_CLICK_WINDOW_MINUTES)
-    return timedelta(hours=settings.RECS_CONVERSION_WINDOW_HOURS)
+def _windows() -> dict[str, timedelta]:
+    return {
+        EngagementKind.CLICK: timedelta(minutes=settings.RECS_CLICK_WINDOW_MINUTES),
+        EngagementKind.CONVERSION: timedelta(hours=settings.RECS_CONVERSION_WINDOW_HOURS),
+    }
 
 
 # Client clocks run a little behind the server's: a list served "just after" the event counts.
 _CLOCK_SLACK = timedelta(seconds=5)
 
 
+class _Served(NamedTuple):
+    """What attribution reads of a served list (a model instance per row was
+    most of this hook's cost: it runs for every ingested batch)."""
+
+    id: str
+    profile_id: int
+    surface: str
+    products: list[str]
+    created_at: datetime
+
+
 def _served_recently(
-    *, project_id: int, wanted: Sequence[tuple[TrackedEvent, str, str | None, str]], by_id: dict
-) -> dict[int, list[RecommendationServed]]:
+    *,
+    project_id: int,
+    wanted: Sequence[tuple[TrackedEvent, str, str | None, str]],
+    by_id: dict,
+    windows: dict[str, timedelta],
+) -> dict[int, list[_Served]]:
     """Lists served to the batch's profiles within the attribution windows, newest
     first, in one query for the whole batch (index recs_served_profile_time); only
-    for events whose own recommendation id did not settle them."""
+    for events whose own recommendation id did not settle them. The profile ids
+    go as one array parameter: one plan, whatever the batch's size."""
     pending = [
         (event, kind) for event, pid, rid, kind in wanted if not (rid and rid in by_id and pid in by_id[rid].products)
     ]
     if not pending:
         return {}
-    earliest = min(event.timestamp - _window(kind) for event, kind in pending)
+    earliest = min(event.timestamp - windows[kind] for event, kind in pending)
     latest = max(event.timestamp for event, _ in pending) + _CLOCK_SLACK
-    out: dict[int, list[RecommendationServed]] = defaultdict(list)
-    for served in RecommendationServed.objects.filter(
-        project_id=project_id,
-        profile_id__in={event.profile_id for event, _ in pending},
-        created_at__gte=earliest,
-        created_at__lte=latest,
-    ).order_by("-created_at"):
-        out[served.profile_id].append(served)
+    out: dict[int, list[_Served]] = defaultdict(list)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT id, profile_id, surface, products::text, created_at FROM {RecommendationServed._meta.db_table} "
+            "WHERE project_id = %s AND profile_id = ANY(%s) AND created_at >= %s AND created_at <= %s "
+            "ORDER BY created_at DESC",
+            [project_id, list({event.profile_id for event, _ in pending}), earliest, latest],
+        )
+        for served_id, profile_id, surface, products, created_at in cursor.fetchall():
+            products = orjson.loads(products) if isinstance(products, str | bytes) else products
+            out[profile_id].append(_Served(served_id, profile_id, surface, products, created_at))
     return out
 
 
-def _served_within(
-    candidates: Sequence[RecommendationServed], *, event: TrackedEvent, product_id: str, kind: str
-) -> RecommendationServed | None:
+def _served_within(candidates: Sequence[Any], *, event: TrackedEvent, product_id: str, window: timedelta) -> Any:
     """The newest of the profile's lists served within the window before the event
     that contains the product."""
-    start, end = event.timestamp - _window(kind), event.timestamp + _CLOCK_SLACK
+    start, end = event.timestamp - window, event.timestamp + _CLOCK_SLACK
     for served in candidates:
         if start <= served.created_at <= end and product_id in served.products:
             return served
