@@ -4,22 +4,27 @@ separate process, figures on the last line as one JSON object.
     .venv/bin/python bench/ingest.py [--duration 20] [--broker amqp://guest:guest@127.0.0.1:5672/bench_ingest]
 
 Starts, against a fresh PostgreSQL database (dropped and created):
-gunicorn (config.wsgi, gthread workers, as in production) and one Celery worker
-process on the `ingest` queue. Then:
+the collectors' web server (config.wsgi on uWSGI or gunicorn, --server) and the
+Celery workers of the `ingest` queue (--ingest-pool, --ingest-workers). Then:
 
 1. warm-up: every benchmark user is identified once through the collector, and
    the tables are ANALYZEd (a store in service has its users and statistics);
-2. batches of 100 events from bench/ingest_load.py for --duration seconds,
-   offered at --batch-rate requests/s (default 100: the 10,000 events/s target;
-   0 posts as fast as the collector answers), while a probe posts one `Product Viewed` every 100 ms and times how long
-   after the collector's 200 the product is first in the profile's
-   recent_viewed (`freshness_*`); then waits until every accepted event is
+2. the target load: batches of 100 events from bench/ingest_load.py for
+   --duration seconds, offered at --batch-rate requests/s (default 100: 10,000
+   events/s, open loop), while a probe posts one `Product Viewed` every 100 ms
+   and times how long after the collector's 200 the product is first in the
+   profile's recent_viewed (`freshness_*`); then waits until every accepted
+   event is stored (`events_per_s_stored_at_target`);
+3. capacity: the same batches offered above the target, at --capacity-rate
+   requests/s (default 120: 12,000 events/s), until every accepted event is
    stored (`events_per_s_stored` = accepted events / time from the first
-   request until the last one was stored);
-3. single-event requests (`/v1/track`) for --duration seconds, as fast as
-   answered on --single-connections keep-alive connections
-   (`single_requests_per_s`, `p50_ms`, `p99_ms` of those requests), and the
-   time until they are stored.
+   request until the last one was stored: what the pipeline stores end to end
+   when offered more than it can take; offered exactly the target, that ratio
+   could not reach the target even for a pipeline that keeps up);
+4. single-event requests (`/v1/track`) for --duration seconds, offered open
+   loop at --single-rate requests/s over --single-connections keep-alive
+   connections (`single_requests_per_s`, and `p50_ms`, `p99_ms` timed from
+   each request's scheduled send), and the time until they are stored.
 
 Each phase also reports the CPU seconds every group of processes used on the
 machine meanwhile (`*_phase_cpu_s`, "other" being work that is not this
@@ -279,19 +284,21 @@ def _pct(values: list[float], p: float) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=float, default=20.0, help="seconds per load phase")
-    parser.add_argument("--users", type=int, default=10_000)
+    parser.add_argument("--users", type=int, default=50_000)
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--database", default="postgres://postgres@127.0.0.1:5432/engage_bench_ingest")
     # A vhost of its own: a worker of another test run on the same broker must
     # not take this benchmark's messages (nor this one theirs).
     parser.add_argument("--broker", default="amqp://guest:guest@127.0.0.1:5672/bench_ingest")
     parser.add_argument("--port", type=int, default=8391)
-    parser.add_argument("--server", choices=["gunicorn", "uwsgi"], default="gunicorn", help="the collectors' server")
+    parser.add_argument("--server", choices=["gunicorn", "uwsgi"], default="uwsgi", help="the collectors' server")
     parser.add_argument(
         "--uwsgi-router", action="store_true", help="uWSGI's HTTP router process in front of its workers"
     )
     parser.add_argument("--web-workers", type=int, default=2)
-    parser.add_argument("--web-threads", type=int, default=8)
+    # uWSGI's HTTP/1.1 socket gives a thread to each kept-alive connection: as
+    # many threads as the load's connections (64 single + 8 batch + the probe).
+    parser.add_argument("--web-threads", type=int, default=40)
     parser.add_argument("--ingest-concurrency", type=int, default=2, help="prefork pool processes per worker")
     parser.add_argument(
         "--ingest-pool",
@@ -308,6 +315,9 @@ def main() -> None:
         help="run the worker without INGEST_STORED_EVENT_HOOKS (bench/ingest_settings_without_hooks.py)",
     )
     parser.add_argument("--batch-connections", type=int, default=8)
+    parser.add_argument(
+        "--capacity-rate", type=float, default=120.0, help="batch requests per second offered in the capacity phase"
+    )
     parser.add_argument(
         "--batch-rate", type=float, default=100.0, help="batch requests per second offered (0: as fast as answered)"
     )
@@ -432,7 +442,7 @@ def main() -> None:
         with db.cursor() as cur:
             cur.execute("ANALYZE")
 
-        _log(f"phase 1: batches of {args.batch_size} for {args.duration} s, with the freshness probe")
+        _log(f"target load: batches of {args.batch_size} for {args.duration} s, with the freshness probe")
         probe = FreshnessProbe(args, write_key, project_id)
         counter = StoredCounter(db, project_id)
         cpu_before = _cpu_by_process()
@@ -442,11 +452,21 @@ def main() -> None:
         probe.stop_event.set()
         probe.join()
         stored_at = counter.wait_for(batch["events_accepted"] + len(probe.samples), timeout=900)
-        events_per_s_stored = batch["events_accepted"] / (stored_at - started)
+        events_per_s_stored_at_target = batch["events_accepted"] / (stored_at - started)
         batch_cpu = _cpu_delta(cpu_before, _cpu_by_process(), batch["cpu_s"])
         batch_wall = stored_at - started
 
-        _log(f"phase 2: single-event requests for {args.duration} s")
+        _log(f"capacity: batches offered at {args.capacity_rate * args.batch_size:g} events/s for {args.duration} s")
+        counter = StoredCounter(db, project_id)
+        cpu_before = _cpu_by_process()
+        started = time.perf_counter()
+        capacity = _load(args, write_key, "batch", 5 * 10**8, args.batch_connections, args.capacity_rate)
+        capacity_stored_at = counter.wait_for(capacity["events_accepted"], timeout=900)
+        events_per_s_stored = capacity["events_accepted"] / (capacity_stored_at - started)
+        capacity_cpu = _cpu_delta(cpu_before, _cpu_by_process(), capacity["cpu_s"])
+        capacity_wall = capacity_stored_at - started
+
+        _log(f"single-event requests offered at {args.single_rate:g}/s for {args.duration} s")
         counter = StoredCounter(db, project_id)
         cpu_before = _cpu_by_process()
         started = time.perf_counter()
@@ -460,6 +480,8 @@ def main() -> None:
     result = {
         "events_per_s_accepted": batch["events_per_s_accepted"],
         "events_per_s_stored": round(events_per_s_stored, 1),
+        "events_per_s_stored_at_target": round(events_per_s_stored_at_target, 1),
+        "capacity_events_per_s_accepted": capacity["events_per_s_accepted"],
         "single_requests_per_s": single["requests_per_s"],
         "p50_ms": single["p50_ms"],
         "p99_ms": single["p99_ms"],
@@ -476,6 +498,7 @@ def main() -> None:
         "duration_s": args.duration,
         "batch_size": args.batch_size,
         "batch_rate_offered": args.batch_rate * args.batch_size,
+        "capacity_rate_offered": args.capacity_rate * args.batch_size,
         "single_rate_offered": args.single_rate,
         "single_connections": args.single_connections,
         "web": f"{args.server} {args.web_workers} processes x {args.web_threads} threads",
@@ -490,6 +513,8 @@ def main() -> None:
         # the wall time: shows what the benchmark got of the 2 cores.
         "batch_phase_cpu_s": batch_cpu,
         "batch_phase_wall_s": round(batch_wall, 1),
+        "capacity_phase_cpu_s": capacity_cpu,
+        "capacity_phase_wall_s": round(capacity_wall, 1),
         "single_phase_cpu_s": single_cpu,
         "single_phase_wall_s": round(single_wall, 1),
     }
