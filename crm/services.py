@@ -952,6 +952,9 @@ def devices_upsert_many(*, project_id: int, devices: Sequence[DeviceIn]) -> None
         )
 
 
+# The activity field that changes each JSON column of the profile.
+_JSON_COLUMN_ACTIVITY = {"traits": "traits", "recent_viewed": "viewed", "recent_purchased": "purchased"}
+
 _PROFILE_SQL_TYPES = {
     "traits": "jsonb", "recent_viewed": "jsonb", "recent_purchased": "jsonb", "birth_date": "date",
     "first_seen": "timestamptz", "last_seen": "timestamptz",
@@ -988,7 +991,11 @@ def profiles_apply_activity_many(*, project_id: int, activities: dict[int, Profi
             row = dict(zip(wanted, values, strict=True))
             for column in json_columns:
                 if isinstance(row[column], str):
-                    row[column] = orjson.loads(row[column])
+                    # Parsed only when this activity changes it; otherwise kept
+                    # as it came, and written back as it came if another row
+                    # changes the column (orjson.Fragment: embedded verbatim).
+                    touched = getattr(activity, _JSON_COLUMN_ACTIVITY[column])
+                    row[column] = orjson.loads(row[column]) if touched else orjson.Fragment(row[column])
             changed = _activity_apply(row, activity)
             if changed:
                 changed_columns |= changed

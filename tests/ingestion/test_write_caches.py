@@ -113,3 +113,25 @@ def test_events_have_no_database_constraint_but_deletes_still_cascade(project_a,
     assert list(Event.objects.values_list("project_id", flat=True)) == [project_b[0].pk]
     project_b[0].delete()
     assert Event.objects.count() == 0
+
+
+def test_a_json_column_another_profile_changes_is_written_back_unchanged(project_a):
+    """profiles_apply_activity_many parses a profile's recent lists only when its
+    activity changes them; one row's change makes the UPDATE write the column
+    for every changed row, the others' values as they were."""
+    project = project_a[0]
+    viewer = Profile.objects.create(project=project, recent_viewed=["v1"], recent_purchased=["b1", "b2"], last_seen=T0)
+    buyer = Profile.objects.create(project=project, recent_viewed=["v9", "v8"], recent_purchased=[], last_seen=T0)
+    later = T0 + timedelta(hours=1)
+    changed = services.profiles_apply_activity_many(
+        project_id=project.pk,
+        activities={
+            viewer.pk: services.ProfileActivity(viewed=["v2"], first_seen=later, last_seen=later),
+            buyer.pk: services.ProfileActivity(purchased=["b3"], first_seen=later, last_seen=later),
+        },
+    )
+    assert changed == 2
+    viewer.refresh_from_db()
+    buyer.refresh_from_db()
+    assert (viewer.recent_viewed, viewer.recent_purchased, viewer.last_seen) == (["v2", "v1"], ["b1", "b2"], later)
+    assert (buyer.recent_viewed, buyer.recent_purchased, buyer.last_seen) == (["v9", "v8"], ["b3"], later)
