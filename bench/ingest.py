@@ -7,7 +7,9 @@ Starts, against a fresh PostgreSQL database (dropped and created):
 the collectors' web server (config.wsgi on uWSGI or gunicorn, --server) and the
 Celery workers of the `ingest` queue (--ingest-pool, --ingest-workers). Then:
 
-1. warm-up: every benchmark user is identified once through the collector, and
+1. warm-up: every benchmark user is identified once through the collector,
+   then batches like the target load's run for --warm-seconds (the workers'
+   memory of identities and devices fills, as in a store in service), and
    the tables are ANALYZEd (a store in service has its users and statistics);
 2. the target load: batches of 100 events from bench/ingest_load.py for
    --duration seconds, offered at --batch-rate requests/s (default 100: 10,000
@@ -185,7 +187,13 @@ class StoredCounter:
 
 
 def _load(
-    args: argparse.Namespace, write_key: str, mode: str, prefix: int, connections: int, rate: float
+    args: argparse.Namespace,
+    write_key: str,
+    mode: str,
+    prefix: int,
+    connections: int,
+    rate: float,
+    duration: float | None = None,
 ) -> dict[str, Any]:
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run(
@@ -199,7 +207,7 @@ def _load(
             "--mode",
             mode,
             "--duration",
-            str(args.duration),
+            str(duration or args.duration),
             "--connections",
             str(connections),
             "--users",
@@ -315,6 +323,9 @@ def main() -> None:
         help="run the worker without INGEST_STORED_EVENT_HOOKS (bench/ingest_settings_without_hooks.py)",
     )
     parser.add_argument("--batch-connections", type=int, default=8)
+    parser.add_argument(
+        "--warm-seconds", type=float, default=20.0, help="seconds of batch traffic after the identify warm-up"
+    )
     parser.add_argument(
         "--capacity-rate", type=float, default=120.0, help="batch requests per second offered in the capacity phase"
     )
@@ -439,6 +450,16 @@ def main() -> None:
             response.read()
             assert response.status == 200, response.status
         warm_counter.wait_for(args.users, timeout=300)
+        if args.warm_seconds:
+            # Traffic like the load's for a while: the workers' memory of
+            # identities and devices (crm.services) fills as in a store in
+            # service, where workers run for days.
+            _log(f"warm-up: batches for {args.warm_seconds:g} s")
+            warm_counter = StoredCounter(db, project_id)
+            warm_load = _load(
+                args, write_key, "batch", 2 * 10**9, args.batch_connections, args.batch_rate, args.warm_seconds
+            )
+            warm_counter.wait_for(warm_load["events_accepted"], timeout=600)
         with db.cursor() as cur:
             cur.execute("ANALYZE")
 
