@@ -97,7 +97,8 @@ def celery_worker_process(transactional_db: None):  # noqa: ANN201
     and `broker`: the worker is another process, so it needs committed data
     (transactional_db) and a database it can reach (not in-memory SQLite).
 
-    Usage: `proc = celery_worker_process(queues=["ingest"])`; every process
+    Usage: `proc = celery_worker_process(queues=["ingest"])` (`pool="solo"` as
+    the README runs the ingest workers); every process
     started is terminated after the test. Queues are purged before the first start.
     """
     import subprocess
@@ -125,7 +126,11 @@ def celery_worker_process(transactional_db: None):  # noqa: ANN201
                     channel = conn.channel()
 
     def start(
-        queues: list[str], concurrency: int = 1, extra_env: dict[str, str] | None = None, log_path: str | None = None
+        queues: list[str],
+        concurrency: int = 1,
+        extra_env: dict[str, str] | None = None,
+        log_path: str | None = None,
+        pool: str = "prefork",
     ) -> subprocess.Popen:
         if not started:
             purge(queues)
@@ -141,8 +146,7 @@ def celery_worker_process(transactional_db: None):  # noqa: ANN201
                 "worker",
                 "-Q",
                 ",".join(queues),
-                "-c",
-                str(concurrency),
+                *(["--pool", "solo"] if pool == "solo" else ["-c", str(concurrency)]),
                 "--without-gossip",
                 "--without-mingle",
                 "--without-heartbeat",
@@ -177,3 +181,62 @@ def celery_worker_process(transactional_db: None):  # noqa: ANN201
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+@pytest.fixture
+def uwsgi_process(transactional_db: None):  # noqa: ANN201
+    """Start config.wsgi on real uWSGI processes (as the README runs them),
+    against the test database and the configured broker; returns the port.
+
+    Usage: `port = uwsgi_process("--processes", "2", "--threads", "4", env={...})`.
+    The whole process group is stopped after the test: workers must not outlive
+    it with their database connections (the test database is dropped at the end)."""
+    import contextlib
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from django.db import connection
+
+    db = connection.settings_dict
+    database_url = (
+        f"postgres://{db['USER'] or 'postgres'}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+    )
+    started: list[subprocess.Popen] = []
+
+    def start(*args: str, env: dict[str, str] | None = None) -> int:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        proc = subprocess.Popen(
+            [str(Path(sys.executable).with_name("uwsgi")), "--http11-socket", f"127.0.0.1:{port}",
+             "--module", "config.wsgi:application", "--master", "--lazy-apps", "--enable-threads",
+             "--die-on-term", "--need-app", "--disable-logging", *args],
+            env={**os.environ, "DATABASE_URL": database_url, **(env or {})},
+            cwd=Path(__file__).resolve().parents[1], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )  # fmt: skip
+        started.append(proc)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return port
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise AssertionError("uWSGI did not start") from None
+                time.sleep(0.2)
+
+    yield start
+    for proc in started:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)

@@ -118,9 +118,10 @@ def test_official_sdks_end_to_end(live_server, celery_worker_process):
 
 
 def test_worker_killed_mid_batch_loses_nothing_and_stores_everything_once(live_server, celery_worker_process):
-    """kill -9 of the worker (parent and pool process) while it waits inside a
-    batch: chunk 1 (1,000 messages) is committed, chunk 2 is not. The broker
-    redelivers the unacknowledged message to the restarted worker."""
+    """kill -9 of the worker (`--pool solo`, as production runs it) while it
+    waits inside a batch: chunk 1 (1,000 messages) is committed, chunk 2 is
+    not. The broker redelivers the unacknowledged message to the restarted
+    worker. (The prefork pool is what the SDK test above runs.)"""
     project, keys = project_create(name="Kill shop")
     blocker_profile = profile_upsert(project_id=project.pk, user_id="blocked")
     auth = "Basic " + base64.b64encode(f"{keys.write_key}:".encode()).decode()
@@ -143,7 +144,7 @@ def test_worker_killed_mid_batch_loses_nothing_and_stores_everything_once(live_s
     lock_cursor = lock.cursor()
     lock_cursor.execute("SELECT id FROM crm_profile WHERE id = %s FOR UPDATE", [blocker_profile.pk])
 
-    worker = celery_worker_process(queues=["ingest"])
+    worker = celery_worker_process(queues=["ingest"], pool="solo")
     status, answer = http_post(
         live_server.url + "/v1/batch",
         json.dumps({"batch": messages}).encode(),
@@ -158,7 +159,7 @@ def test_worker_killed_mid_batch_loses_nothing_and_stores_everything_once(live_s
     worker.wait(timeout=10)
     lock.rollback()
     lock.close()
-    celery_worker_process(queues=["ingest"])
+    celery_worker_process(queues=["ingest"], pool="solo")
     wait_for(lambda: Event.objects.filter(project=project).count() == 1020, timeout=90, what="redelivery stored")
     time.sleep(1.0)  # nothing else arrives later
     assert Event.objects.filter(project=project).count() == 1020
