@@ -371,7 +371,7 @@ def _served_recently(
     """Lists served to the batch's profiles within the attribution windows, newest
     first, in one query for the whole batch (index recs_served_profile_time); only
     for events whose own recommendation id did not settle them. The profile ids
-    go as one array parameter: one plan, whatever the batch's size."""
+    go as one array parameter on PostgreSQL: one plan, whatever the batch's size."""
     pending = [
         (event, kind) for event, pid, rid, kind in wanted if not (rid and rid in by_id and pid in by_id[rid].products)
     ]
@@ -380,16 +380,27 @@ def _served_recently(
     earliest = min(event.timestamp - windows[kind] for event, kind in pending)
     latest = max(event.timestamp for event, _ in pending) + _CLOCK_SLACK
     out: dict[int, list[_Served]] = defaultdict(list)
+    profile_ids = list({event.profile_id for event, _ in pending})
+    if connection.vendor != "postgresql":
+        rows = (
+            RecommendationServed.objects.filter(
+                project_id=project_id, profile_id__in=profile_ids, created_at__gte=earliest, created_at__lte=latest
+            )
+            .order_by("-created_at")
+            .values_list("id", "profile_id", "surface", "products", "created_at")
+        )
+        for row in rows:
+            out[row[1]].append(_Served(*row))
+        return out
     with connection.cursor() as cursor:
         cursor.execute(
             f"SELECT id, profile_id, surface, products::text, created_at FROM {RecommendationServed._meta.db_table} "
             "WHERE project_id = %s AND profile_id = ANY(%s) AND created_at >= %s AND created_at <= %s "
             "ORDER BY created_at DESC",
-            [project_id, list({event.profile_id for event, _ in pending}), earliest, latest],
+            [project_id, profile_ids, earliest, latest],
         )
         for served_id, profile_id, surface, products, created_at in cursor.fetchall():
-            products = orjson.loads(products) if isinstance(products, str | bytes) else products
-            out[profile_id].append(_Served(served_id, profile_id, surface, products, created_at))
+            out[profile_id].append(_Served(served_id, profile_id, surface, orjson.loads(products), created_at))
     return out
 
 
