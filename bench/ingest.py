@@ -315,7 +315,7 @@ def main() -> None:
         help="solo: --ingest-workers worker processes that run tasks themselves (no pool processes)",
     )
     parser.add_argument("--ingest-workers", type=int, default=2, help="worker processes (with --ingest-pool solo)")
-    parser.add_argument("--linger-ms", type=int, default=5, help="INGEST_PUBLISH_LINGER_MS of the web process")
+    parser.add_argument("--linger-ms", type=int, default=10, help="INGEST_PUBLISH_LINGER_MS of the web process")
     parser.add_argument("--switch-interval-ms", type=int, default=0, help="WEB_SWITCH_INTERVAL_MS of the web process")
     parser.add_argument(
         "--without-stored-hooks",

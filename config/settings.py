@@ -188,7 +188,7 @@ CELERY_TIMEZONE = "UTC"
 INGEST_PUBLISH_TIMEOUT = env_int("INGEST_PUBLISH_TIMEOUT", 5)
 INGEST_RETRY_AFTER = env_int("INGEST_RETRY_AFTER", 10)
 # Milliseconds a publish may wait for more requests to share it (0: none).
-INGEST_PUBLISH_LINGER_MS = env_int("INGEST_PUBLISH_LINGER_MS", 5)
+INGEST_PUBLISH_LINGER_MS = env_int("INGEST_PUBLISH_LINGER_MS", 10)
 # Later stages plugged into ingestion (see ingestion/hooks.py).
 INGEST_RESPONSE_HOOKS = ["campaigns.channels.inapp.collector_response"]
 INGEST_STORED_EVENT_HOOKS = ["recommendations.tracking.events_stored_hook"]
