@@ -22,6 +22,7 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 
 from config.fastpath import connection_release, fast_path_allowed, security_headers
@@ -58,8 +59,6 @@ class WsgiRequest:
 
     @property
     def body(self) -> bytes:
-        from django.conf import settings
-
         try:
             length = int(self.META.get("CONTENT_LENGTH") or 0)
         except ValueError:
