@@ -240,3 +240,46 @@ def uwsgi_process(transactional_db: None):  # noqa: ANN201
             pass
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
+
+
+def wsgi_call(
+    path: str,
+    *,
+    method: str = "GET",
+    query: str = "",
+    body: bytes = b"",
+    host: str = "testserver",
+    scheme: str = "http",
+    **headers: str,
+) -> tuple[int, dict[str, str], bytes]:
+    """config.wsgi.application called as a WSGI server calls it (fast paths
+    included, which Django's test client does not reach); returns status,
+    headers and body. `headers` are environ keys (HTTP_AUTHORIZATION=...)."""
+    from io import BytesIO
+
+    from django.core import signals
+    from django.db import close_old_connections
+
+    from config.wsgi import application
+
+    environ = {
+        "REQUEST_METHOD": method, "PATH_INFO": path, "QUERY_STRING": query, "SERVER_NAME": "testserver",
+        "SERVER_PORT": "80", "HTTP_HOST": host, "wsgi.url_scheme": scheme, "wsgi.input": BytesIO(body),
+        "wsgi.errors": BytesIO(), "SERVER_PROTOCOL": "HTTP/1.1", "CONTENT_LENGTH": str(len(body)),
+        "CONTENT_TYPE": "application/json", **headers,
+    }  # fmt: skip
+    seen: dict[str, object] = {}
+
+    def start_response(status: str, response_headers: list, exc_info: object = None) -> None:
+        seen["status"], seen["headers"] = status, dict(response_headers)
+
+    # As Django's test client does: the request signals must not close the test's
+    # connection (it is inside the test's transaction).
+    signals.request_started.disconnect(close_old_connections)
+    signals.request_finished.disconnect(close_old_connections)
+    try:
+        answer = b"".join(application(environ, start_response))
+    finally:
+        signals.request_started.connect(close_old_connections)
+        signals.request_finished.connect(close_old_connections)
+    return int(str(seen["status"]).split()[0]), seen["headers"], answer  # type: ignore[return-value]

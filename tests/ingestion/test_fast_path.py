@@ -3,40 +3,17 @@ Django view, stores the same events, and leaves to Django what it must not answe
 
 import gzip
 import json
-from io import BytesIO
 
 import pytest
-from django.core import signals
-from django.db import close_old_connections
 
-from config.wsgi import application
 from crm.models import Event
-from tests.conftest import basic_header
+from tests.conftest import basic_header, wsgi_call
 
 pytestmark = pytest.mark.django_db
 
 
 def call(path, body=b"", method="POST", host="testserver", scheme="http", **headers):
-    environ = {
-        "REQUEST_METHOD": method, "PATH_INFO": path, "QUERY_STRING": "", "SERVER_NAME": "testserver",
-        "SERVER_PORT": "80", "HTTP_HOST": host, "wsgi.url_scheme": scheme, "wsgi.input": BytesIO(body),
-        "wsgi.errors": BytesIO(), "SERVER_PROTOCOL": "HTTP/1.1", "CONTENT_LENGTH": str(len(body)),
-        "CONTENT_TYPE": "application/json", **headers,
-    }  # fmt: skip
-    seen = {}
-
-    def start_response(status, headers, exc_info=None):
-        seen["status"], seen["headers"] = status, dict(headers)
-
-    # As Django's test client does: the request signals must not close the test's connection.
-    signals.request_started.disconnect(close_old_connections)
-    signals.request_finished.disconnect(close_old_connections)
-    try:
-        answer = b"".join(application(environ, start_response))
-    finally:
-        signals.request_started.connect(close_old_connections)
-        signals.request_finished.connect(close_old_connections)
-    return int(seen["status"].split()[0]), seen["headers"], answer
+    return wsgi_call(path, method=method, body=body, host=host, scheme=scheme, **headers)
 
 
 def track(**fields):

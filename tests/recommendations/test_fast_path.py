@@ -2,41 +2,17 @@
 request it should not answer to Django."""
 
 import json
-from io import BytesIO
 
 import pytest
-from django.core import signals
-from django.db import close_old_connections
 
-from config.wsgi import application
 from recommendations.models import RecommendationServed
-from tests.conftest import bearer_client
+from tests.conftest import bearer_client, wsgi_call
 from tests.recommendations.serving_data import catalog_write, user_write, version_write
 
 
 def call(path, query="", method="GET", auth=None, host="testserver", scheme="http"):
-    environ = {
-        "REQUEST_METHOD": method, "PATH_INFO": path, "QUERY_STRING": query, "SERVER_NAME": "testserver",
-        "SERVER_PORT": "80", "HTTP_HOST": host, "wsgi.url_scheme": scheme, "wsgi.input": BytesIO(b""),
-        "wsgi.errors": BytesIO(), "SERVER_PROTOCOL": "HTTP/1.1",
-    }  # fmt: skip
-    if auth:
-        environ["HTTP_AUTHORIZATION"] = auth
-    seen = {}
-
-    def start_response(status, headers, exc_info=None):
-        seen["status"], seen["headers"] = status, dict(headers)
-
-    # As Django's test client does: the request signals must not close the test's
-    # connection (it is inside the test's transaction).
-    signals.request_started.disconnect(close_old_connections)
-    signals.request_finished.disconnect(close_old_connections)
-    try:
-        body = b"".join(application(environ, start_response))
-    finally:
-        signals.request_started.connect(close_old_connections)
-        signals.request_finished.connect(close_old_connections)
-    return int(seen["status"].split()[0]), seen["headers"], body
+    headers = {"HTTP_AUTHORIZATION": auth} if auth else {}
+    return wsgi_call(path, method=method, query=query, host=host, scheme=scheme, **headers)
 
 
 @pytest.fixture
