@@ -6,6 +6,8 @@ answer, and the end-of-request database connection rules."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterable
+from http import HTTPStatus
 from typing import Any
 
 from django.conf import settings
@@ -51,6 +53,22 @@ def security_headers(environ: dict[str, Any]) -> list[tuple[str, str]]:
             value += "; includeSubDomains"
         headers.append(("Strict-Transport-Security", value))
     return headers
+
+
+def json_response(
+    environ: dict[str, Any],
+    start_response: Callable[..., Any],
+    status: int,
+    body: bytes,
+    headers: Iterable[tuple[str, str]] = (),
+) -> list[bytes]:
+    """Start a fast path's JSON answer (no body for 204) with its security headers."""
+    if status == 204:
+        head = [("Content-Length", "0")]
+    else:
+        head = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+    start_response(f"{status} {HTTPStatus(status).phrase}", [*head, *headers, *security_headers(environ)])
+    return [body]
 
 
 def connection_release() -> None:

@@ -33,7 +33,8 @@ gc.freeze()
 # How long a thread may hold the interpreter before another one gets it. In the
 # single-threaded processes of the recommendation API, the tracking flush thread
 # held requests up for Python's default 5 ms (the p99); 1 ms is set there
-# (WEB_SWITCH_INTERVAL_MS=1). Threaded servers (the collectors' gunicorn gthread)
-# keep the default: there the request threads would hand over 5 times as often.
+# (WEB_SWITCH_INTERVAL_MS=1). Threaded servers (the collectors' uWSGI threads, the
+# console's gunicorn gthread) keep the default: with 1 ms the collectors' p99 was
+# 127 instead of ~50 ms (docs/benchmarks.md).
 if settings.WEB_SWITCH_INTERVAL_MS:
     sys.setswitchinterval(settings.WEB_SWITCH_INTERVAL_MS / 1000)

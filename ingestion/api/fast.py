@@ -25,24 +25,13 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 
-from config.fastpath import connection_release, fast_path_allowed, security_headers
+from config.fastpath import connection_release, fast_path_allowed, json_response
 from ingestion.api.views import collect_answer
 from ingestion.urls import PATHS
 
 logger = logging.getLogger(__name__)
 
 ROUTES = {f"/v1/{name}": kind for kind, names in PATHS.items() for name in names}
-_REASONS = {
-    200: "200 OK",
-    204: "204 No Content",
-    400: "400 Bad Request",
-    401: "401 Unauthorized",
-    405: "405 Method Not Allowed",
-    413: "413 Request Entity Too Large",
-    415: "415 Unsupported Media Type",
-    500: "500 Internal Server Error",
-    503: "503 Service Unavailable",
-}
 _ERROR = b'{"success": false, "code": "internal_error", "message": "internal error"}'
 
 
@@ -85,9 +74,4 @@ def collector_app(environ: dict[str, Any], start_response: Callable[..., Any], k
         status, body, extra = 500, _ERROR, {}
     finally:
         connection_release()
-    headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
-    if status == 204:
-        headers = [("Content-Length", "0")]
-    headers += [*extra.items(), *security_headers(environ)]
-    start_response(_REASONS.get(status, f"{status} Error"), headers)
-    return [body]
+    return json_response(environ, start_response, status, body, extra.items())

@@ -29,14 +29,13 @@ from typing import Any
 from django.db import InterfaceError, OperationalError, connection
 from django.http import QueryDict
 
-from config.fastpath import connection_release, fast_path_allowed, security_headers
+from config.fastpath import connection_release, fast_path_allowed, json_response
 from recommendations.api.views import answer, user_recommendations_run
 
 logger = logging.getLogger(__name__)
 
 PREFIX = "/api/v1/users/"
 SUFFIX = "/recommendations"
-_REASONS = {200: "200 OK", 400: "400 Bad Request", 401: "401 Unauthorized", 500: "500 Internal Server Error"}
 
 
 def route_user_id(environ: dict[str, Any]) -> str | None:
@@ -72,9 +71,7 @@ def recommendations_app(environ: dict[str, Any], start_response: Callable[..., A
         status, body = 500, b'{"error": "internal_error", "message": "internal error"}'
     finally:
         connection_release()
-    headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body))), *security_headers(environ)]
-    start_response(_REASONS.get(status, f"{status} Error"), headers)
-    return [body]
+    return json_response(environ, start_response, status, body)
 
 
 def _answer(environ: dict[str, Any], user_id: str) -> tuple[int, bytes]:
