@@ -19,14 +19,15 @@ $(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
 install: $(VENV)/.runtime
 install-dev: $(VENV)/.dev
 
-# Runs the platform on the embedded default: SQLite under var/, tasks in-process.
+# Runs the platform on the embedded default: PostgreSQL under var/postgres (started
+# by manage.py when DATABASE_URL is unset, stopped with the last command), tasks in-process.
 run: $(VENV)/.runtime
 	DEBUG=1 $(BIN)/python manage.py migrate --noinput
 	DEBUG=1 $(BIN)/python manage.py quickstart
 	DEBUG=1 $(BIN)/python manage.py runserver 127.0.0.1:8000
 
-# SQLite and eager tasks by default; set DATABASE_URL / CELERY_BROKER_URL to run
-# everything against PostgreSQL and a broker (REQUIRE_SERVICES=1 forbids skips).
+# A throw-away embedded PostgreSQL (and redis-server broker, where installed) unless
+# DATABASE_URL / CELERY_BROKER_URL are set (REQUIRE_SERVICES=1 forbids skips).
 test: $(VENV)/.dev
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 

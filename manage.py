@@ -7,6 +7,11 @@ import sys
 
 def main() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    if not os.environ.get("DATABASE_URL"):
+        # The quickstart's database: an embedded PostgreSQL under var/ (config/embedded_db.py).
+        from config.embedded_db import database_url_ensure, default_data_dir
+
+        database_url_ensure(data_dir=default_data_dir())
     from django.core.management import execute_from_command_line
 
     execute_from_command_line(sys.argv)

@@ -15,7 +15,7 @@ from django.core.exceptions import ImproperlyConfigured
 from config.env import env_bool, env_int, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-# Local state of the embedded default (SQLite file, uploaded media).
+# Local state of the quickstart (the embedded PostgreSQL's data, uploaded media).
 VAR_DIR = Path(env_str("VAR_DIR", str(BASE_DIR / "var")))
 
 # --- Core ------------------------------------------------------------------
@@ -79,27 +79,24 @@ TEMPLATES = [
 ]
 
 # --- Database ----------------------------------------------------------------
-# PostgreSQL in production and CI (DATABASE_URL=postgres://user@host:5432/name);
-# a SQLite file under var/ when unset, so the quickstart needs no server.
+# PostgreSQL, always: DATABASE_URL=postgres://user@host:5432/name. `manage.py`
+# and the test run set it to an embedded server under var/ when it is unset
+# (config/embedded_db.py); every other process (web, workers) needs it set.
 DATABASE_URL = env_str("DATABASE_URL")
-if DATABASE_URL:
-    DATABASES = {
-        "default": dj_database_url.parse(
-            DATABASE_URL,
-            conn_max_age=env_int("DB_CONN_MAX_AGE", 60),
-            conn_health_checks=True,
-        )
-    }
-else:
-    VAR_DIR.mkdir(parents=True, exist_ok=True)
-    DATABASES = {
-        "default": {
-            "ENGINE": "django.db.backends.sqlite3",
-            "NAME": VAR_DIR / "db.sqlite3",
-            # A busy SQLite file (server + in-process tasks) waits instead of failing.
-            "OPTIONS": {"timeout": 20},
-        }
-    }
+if not DATABASE_URL:
+    raise ImproperlyConfigured(
+        "DATABASE_URL is not set. Set it to a PostgreSQL server (postgres://user:password@host:5432/name), "
+        "or run through manage.py / `make run`, which start the embedded server under var/."
+    )
+DATABASES = {
+    "default": dj_database_url.parse(
+        DATABASE_URL,
+        conn_max_age=env_int("DB_CONN_MAX_AGE", 60),
+        conn_health_checks=True,
+    )
+}
+if DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
+    raise ImproperlyConfigured(f"DATABASE_URL must name a PostgreSQL server (postgres://…), not {DATABASE_URL!r}")
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # Server-side prepared statements for the hottest queries (recommendation serving).
 # Turn off behind a pooler in transaction mode (PgBouncer), where a session's

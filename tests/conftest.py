@@ -1,8 +1,9 @@
 """Shared fixtures, and the rule for tests that need a real service.
 
-A test marked `postgres` or `broker` is skipped when that service is not
-configured, so `make test` passes on a bare machine with SQLite; with
-REQUIRE_SERVICES=1 (as in CI) the same test fails instead of skipping.
+Every test runs on PostgreSQL (the configured server, or the embedded one that
+tests.pytest_env starts). A test marked `broker` or `browser` is skipped when
+that service cannot be had (no broker configured and no redis-server to start;
+no Chromium), saying why; with REQUIRE_SERVICES=1 (as in CI) it fails instead.
 """
 
 from __future__ import annotations
@@ -26,12 +27,11 @@ REQUIRE_SERVICES = os.environ.get("REQUIRE_SERVICES") == "1"
 
 def _missing_services(item: pytest.Item) -> list[str]:
     missing = []
-    if item.get_closest_marker("postgres") and settings.DATABASES["default"]["ENGINE"] != (
-        "django.db.backends.postgresql"
-    ):
-        missing.append("PostgreSQL (set DATABASE_URL)")
     if item.get_closest_marker("broker") and not settings.CELERY_BROKER_URL:
-        missing.append("a Celery broker (set CELERY_BROKER_URL)")
+        missing.append("a Celery broker (set CELERY_BROKER_URL, or install redis-server)")
+    if item.get_closest_marker("amqp") and not settings.CELERY_BROKER_URL.startswith("amqp"):
+        # Redis redelivers an unacknowledged message only after its visibility timeout (an hour).
+        missing.append("RabbitMQ for redelivery after kill -9 (CELERY_BROKER_URL=amqp://…)")
     if item.get_closest_marker("browser") and not (
         os.path.exists("/usr/bin/chromium") and importlib.util.find_spec("playwright")
     ):
@@ -90,12 +90,23 @@ def basic_header(write_key: str) -> str:
     return "Basic " + base64.b64encode(f"{write_key}:".encode()).decode()
 
 
+def worker_database_url() -> str:
+    """DATABASE_URL of the test database (pytest-django's `test_` copy), for
+    processes a test starts (workers, uWSGI)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    from django.db import connection
+
+    parts = urlsplit(os.environ["DATABASE_URL"])
+    return urlunsplit(parts._replace(path="/" + connection.settings_dict["NAME"]))
+
+
 @pytest.fixture
 def celery_worker_process(transactional_db: None):  # noqa: ANN201
     """Start real Celery worker processes (`celery -A config worker`) against the
     test database and the configured broker. Use with tests marked `postgres`
     and `broker`: the worker is another process, so it needs committed data
-    (transactional_db) and a database it can reach (not in-memory SQLite).
+    (transactional_db).
 
     Usage: `proc = celery_worker_process(queues=["ingest"])` (`pool="solo"` as
     the README runs the ingest workers); every process
@@ -105,14 +116,9 @@ def celery_worker_process(transactional_db: None):  # noqa: ANN201
     import sys
     import time
 
-    from django.db import connection
-
     from config.celery import app
 
-    db = connection.settings_dict
-    database_url = (
-        f"postgres://{db['USER'] or 'postgres'}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
-    )
+    database_url = worker_database_url()
     started: list[subprocess.Popen] = []
 
     def purge(queues: list[str]) -> None:
@@ -199,12 +205,7 @@ def uwsgi_process(transactional_db: None):  # noqa: ANN201
     import time
     from pathlib import Path
 
-    from django.db import connection
-
-    db = connection.settings_dict
-    database_url = (
-        f"postgres://{db['USER'] or 'postgres'}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
-    )
+    database_url = worker_database_url()
     started: list[subprocess.Popen] = []
 
     def start(*args: str, env: dict[str, str] | None = None) -> int:

@@ -15,7 +15,7 @@ from django.db import connection
 from catalog.models import Product
 from catalog.services import IMPORT_CHUNK_ROWS
 
-pytestmark = [pytest.mark.browser, pytest.mark.postgres, pytest.mark.broker]
+pytestmark = [pytest.mark.browser, pytest.mark.broker]
 
 CHROMIUM_ARGS = [
     "--no-sandbox",

@@ -1,4 +1,4 @@
-"""The import service against the database (SQLite locally, PostgreSQL in CI)."""
+"""The import service against the database."""
 
 from decimal import Decimal
 

@@ -2,13 +2,10 @@
 worker or the command line runs it). Outcomes must be exactly those of chunks
 written one after the other."""
 
-import pytest
 from django.core.files.base import ContentFile
 
 from catalog import services
 from catalog.models import CatalogState, CatalogUpload, CatalogUploadError, Product
-
-pytestmark = pytest.mark.postgres
 
 
 def _start(project_id: int, data: bytes, mode: str = "upsert") -> CatalogUpload:

@@ -65,7 +65,6 @@ def test_category_names_are_every_level_of_the_projects_paths(catalog, project_b
     assert selectors.category_names(project_ids=[project_b[0].pk]) == ["Drama", "Movies"]
 
 
-@pytest.mark.postgres
 def test_category_and_property_filters_are_served_by_the_gin_indexes(project_a):
     project = project_a[0]
     common = [ProductIn(f"P{i}", categories=["Movies", "Drama"], properties={"year": 2000}) for i in range(3000)]

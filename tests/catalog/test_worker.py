@@ -9,7 +9,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from catalog.models import Product
 from tests.conftest import bearer_client
 
-pytestmark = [pytest.mark.postgres, pytest.mark.broker]
+pytestmark = [pytest.mark.broker]
 
 
 def test_a_worker_imports_an_api_upload(celery_worker_process, project_a, media_root):

@@ -49,21 +49,48 @@ def test_check_deploy_is_clean_with_production_values():
     assert "no issues" in result.stdout
 
 
-def test_embedded_defaults_without_services():
+def test_refuses_to_start_without_a_postgresql_database_url():
+    result = _run("import django; django.setup()", {**PRODUCTION})
+    assert result.returncode != 0
+    assert "DATABASE_URL is not set" in result.stderr
+    result = _run("import django; django.setup()", {**PRODUCTION, "DATABASE_URL": "sqlite:///tmp/x.sqlite3"})
+    assert result.returncode != 0
+    assert "DATABASE_URL must name a PostgreSQL server" in result.stderr
+
+
+def test_manage_py_runs_on_the_embedded_server_and_stops_it(tmp_path):
+    """No DATABASE_URL: manage.py starts PostgreSQL under VAR_DIR/postgres, on a
+    socket only, keeps what was written for the next command, and stops the
+    server when the last command exits."""
+    var = tmp_path / "var"
+    base = {k: v for k, v in os.environ.items() if k in {"PATH", "HOME", "LANG", "TMPDIR"}}
+    env = {**base, "DEBUG": "1", "VAR_DIR": str(var)}
+
+    def manage(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+        )
+
     code = (
-        "import django; django.setup(); from django.conf import settings as s;"
-        "print(s.DATABASES['default']['ENGINE'], s.DATABASES['default']['NAME'], s.CELERY_TASK_ALWAYS_EAGER,"
-        " s.CACHES['default']['BACKEND'], s.STORAGES['default']['BACKEND'])"
+        "from django.db import connection as c; c.ensure_connection();"
+        "print(c.vendor, c.settings_dict['NAME'], c.settings_dict['HOST'], c.pg_version // 10000);"
+        "cur = c.cursor(); cur.execute('CREATE TABLE IF NOT EXISTS kept (v int)');"
+        "cur.execute('INSERT INTO kept VALUES (7)')"
     )
-    result = _run(code, {"DEBUG": "1"})
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == [
-        "django.db.backends.sqlite3",
-        "/tmp/engage-settings-test/db.sqlite3",
-        "True",
-        "django.core.cache.backends.locmem.LocMemCache",
-        "django.core.files.storage.FileSystemStorage",
-    ]
+    first = manage("shell", "-c", code)
+    assert first.returncode == 0, first.stderr
+    vendor, name, host, major = first.stdout.splitlines()[-1].split()
+    assert (vendor, name, major) == ("postgresql", "engage", "18")
+    assert host.startswith("/")  # a Unix socket directory, no TCP port
+    data = var / "postgres"
+    assert (data / "PG_VERSION").read_text().strip() == "18"
+    assert not (data / "postmaster.pid").exists()  # stopped with the command
+
+    second = manage("shell", "-c", "from django.db import connection as c; cur = c.cursor();"
+                    "cur.execute('SELECT sum(v) FROM kept'); print(cur.fetchone()[0])")  # fmt: skip
+    assert second.returncode == 0, second.stderr
+    assert second.stdout.splitlines()[-1] == "7"
+    assert not (data / "postmaster.pid").exists()
 
 
 def test_services_are_taken_from_the_environment():
@@ -97,6 +124,6 @@ def test_web_process_does_not_import_tensorflow_or_pandas():
         "from django.contrib import admin; admin.autodiscover();"
         "print(sorted(m for m in ('tensorflow', 'pandas') if m in sys.modules))"
     )
-    result = _run(code, {**PRODUCTION})
+    result = _run(code, {**PRODUCTION, "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/engage"})
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"

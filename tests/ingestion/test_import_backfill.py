@@ -14,7 +14,7 @@ from ingestion.models import DeadLetter, EventNameMapping
 from ingestion.selectors import event_name_mappings_cache_clear
 from ingestion.services import events_import
 
-pytestmark = [pytest.mark.django_db, pytest.mark.postgres]
+pytestmark = [pytest.mark.django_db]
 
 T0 = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
 

@@ -237,7 +237,6 @@ def test_a_repeated_message_id_in_one_batch_is_stored_and_applied_once(project_a
     assert Profile.objects.get(project=project).recent_viewed == ["p1"]
 
 
-@pytest.mark.postgres
 def test_a_message_that_cannot_be_stored_is_dead_lettered_and_the_rest_are_stored(project_a):
     project, _ = project_a
     # PostgreSQL's jsonb refuses the NUL character: valid JSON, unstorable.

@@ -14,7 +14,7 @@ from crm.models import Event, Profile
 from crm.services import project_create
 from tests.ingestion.test_worker import wait_for
 
-pytestmark = [pytest.mark.postgres, pytest.mark.broker]
+pytestmark = [pytest.mark.broker]
 
 
 def test_concurrent_requests_on_uwsgi_threads_are_stored_once(uwsgi_process, celery_worker_process):

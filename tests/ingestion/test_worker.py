@@ -117,6 +117,7 @@ def test_official_sdks_end_to_end(live_server, celery_worker_process):
     assert web.recent_viewed == ["js-sku-9"]
 
 
+@pytest.mark.amqp
 def test_worker_killed_mid_batch_loses_nothing_and_stores_everything_once(live_server, celery_worker_process):
     """kill -9 of the worker (`--pool solo`, as production runs it) while it
     waits inside a batch: chunk 1 (1,000 messages) is committed, chunk 2 is

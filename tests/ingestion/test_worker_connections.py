@@ -9,8 +9,8 @@ from django.db import DEFAULT_DB_ALIAS, connection, connections
 
 from config import celery as celery_config
 
-# Health checks are configured with DATABASE_URL (PostgreSQL, as the workers run), not for SQLite.
-pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
+# Health checks are configured with DATABASE_URL, as the workers run.
+pytestmark = [pytest.mark.django_db(transaction=True)]
 
 TASK = SimpleNamespace(request=SimpleNamespace(is_eager=False))
 

@@ -11,7 +11,7 @@ from crm.models import Device, Event, Profile
 from crm.services import profile_merge
 from ingestion.backfill import backfill_chunk_store
 
-pytestmark = [pytest.mark.django_db, pytest.mark.postgres]
+pytestmark = [pytest.mark.django_db]
 
 T0 = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
 

@@ -27,8 +27,8 @@ def _small_training(settings, tmp_path):  # noqa: ANN001, ANN202 - pytest-django
 
 @pytest.fixture(autouse=True)
 def _fresh_process_caches():  # noqa: ANN202
-    """Serving's and tracking's per-process memory starts empty in each test: on
-    SQLite a rolled-back test's ids are given out again to the next one."""
+    """Serving's and tracking's per-process memory starts empty in each test:
+    what one test's rows left in it must not answer for another's."""
     from recommendations import serving, tracking
 
     serving.serving_cache_clear()

@@ -74,7 +74,6 @@ def test_other_requests_go_to_django(shop, settings):
     assert headers["Strict-Transport-Security"].startswith("max-age=")
 
 
-@pytest.mark.postgres
 def test_fast_path_answers_on_a_new_connection_when_the_database_dropped_its_own(transactional_db, shop):
     """No health check before each request (it would double the round trips):
     a connection the server closed while idle is found broken by the request's

@@ -13,7 +13,7 @@ import pytest
 from crm.services import profile_upsert
 from tests.recommendations.serving_data import catalog_write, user_write, version_write
 
-pytestmark = [pytest.mark.postgres, pytest.mark.broker, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.broker, pytest.mark.django_db(transaction=True)]
 
 
 def _call(url: str, headers: dict[str, str], body: dict | None = None) -> dict:

@@ -10,8 +10,6 @@ import pytest
 from recommendations.models import RecommendationServed
 from tests.recommendations.serving_data import catalog_write, user_write, version_write
 
-pytestmark = pytest.mark.postgres
-
 
 @pytest.fixture
 def uwsgi_server(uwsgi_process):  # noqa: ANN001, ANN201

@@ -11,7 +11,6 @@ from recommendations.tasks import recs_train_full_task
 from tests.recommendations.conftest import store_write
 
 
-@pytest.mark.postgres
 @pytest.mark.broker
 def test_nightly_task_trains_and_activates_on_an_ml_worker(celery_worker_process, project_a, tmp_path):
     project = project_a[0]
