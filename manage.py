@@ -14,6 +14,9 @@ def main() -> None:
         database_url_ensure(data_dir=default_data_dir())
     from django.core.management import execute_from_command_line
 
+    from config.process import process_tune
+
+    process_tune(kind="command")
     execute_from_command_line(sys.argv)
 
 

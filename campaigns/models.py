@@ -6,6 +6,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
+from campaigns.templating import template_compile
 from crm.models import Project
 
 DEFAULT_INAPP_TEMPLATE = """<div class="engage-inapp">
@@ -19,8 +20,6 @@ DEFAULT_INAPP_TEMPLATE = """<div class="engage-inapp">
 
 
 def validate_liquid(source: str) -> None:
-    from campaigns.channels.inapp import template_compile
-
     try:
         template_compile(source)
     except Exception as exc:  # noqa: BLE001 - any Liquid error is a bad template

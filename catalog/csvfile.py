@@ -19,9 +19,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, BinaryIO, NamedTuple
 
-# A description may legitimately be long; our own length limits reject what is too
-# long with a row-level reason instead of csv.Error stopping the whole file.
-csv.field_size_limit(16 * 1024 * 1024)
+# Fields up to config.process.CSV_FIELD_LIMIT (16 MB): each entry point sets it.
 
 HEAD_BYTES = 1024 * 1024  # what file_inspect reads
 SAMPLE_ROWS = 1000  # rows that decide a property column's type

@@ -1,12 +1,13 @@
 """The Celery app. Queues: ingest (collectors' batches), ml (training), sends (campaign
 delivery), default (everything else). See CELERY_TASK_ROUTES in settings."""
 
-import gc
 import os
 import time
 
 from celery import Celery
 from celery.signals import task_postrun, task_prerun, worker_process_init, worker_ready
+
+from config.process import process_tune
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
@@ -58,10 +59,9 @@ def _task_ended(task: object = None, **kwargs: object) -> None:
 
 @worker_ready.connect
 @worker_process_init.connect
-def _garbage_collector_freeze(**kwargs: object) -> None:
-    """Startup objects (Django, Celery, the apps) live as long as the process:
-    frozen, the collector's full passes do not walk them again and again while
-    the ingest tasks allocate thousands of short-lived dicts per batch. (The
-    task runs in this process with --pool solo, in pool processes otherwise.)"""
-    gc.collect()
-    gc.freeze()
+def _process_tune(**kwargs: object) -> None:
+    """The app is loaded: tune the process that runs the tasks (heap frozen while
+    the ingest tasks allocate thousands of short-lived dicts per batch; see
+    config/process.py). That is this process with --pool solo, the pool
+    processes otherwise."""
+    process_tune(kind="worker")

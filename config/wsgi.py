@@ -1,9 +1,9 @@
-import gc
 import os
-import sys
 
 from django.conf import settings
 from django.core.wsgi import get_wsgi_application
+
+from config.process import process_tune
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 _django = get_wsgi_application()
@@ -25,16 +25,5 @@ def application(environ, start_response):  # noqa: ANN001, ANN201 - the WSGI cal
     return _django(environ, start_response)
 
 
-# Everything loaded so far (Django, the apps, their modules) lives as long as the
-# process: the garbage collector's full passes need not walk it on every run.
-gc.collect()
-gc.freeze()
-
-# How long a thread may hold the interpreter before another one gets it. In the
-# single-threaded processes of the recommendation API, the tracking flush thread
-# held requests up for Python's default 5 ms (the p99); 1 ms is set there
-# (WEB_SWITCH_INTERVAL_MS=1). Threaded servers (the collectors' uWSGI threads, the
-# console's gunicorn gthread) keep the default: with 1 ms the collectors' p99 was
-# 127 instead of ~50 ms (docs/benchmarks.md).
-if settings.WEB_SWITCH_INTERVAL_MS:
-    sys.setswitchinterval(settings.WEB_SWITCH_INTERVAL_MS / 1000)
+# Everything is loaded: tune this web process (heap frozen, switch interval; config/process.py).
+process_tune(kind="web", switch_interval_ms=settings.WEB_SWITCH_INTERVAL_MS)

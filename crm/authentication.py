@@ -2,10 +2,11 @@
 queryset to the caller's project.
 
 - Write key (public, in apps and SDKs): HTTP Basic with the key as user name and
-  an empty password, as the Segment HTTP API does. May only send events.
-- Secret key (servers): `Authorization: Bearer <secret>`.
-
-Either sets `request.auth` to the Project and `request.user` to an ApiClient.
+  an empty password, as the Segment HTTP API does. May only send events: the
+  collectors (ingestion.api, not DRF) read it with `basic_auth_username`.
+- Secret key (servers): `Authorization: Bearer <secret>`, the API's only
+  authentication; sets `request.auth` to the Project and `request.user` to an
+  ApiClient.
 The view base classes that scope querysets live in crm.api.base (this module
 must not import DRF views: settings name it, and views read settings at import).
 """
@@ -22,7 +23,7 @@ from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 
 from crm.models import Project
-from crm.selectors import project_for_secret_key, project_for_write_key
+from crm.selectors import project_for_secret_key
 
 
 @dataclass(frozen=True)
@@ -53,20 +54,6 @@ def basic_auth_username(header: bytes) -> str | None:
     except (binascii.Error, UnicodeDecodeError):
         raise exceptions.AuthenticationFailed("Malformed Basic credentials.") from None
     return decoded.partition(":")[0]
-
-
-class WriteKeyAuthentication(BaseAuthentication):
-    def authenticate(self, request: Request) -> tuple[ApiClient, Project] | None:
-        username = basic_auth_username(get_authorization_header(request))
-        if username is None:
-            return None
-        project = project_for_write_key(username)
-        if project is None:
-            raise exceptions.AuthenticationFailed("Unknown write key.")
-        return ApiClient(project=project, key_kind="write"), project
-
-    def authenticate_header(self, request: Request) -> str:
-        return 'Basic realm="write key"'
 
 
 class SecretKeyAuthentication(BaseAuthentication):

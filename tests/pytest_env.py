@@ -7,6 +7,11 @@ what is missing is started for the run (below).
 
 import os
 
+from config.process import process_tune
+
+# As every entry point does (config/process.py): the CSV field limit.
+process_tune(kind="command")
+
 os.environ.setdefault("SECRET_KEY", "test-only-secret-key-not-for-production-0123456789abcdef")
 os.environ.setdefault("SECURE_SSL_REDIRECT", "0")
 os.environ.setdefault("SESSION_COOKIE_SECURE", "0")

@@ -18,14 +18,13 @@ import logging
 import secrets
 import zoneinfo
 from datetime import datetime
-from functools import lru_cache
 from typing import Any
 
 from django.core.cache import cache
 from django.utils import timezone
-from liquid import Environment
 
 from campaigns.models import InAppMessage
+from campaigns.templating import template_compile
 from crm.models import Profile, Project
 from recommendations import serving, tracking
 
@@ -33,12 +32,6 @@ logger = logging.getLogger(__name__)
 
 LAUNCH_EVENT = "App Launched"
 SESSION_IDLE_SECONDS = 30 * 60
-_env = Environment(autoescape=True)
-
-
-@lru_cache(maxsize=256)
-def template_compile(source: str) -> Any:
-    return _env.from_string(source)
 
 
 def _launches(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:

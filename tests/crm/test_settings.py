@@ -127,3 +127,17 @@ def test_web_process_does_not_import_tensorflow_or_pandas():
     result = _run(code, {**PRODUCTION, "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/engage"})
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_process_tuning_is_set_by_the_entry_point_not_by_importing_the_apps():
+    """Importing the apps changes no interpreter setting; config.wsgi (the web
+    entry point) sets them all (config/process.py)."""
+    env = {**PRODUCTION, "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/engage", "WEB_SWITCH_INTERVAL_MS": "1"}
+    probe = "import csv, gc, sys; print(csv.field_size_limit(), gc.get_freeze_count() > 0, sys.getswitchinterval())"
+    apps = _run("import django; django.setup(); import catalog.csvfile, catalog.services, recommendations.serving;"
+                + probe, env)  # fmt: skip
+    assert apps.returncode == 0, apps.stderr
+    assert apps.stdout.split() == ["131072", "False", "0.005"]
+    web = _run("import config.wsgi;" + probe, env)
+    assert web.returncode == 0, web.stderr
+    assert web.stdout.split() == [str(16 * 1024 * 1024), "True", "0.001"]
