@@ -26,7 +26,7 @@ run: $(VENV)/.runtime
 	DEBUG=1 $(BIN)/python manage.py quickstart
 	DEBUG=1 $(BIN)/python manage.py runserver 127.0.0.1:8000
 
-# A throw-away embedded PostgreSQL (and redis-server broker, where installed) unless
+# A throw-away embedded PostgreSQL (and RabbitMQ or redis-server broker, where installed) unless
 # DATABASE_URL / CELERY_BROKER_URL are set (REQUIRE_SERVICES=1 forbids skips).
 test: $(VENV)/.dev
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

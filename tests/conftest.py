@@ -28,7 +28,7 @@ REQUIRE_SERVICES = os.environ.get("REQUIRE_SERVICES") == "1"
 def _missing_services(item: pytest.Item) -> list[str]:
     missing = []
     if item.get_closest_marker("broker") and not settings.CELERY_BROKER_URL:
-        missing.append("a Celery broker (set CELERY_BROKER_URL, or install redis-server)")
+        missing.append("a Celery broker (set CELERY_BROKER_URL, or install rabbitmq-server or redis-server)")
     if item.get_closest_marker("amqp") and not settings.CELERY_BROKER_URL.startswith("amqp"):
         # Redis redelivers an unacknowledged message only after its visibility timeout (an hour).
         missing.append("RabbitMQ for redelivery after kill -9 (CELERY_BROKER_URL=amqp://…)")

@@ -42,9 +42,7 @@ def _throwaway_redis() -> str | None:
     None when the machine has no redis-server."""
     import atexit
     import shutil
-    import socket
     import subprocess
-    import time
 
     binary = shutil.which("redis-server")
     if binary is None:
@@ -56,20 +54,84 @@ def _throwaway_redis() -> str | None:
         stderr=subprocess.DEVNULL,
     )
     atexit.register(proc.terminate)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return f"redis://127.0.0.1:{port}/0"
-        except OSError:
-            time.sleep(0.05)
+    if _wait_for_port(port, proc, 10):
+        return f"redis://127.0.0.1:{port}/0"
     proc.terminate()
     return None
 
 
+def _wait_for_port(port: int, proc, seconds: float) -> bool:  # noqa: ANN001
+    import socket
+    import time
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return True
+        except OSError:
+            time.sleep(0.1)
+    return False
+
+
+def _throwaway_rabbitmq() -> str | None:
+    """A RabbitMQ node of this run (its own name, ports and data folder, no
+    plugins), stopped and deleted at exit; None when the machine has none."""
+    import atexit
+    import shutil
+    import signal
+    import subprocess
+    import tempfile
+
+    # Debian's /usr/sbin wrapper switches to the rabbitmq user and drops the environment.
+    binary = next(
+        (
+            b
+            for b in ("/usr/lib/rabbitmq/bin/rabbitmq-server", shutil.which("rabbitmq-server"))
+            if b and os.path.exists(b)
+        ),
+        None,
+    )
+    if binary is None:
+        return None
+    base = tempfile.mkdtemp(prefix="engage-test-mq-")
+    with open(os.path.join(base, "enabled_plugins"), "w") as f:
+        f.write("[].\n")
+    port, dist_port = _free_port(), _free_port()
+    env = {
+        **os.environ,
+        "RABBITMQ_NODENAME": f"engage-test-{os.getpid()}@localhost",
+        "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
+        "RABBITMQ_NODE_PORT": str(port),
+        "RABBITMQ_DIST_PORT": str(dist_port),
+        "RABBITMQ_MNESIA_BASE": os.path.join(base, "mnesia"),
+        "RABBITMQ_LOG_BASE": os.path.join(base, "log"),
+        "RABBITMQ_ENABLED_PLUGINS_FILE": os.path.join(base, "enabled_plugins"),
+        "RABBITMQ_CONFIG_FILE": os.path.join(base, "none"),
+    }
+    proc = subprocess.Popen(
+        [binary], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+
+    def stop() -> None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=20)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            os.killpg(proc.pid, signal.SIGKILL)
+        shutil.rmtree(base, ignore_errors=True)
+
+    atexit.register(stop)
+    if _wait_for_port(port, proc, 60):
+        return f"amqp://guest:guest@127.0.0.1:{port}//"
+    stop()
+    return None
+
+
 # Nothing configured: the tests run on a throw-away embedded PostgreSQL (deleted
-# at exit) and, where the machine has redis-server, a throw-away broker, so a
-# bare `make test` runs the same tests as CI (config/embedded_db.py).
+# at exit) and a throw-away broker: RabbitMQ where the machine has it (as
+# production runs, with publisher confirms and redelivery after kill -9), else
+# redis-server; so a bare `make test` runs the same tests as CI (config/embedded_db.py).
 if not os.environ.get("DATABASE_URL"):
     import tempfile
     from pathlib import Path
@@ -80,6 +142,6 @@ if not os.environ.get("DATABASE_URL"):
         data_dir=Path(tempfile.mkdtemp(prefix="engage-test-pg-")), throwaway=True
     )
 if not os.environ.get("CELERY_BROKER_URL"):
-    _broker = _throwaway_redis()
+    _broker = _throwaway_rabbitmq() or _throwaway_redis()
     if _broker:
         os.environ["CELERY_BROKER_URL"] = _broker
