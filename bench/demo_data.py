@@ -18,6 +18,8 @@ import sys
 import time
 from pathlib import Path
 
+import psycopg2
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -30,8 +32,12 @@ def main() -> None:
     parser.add_argument("--pg", default="postgres://postgres@127.0.0.1:5432")
     args = parser.parse_args()
 
-    subprocess.run(["psql", f"{args.pg}/postgres", "-qc", f"DROP DATABASE IF EXISTS {args.database}"], check=True)
-    subprocess.run(["psql", f"{args.pg}/postgres", "-qc", f"CREATE DATABASE {args.database}"], check=True)
+    admin = psycopg2.connect(f"{args.pg}/postgres")
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{args.database}"')
+        cur.execute(f'CREATE DATABASE "{args.database}"')
+    admin.close()
     env = {
         **os.environ,
         "DATABASE_URL": f"{args.pg}/{args.database}",

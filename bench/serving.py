@@ -28,6 +28,7 @@ import json
 import os
 import random
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -193,6 +194,9 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8101)
     parser.add_argument("--samples", type=int, default=5000)
     args = parser.parse_args()
+    # Before the long preparation: the load generator is not a Python package.
+    if shutil.which("wrk") is None:
+        sys.exit("bench/serving.py drives the server with wrk, which is not installed: apt-get install wrk")
 
     state = json.loads(STATE.read_text()) if STATE.exists() and not args.prepare else None
     if state is None or state.get("database") != args.database:

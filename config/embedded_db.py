@@ -18,6 +18,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
+import sys
 from pathlib import Path
 from urllib.parse import quote
 
@@ -85,6 +87,13 @@ def embedded_database_url(*, data_dir: Path, throwaway: bool = False) -> str:
 
 
 def database_url_ensure(*, data_dir: Path, throwaway: bool = False) -> None:
-    """Set DATABASE_URL to the embedded server when it is not set already."""
-    if not os.environ.get("DATABASE_URL"):
-        os.environ["DATABASE_URL"] = embedded_database_url(data_dir=data_dir, throwaway=throwaway)
+    """Set DATABASE_URL to the embedded server when it is not set already.
+
+    A SIGTERM (a service manager, `kill`) then exits through Python's normal
+    shutdown, as Ctrl-C does, so the server is stopped with the last process
+    (by default SIGTERM ends the process without running exit handlers)."""
+    if os.environ.get("DATABASE_URL"):
+        return
+    os.environ["DATABASE_URL"] = embedded_database_url(data_dir=data_dir, throwaway=throwaway)
+    if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))

@@ -92,6 +92,17 @@ def test_manage_py_runs_on_the_embedded_server_and_stops_it(tmp_path):
     assert second.stdout.splitlines()[-1] == "7"
     assert not (data / "postmaster.pid").exists()
 
+    # A command ended by SIGTERM (a service manager, `kill`) stops the server too.
+    running = subprocess.Popen(
+        [sys.executable, "manage.py", "shell", "-c", "import time; print('up', flush=True); time.sleep(60)"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    assert "up\n" in iter(running.stdout.readline, "")  # the shell's banner comes first
+    assert (data / "postmaster.pid").exists()
+    running.terminate()
+    assert running.wait(timeout=30) == 128 + 15
+    assert not (data / "postmaster.pid").exists()
+
 
 def test_services_are_taken_from_the_environment():
     code = (
