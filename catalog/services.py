@@ -112,12 +112,12 @@ def products_upsert(
       repeated id within `products`.
     - `lines`: the products as COPY lines (product_copy_line_factory, same order),
       when the caller built them already; the import does so in its parse thread.
-    - `assume_new`: on PostgreSQL, first try to COPY them all straight in as new
-      products; on a unique violation, upsert them through the stage. The import
-      sets it while no chunk so far met an existing product, as in a first upload.
+    - `assume_new`: first try to COPY them all straight in as new products; on a
+      unique violation, upsert them through the stage. The import sets it while
+      no chunk so far met an existing product, as in a first upload.
 
-    Call inside a transaction for atomicity with other writes; on PostgreSQL it
-    uses the connection's TEMP staging table (_STAGE_DDL) for existing products.
+    Call inside a transaction for atomicity with other writes; it uses the
+    connection's TEMP staging table (_STAGE_DDL) for existing products.
     """
     result = UpsertResult()
     unique: list[ProductIn] = []
@@ -135,16 +135,13 @@ def products_upsert(
         return result
     update_fields = [f for f in _OPTIONAL if f in fields]
     cache.delete(category_cache_key(project_id))  # the console's category filter
-    if connection.vendor == "postgresql":
-        if unique_lines is None:
-            copy_line = product_copy_line_factory(project_id=project_id, upload_id=upload_id)
-            unique_lines = [copy_line(p) for p in unique]
-        if assume_new and _copy_all_new(unique_lines):
-            result.created += len(unique)
-        else:
-            _upsert_staged(project_id, unique, unique_lines, update_fields, property_keys, upload_id, result)
+    if unique_lines is None:
+        copy_line = product_copy_line_factory(project_id=project_id, upload_id=upload_id)
+        unique_lines = [copy_line(p) for p in unique]
+    if assume_new and _copy_all_new(unique_lines):
+        result.created += len(unique)
     else:
-        _upsert_portable(project_id, unique, update_fields, property_keys, upload_id, result)
+        _upsert_staged(project_id, unique, unique_lines, update_fields, property_keys, upload_id, result)
     return result
 
 
@@ -299,77 +296,11 @@ def _upsert_staged(
         result.duplicates.extend((p, rows.get(p.product_id)) for p in skipped)
 
 
-def _upsert_portable(
-    project_id: int,
-    products: list[ProductIn],
-    update_fields: list[str],
-    property_keys: Collection[str] | None,
-    upload_id: int | None,
-    result: UpsertResult,
-) -> None:
-    """bulk_create(update_conflicts=True) for SQLite (the quickstart): the existing
-    rows of the chunk are read first for the property merge and duplicate check."""
-    existing = {
-        pid: (props, last_upload, last_row)
-        for pid, props, last_upload, last_row in Product.objects.filter(
-            project_id=project_id, product_id__in=[p.product_id for p in products]
-        ).values_list("product_id", "properties", "last_upload_id", "last_upload_row")
-    }
-    rows: list[Product] = []
-    for p in products:
-        properties = dict(p.properties or {})
-        known = existing.get(p.product_id)
-        if known is not None:
-            old_props, last_upload, last_row = known
-            if upload_id is not None and last_upload == upload_id and last_row is not None:
-                result.duplicates.append((p, last_row))
-                continue
-            if property_keys is not None:
-                properties = {**{k: v for k, v in old_props.items() if k not in property_keys}, **properties}
-            result.updated += 1
-        else:
-            result.created += 1
-        rows.append(
-            Product(
-                project_id=project_id,
-                product_id=p.product_id,
-                name=p.name,
-                categories=list(p.categories),
-                price=p.price,
-                currency=p.currency,
-                rating=p.rating,
-                description=p.description,
-                image_url=p.image_url,
-                deeplink=p.deeplink,
-                in_stock=p.in_stock,
-                is_active=p.is_active,
-                properties=properties,
-                last_upload_id=upload_id,
-                last_upload_row=p.row,
-            )
-        )
-    with transaction.atomic():
-        Product.objects.bulk_create(
-            rows,
-            batch_size=1000,
-            update_conflicts=True,
-            unique_fields=["project", "product_id"],
-            update_fields=[
-                *update_fields,
-                "properties",
-                "is_active",
-                "updated_at",
-                "last_upload_id",
-                "last_upload_row",
-            ],
-        )
-
-
 def catalog_state_bump(*, project_id: int) -> None:
     """Give the project's catalog a new token (catalog.models.CatalogState).
 
     Triggers do this after every statement that writes products; call it only
-    in a transaction that set `engage.catalog_state_deferred` (PostgreSQL), as
+    in a transaction that set `engage.catalog_state_deferred`, as
     the import's parallel writers do: they commit in file order, and a trigger's
     row lock taken by a later chunk would make an earlier chunk, whose commit
     the later one waits for, wait for that lock in turn.
@@ -579,7 +510,7 @@ def catalog_import_run(
 class _ParsedChunk:
     rows: int
     valid: list[ProductIn]
-    lines: list[str] | None  # COPY lines of `valid` (PostgreSQL)
+    lines: list[str]  # COPY lines of `valid`, made in the parse thread
     errors: list[RowError]
     rejected_rows: set[int]
     rejected_ids: set[str]
@@ -592,7 +523,7 @@ def _parse_chunks(
     parser: RowParser,
     skip: int,
     chunk_rows: int,
-    copy_line: Callable[[ProductIn], str] | None,
+    copy_line: Callable[[ProductIn], str],
 ) -> Iterator[_ParsedChunk]:
     text = text_open(raw, layout.encoding)
     records = records_iter(text, layout, skip=skip)
@@ -617,7 +548,7 @@ def _parse_chunks(
                 break
         if not count:
             return
-        lines = [copy_line(p) for p in valid] if copy_line is not None else None
+        lines = [copy_line(p) for p in valid]
         yield _ParsedChunk(count, valid, lines, errors, rejected_rows, rejected_ids, raw.tell())
 
 
@@ -685,7 +616,7 @@ def _import_chunks(upload: CatalogUpload, on_progress: ProgressCallback | None, 
         gc.set_threshold(*thresholds)
 
 
-# Writer connections of a PostgreSQL import outside a transaction: one chunk is
+# Writer connections of an import outside a transaction: one chunk is
 # written while the next one is, on its own connection; commits stay in file
 # order (see _ChunkWriters). Two, as the machines here have two cores and the
 # parse thread needs its share.
@@ -704,11 +635,10 @@ class _ChunkOutcome:
 
 def _chunk_statements(upload: CatalogUpload, chunk: _ParsedChunk, parser: RowParser, assume_new: bool) -> _ChunkOutcome:
     """One chunk's writes, on this thread's connection, inside its transaction."""
-    if connection.vendor == "postgresql":
-        # Safe here: progress commits with the rows it counts, so a commit lost in
-        # a crash is simply imported again on resume; saves a WAL flush per chunk.
-        with connection.cursor() as cursor:
-            cursor.execute("SET LOCAL synchronous_commit TO OFF")
+    # Safe here: progress commits with the rows it counts, so a commit lost in
+    # a crash is simply imported again on resume; saves a WAL flush per chunk.
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL synchronous_commit TO OFF")
     result = products_upsert(
         project_id=upload.project_id,
         products=chunk.valid,
@@ -777,15 +707,13 @@ def _import_chunks_with(upload: CatalogUpload, on_progress: ProgressCallback | N
     )
     parser = RowParser(layout.columns)
     with _local_copy(upload) as raw:
-        copy_line = None
-        if connection.vendor == "postgresql":
-            copy_line = product_copy_line_factory(project_id=upload.project_id, upload_id=upload.pk)
+        copy_line = product_copy_line_factory(project_id=upload.project_id, upload_id=upload.pk)
         parsed = _read_ahead(_parse_chunks(raw, layout, parser, upload.rows_processed, chunk_rows, copy_line))
         # closing(): on any exit the parse thread is told to stop at once.
         with contextlib.closing(parsed) as chunks:
             # More connections only where they cannot see less than this one: not inside
             # a transaction (a caller's uncommitted rows would be invisible to them).
-            if connection.vendor == "postgresql" and not connection.in_atomic_block and IMPORT_WRITERS > 1:
+            if not connection.in_atomic_block and IMPORT_WRITERS > 1:
                 _ChunkWriters(upload, parser, on_progress).run(chunks)
                 return
             # A first upload (nothing updated so far) tries a plain COPY of each chunk.
