@@ -9,6 +9,7 @@ from django.utils import timezone
 from catalog import services
 from catalog.csvfile import CatalogFileError
 from catalog.models import CatalogUpload, CatalogUploadError, Product, UploadState
+from catalog.services import importer
 
 MESSY = (
     # A byte order mark, semicolons, aliases in mixed case, a decimal comma, quoted
@@ -216,7 +217,7 @@ def test_a_failing_import_is_recorded_keeps_earlier_chunks_and_deactivates_nothi
             raise RuntimeError("database went away")
         return real(**kwargs)
 
-    monkeypatch.setattr(services, "products_upsert", flaky)
+    monkeypatch.setattr(importer, "products_upsert", flaky)
     upload = import_bytes(project.pk, b"id\nA\nB\nC\nD\n", mode="replace", chunk_rows=2)
     assert (upload.state, upload.rows_processed, upload.created, upload.deactivated) == ("failed", 2, 2, 0)
     assert upload.message == "Import stopped after 2 rows: database went away"

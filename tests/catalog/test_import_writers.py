@@ -6,6 +6,7 @@ from django.core.files.base import ContentFile
 
 from catalog import services
 from catalog.models import CatalogState, CatalogUpload, CatalogUploadError, Product
+from catalog.services import importer
 
 
 def _start(project_id: int, data: bytes, mode: str = "upsert") -> CatalogUpload:
@@ -60,7 +61,7 @@ def test_a_failing_chunk_stops_the_writers_and_keeps_a_committed_prefix(transact
             raise RuntimeError("disk full")
         return real(**kwargs)
 
-    monkeypatch.setattr(services, "products_upsert", flaky)
+    monkeypatch.setattr(importer, "products_upsert", flaky)
     upload = _start(project.pk, ("id\n" + "\n".join(f"P{i}" for i in range(1, 11)) + "\n").encode())
     done = services.catalog_import_run(upload_id=upload.pk, chunk_rows=2)
     assert (done.state, done.message) == ("failed", "Import stopped after 4 rows: disk full")
