@@ -69,37 +69,6 @@ DROP FUNCTION IF EXISTS catalog_state_bump_all();
 DROP SEQUENCE IF EXISTS catalog_state_token_seq;
 """
 
-# SQLite (the embedded default): row-level triggers, and a random 64-bit token
-# (SQLite has no sequences; a rolled-back counter could repeat a token).
-_SQLITE_BUMP = (
-    "INSERT INTO catalog_catalogstate (project_id, token) VALUES ({row}.project_id, random()) "
-    "ON CONFLICT (project_id) DO UPDATE SET token = excluded.token;"
-)
-SQLITE_FORWARD = [
-    f"CREATE TRIGGER catalog_state_insert AFTER INSERT ON catalog_product BEGIN {_SQLITE_BUMP.format(row='NEW')} END;",
-    f"CREATE TRIGGER catalog_state_update AFTER UPDATE ON catalog_product BEGIN {_SQLITE_BUMP.format(row='NEW')} "
-    f"{_SQLITE_BUMP.format(row='OLD')} END;",
-    f"CREATE TRIGGER catalog_state_delete AFTER DELETE ON catalog_product BEGIN {_SQLITE_BUMP.format(row='OLD')} END;",
-    "INSERT INTO catalog_catalogstate (project_id, token) "
-    "SELECT project_id, random() FROM (SELECT DISTINCT project_id FROM catalog_product);",
-]
-SQLITE_BACKWARD = [
-    "DROP TRIGGER IF EXISTS catalog_state_insert;",
-    "DROP TRIGGER IF EXISTS catalog_state_update;",
-    "DROP TRIGGER IF EXISTS catalog_state_delete;",
-]
-
-
-def _run(statements_by_vendor):  # noqa: ANN001, ANN202
-    def run(apps, schema_editor):  # noqa: ANN001, ANN202, ARG001
-        statements = statements_by_vendor.get(schema_editor.connection.vendor)
-        if statements is None:
-            raise RuntimeError(f"no catalog state triggers for {schema_editor.connection.vendor}")
-        for statement in [statements] if isinstance(statements, str) else statements:
-            schema_editor.execute(statement)
-
-    return run
-
 
 class Migration(migrations.Migration):
     dependencies = [
@@ -114,8 +83,5 @@ class Migration(migrations.Migration):
                 ("token", models.BigIntegerField()),
             ],
         ),
-        migrations.RunPython(
-            _run({"postgresql": POSTGRES_FORWARD, "sqlite": SQLITE_FORWARD}),
-            _run({"postgresql": POSTGRES_BACKWARD, "sqlite": SQLITE_BACKWARD}),
-        ),
+        migrations.RunSQL(POSTGRES_FORWARD, POSTGRES_BACKWARD),
     ]

@@ -9,10 +9,8 @@ catalog.services.uploads'; the product writes are catalog.services.products'."""
 from __future__ import annotations
 
 import contextlib
-import gc
 import logging
 import queue
-import sys
 import threading
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
@@ -33,6 +31,7 @@ from catalog.services.uploads import (
     catalog_upload_finish,
     catalog_upload_progress_save,
 )
+from config.process import bulk_parsing
 
 logger = logging.getLogger(__name__)
 
@@ -178,22 +177,10 @@ def _read_ahead(chunks: Iterator[_ParsedChunk], depth: int = 2) -> Iterator[_Par
 
 
 def _import_chunks(upload: CatalogUpload, on_progress: ProgressCallback | None, chunk_rows: int) -> None:
-    # The writer (this thread) waits on PostgreSQL with the GIL released; when the
-    # answer comes it must get the GIL back from the parse thread, which by default
-    # keeps it up to 5 ms. A 1 ms switch interval shortens each of the ~10 waits a
-    # chunk; restored afterwards (it is process-wide).
-    # Parsing allocates millions of short-lived strings and lists and makes no
-    # reference cycles; with the default thresholds the cyclic collector ran so
-    # often that it took a third of the parse time (measured on 100k rows). Rare
-    # collections keep it bounded; both settings are restored afterwards.
-    interval, thresholds = sys.getswitchinterval(), gc.get_threshold()
-    sys.setswitchinterval(min(interval, 0.001))
-    gc.set_threshold(100_000, 20, 100)
-    try:
+    # A parse thread beside writer threads: a short switch interval and rare
+    # cyclic collections while it runs (measured; config.process.bulk_parsing).
+    with bulk_parsing():
         _import_chunks_with(upload, on_progress, chunk_rows)
-    finally:
-        sys.setswitchinterval(interval)
-        gc.set_threshold(*thresholds)
 
 
 @dataclass

@@ -7,8 +7,6 @@ from django.db import migrations, models
 def _drop_pattern_index(apps, schema_editor):  # noqa: ANN001, ANN202, ARG001
     """PostgreSQL gets a second, varchar_pattern_ops index on a CharField primary
     key, for LIKE queries; recommendation ids are only ever looked up whole."""
-    if schema_editor.connection.vendor != "postgresql":
-        return
     with schema_editor.connection.cursor() as cursor:
         cursor.execute(
             "SELECT indexname FROM pg_indexes WHERE tablename = 'recommendations_recommendationserved' "

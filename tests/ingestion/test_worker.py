@@ -26,7 +26,7 @@ from config.celery import app
 from crm.models import Device, Event, Profile
 from crm.services import profile_upsert, project_create
 
-pytestmark = [pytest.mark.postgres, pytest.mark.broker, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.broker, pytest.mark.django_db(transaction=True)]
 
 RECORDED = Path(__file__).parent / "sdk_requests"
 
