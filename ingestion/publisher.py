@@ -38,7 +38,7 @@ from django.conf import settings
 logger = logging.getLogger(__name__)
 
 # Most messages per broker message: the worker stores them in a few
-# transactions of crm.services.BULK_CHUNK, and the broker message stays ~2 MB.
+# transactions of ingestion.store.BULK_CHUNK, and the broker message stays ~2 MB.
 MAX_MESSAGES_PER_PUBLISH = 5000
 # A publish lingers (INGEST_PUBLISH_LINGER_MS) only while fewer messages wait.
 LINGER_ENOUGH_MESSAGES = 500

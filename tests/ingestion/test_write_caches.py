@@ -9,7 +9,7 @@ import pytest
 from crm import services
 from crm.models import Device, Event, Profile
 from crm.services import profile_merge
-from ingestion.backfill import backfill_chunk_store
+from ingestion.store import chunk_store
 
 pytestmark = [pytest.mark.django_db]
 
@@ -31,7 +31,7 @@ def viewed(n, product, *, seconds=0, app="2.0", token="", **ids):
 
 
 def store(project, *messages):
-    return backfill_chunk_store(project_id=project.pk, messages=list(messages))
+    return chunk_store(project_id=project.pk, messages=list(messages))
 
 
 def test_a_remembered_identity_whose_profile_was_merged_away_is_resolved_again(
