@@ -54,11 +54,11 @@ from crm.services import (
     IdentityIn,
     ProfileActivity,
     ProfilesGone,
-    devices_upsert_many,
-    events_insert_new_many,
+    devices_upsert,
+    events_insert_new,
     platform_from,
-    profiles_apply_activity_many,
-    profiles_resolve_many,
+    profiles_apply_activity,
+    profiles_resolve,
     write_caches_clear,
 )
 from ingestion import hooks
@@ -177,7 +177,7 @@ def _chunk_store(*, project_id: int, messages: Sequence[dict[str, Any]], mapping
         if len(messages) > LARGE_CHUNK:
             with connection.cursor() as cursor:
                 cursor.execute("SET LOCAL work_mem = '256MB'")
-        profile_ids = profiles_resolve_many(project_id=project_id, identities=_identities(messages), cached=True)
+        profile_ids = profiles_resolve(project_id=project_id, identities=_identities(messages), cached=True)
         rows = [
             [
                 pid,
@@ -191,7 +191,7 @@ def _chunk_store(*, project_id: int, messages: Sequence[dict[str, Any]], mapping
             ]
             for m, pid in zip(messages, profile_ids, strict=True)
         ]
-        new_ids = events_insert_new_many(project_id=project_id, rows=rows)
+        new_ids = events_insert_new(project_id=project_id, rows=rows)
         # The first row of each inserted message id, in message order.
         pending = set(new_ids)
         new_rows: list[int] = []
@@ -218,7 +218,7 @@ def _chunk_store(*, project_id: int, messages: Sequence[dict[str, Any]], mapping
             )
         # Last before the commit: it locks the profile rows, and a concurrent
         # worker touching the same profiles waits for this transaction to end.
-        profiles_apply_activity_many(project_id=project_id, activities=activities)
+        profiles_apply_activity(project_id=project_id, activities=activities)
     return StoreResult(stored=len(new_ids), duplicates=len(messages) - len(new_ids))
 
 
@@ -332,7 +332,7 @@ def _activities_apply_devices(
         activity.first_seen = datetime.fromisoformat(first_seen[pid])
         activity.last_seen = datetime.fromisoformat(last_seen[pid])
     if last_event_of_device:
-        devices_upsert_many(
+        devices_upsert(
             project_id=project_id,
             devices=[
                 _device(
