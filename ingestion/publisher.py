@@ -19,7 +19,7 @@ every waiting request, which answers 503 with Retry-After. The SDK then retries
 the same messages with the same message ids; the workers store each message id
 once, so a publish whose confirmation was lost is not stored twice either.
 
-In eager mode (no broker configured: the quickstart and tests on SQLite) the
+In eager mode (no broker configured: the quickstart, and tests without one) the
 task runs in the calling thread instead.
 """
 

@@ -5,20 +5,18 @@ from django.db import migrations, models
 
 
 # Room on each page for the ingest workers' row updates (HOT updates: no index
-# writes). Existing pages get it as they are rewritten; PostgreSQL only.
+# writes). Existing pages get it as they are rewritten.
 _FILLFACTOR = {"crm_profile": 80, "crm_device": 80}
 
 
 def _fillfactor_set(apps, schema_editor):
-    if schema_editor.connection.vendor == "postgresql":
-        for table, percent in _FILLFACTOR.items():
-            schema_editor.execute(f"ALTER TABLE {table} SET (fillfactor = {percent})")
+    for table, percent in _FILLFACTOR.items():
+        schema_editor.execute(f"ALTER TABLE {table} SET (fillfactor = {percent})")
 
 
 def _fillfactor_reset(apps, schema_editor):
-    if schema_editor.connection.vendor == "postgresql":
-        for table in _FILLFACTOR:
-            schema_editor.execute(f"ALTER TABLE {table} RESET (fillfactor)")
+    for table in _FILLFACTOR:
+        schema_editor.execute(f"ALTER TABLE {table} RESET (fillfactor)")
 
 
 class Migration(migrations.Migration):
