@@ -7,8 +7,8 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from crm.admin_base import CappedCountPaginator, ProjectScopedAdmin, ReadOnlyFactsAdmin
-from ingestion import services
 from ingestion.models import DeadLetter, EventNameMapping
+from ingestion.store import dead_letters_retry
 
 
 @admin.register(EventNameMapping)
@@ -45,7 +45,7 @@ class DeadLetterAdmin(ReadOnlyFactsAdmin):
 
     @admin.action(description="Process the selected messages again (after fixing the cause)")
     def requeue(self, request: HttpRequest, queryset: QuerySet[DeadLetter]) -> None:
-        result = services.dead_letters_retry(dead_letter_ids=list(queryset.values_list("pk", flat=True)))
+        result = dead_letters_retry(dead_letter_ids=list(queryset.values_list("pk", flat=True)))
         messages.info(
             request,
             f"{result.stored} stored, {result.duplicates} already stored, {result.dead_lettered} failed again.",

@@ -19,7 +19,7 @@ every waiting request, which answers 503 with Retry-After. The SDK then retries
 the same messages with the same message ids; the workers store each message id
 once, so a publish whose confirmation was lost is not stored twice either.
 
-In eager mode (no broker configured: the quickstart and tests on SQLite) the
+In eager mode (no broker configured: the quickstart, and tests without one) the
 task runs in the calling thread instead.
 """
 
@@ -38,7 +38,7 @@ from django.conf import settings
 logger = logging.getLogger(__name__)
 
 # Most messages per broker message: the worker stores them in a few
-# transactions of crm.services.BULK_CHUNK, and the broker message stays ~2 MB.
+# transactions of ingestion.store.BULK_CHUNK, and the broker message stays ~2 MB.
 MAX_MESSAGES_PER_PUBLISH = 5000
 # A publish lingers (INGEST_PUBLISH_LINGER_MS) only while fewer messages wait.
 LINGER_ENOUGH_MESSAGES = 500

@@ -7,11 +7,8 @@ from typing import Any
 
 import orjson
 from celery import shared_task
-from django.db import connection
 
-from crm.services import BULK_CHUNK
-from ingestion.backfill import backfill_chunk_store
-from ingestion.services import TRANSIENT_ERRORS, messages_store
+from ingestion.store import TRANSIENT_ERRORS, messages_store
 
 
 @shared_task(
@@ -24,7 +21,7 @@ from ingestion.services import TRANSIENT_ERRORS, messages_store
     reject_on_worker_lost=True,
     # Database down or a deadlock victim: retry with backoff, for as long as
     # it takes (accepted events are never dropped). Bad data never gets here:
-    # messages_store sets it aside in the dead-letter table.
+    # the store sets it aside in the dead-letter table.
     autoretry_for=TRANSIENT_ERRORS,
     retry_backoff=True,
     retry_backoff_max=300,
@@ -46,19 +43,12 @@ def ingest_batch_task(payload: str | list[dict[str, Any]]) -> None:
     dicts per message that was a third of the worker's CPU; a string passes
     through both as one value, and orjson parses it here. (A list is still
     taken: eager mode, and messages queued by an older collector.)
-    Messages are grouped by project, one store call each.
+    Messages are grouped by project, one store call each (transactions of
+    ingestion.store.BULK_CHUNK messages).
     """
     items = orjson.loads(payload) if isinstance(payload, str) else payload
     by_project: dict[int, list[dict[str, Any]]] = defaultdict(list)
     for item in items:
         by_project[item["project_id"]].extend(item["messages"])
     for project_id, messages in by_project.items():
-        # On PostgreSQL the set-based store of import_events (same effects, a
-        # third of the Python per event; a batch with a bad message falls back
-        # to messages_store, which sets it aside).
-        # Transactions of BULK_CHUNK messages, as messages_store commits them.
-        if connection.vendor == "postgresql":
-            for start in range(0, len(messages), BULK_CHUNK):
-                backfill_chunk_store(project_id=project_id, messages=messages[start : start + BULK_CHUNK])
-        else:
-            messages_store(project_id=project_id, messages=messages)
+        messages_store(project_id=project_id, messages=messages)

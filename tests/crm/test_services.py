@@ -88,17 +88,42 @@ def test_anonymous_profile_becomes_identified_on_first_login(project_a):
 
 
 @pytest.mark.django_db
+def test_profile_upsert_merges_the_anonymous_profile_into_a_known_user_as_ingestion_does(project_a):
+    project, _ = project_a
+    user = services.profile_upsert(project_id=project.pk, user_id="u1", seen_at=T0)
+    anon = services.profile_upsert(
+        project_id=project.pk, anonymous_id="anon-1", traits={"plan": "free"}, seen_at=T0 - timedelta(days=1)
+    )
+    merged = services.profile_upsert(project_id=project.pk, user_id="u1", anonymous_id="anon-1", seen_at=T0)
+    assert merged.pk == user.pk
+    assert not Profile.objects.filter(pk=anon.pk).exists()
+    assert (merged.traits, merged.first_seen, merged.last_seen) == ({"plan": "free"}, T0 - timedelta(days=1), T0)
+    assert list(AnonymousId.objects.values_list("anonymous_id", "profile_id")) == [("anon-1", user.pk)]
+
+
+@pytest.mark.django_db
 def test_profile_upsert_requires_an_identity(project_a):
     with pytest.raises(ValueError):
         services.profile_upsert(project_id=project_a[0].pk)
 
 
 @pytest.mark.django_db
+def recent_items_push(project, profile, viewed=(), purchased=()):
+    services.profiles_apply_activity(
+        project_id=project.pk,
+        activities={profile.pk: services.ProfileActivity(viewed=list(viewed), purchased=list(purchased))},
+    )
+
+
+def event_row(profile, name, message_id, timestamp=T0):
+    return [profile.pk, "track", name, {}, {}, timestamp, timestamp, message_id]
+
+
 def test_recent_items_are_newest_first_unique_and_capped(project_a):
     project, _ = project_a
     profile = services.profile_upsert(project_id=project.pk, user_id="u1")
-    services.profile_push_recent_items(profile_id=profile.pk, viewed=[f"p{i}" for i in range(12)])
-    services.profile_push_recent_items(profile_id=profile.pk, viewed=["p5"], purchased=["p1", "p2"])
+    recent_items_push(project, profile, viewed=[f"p{i}" for i in range(12)])
+    recent_items_push(project, profile, viewed=["p5"], purchased=["p1", "p2"])
     profile.refresh_from_db()
     assert profile.recent_viewed == ["p5", "p11", "p10", "p9", "p8", "p7", "p6", "p4", "p3", "p2"]
     assert profile.recent_purchased == ["p2", "p1"]
@@ -113,12 +138,9 @@ def test_profile_merge_moves_everything_to_the_target(project_a):
     target = services.profile_upsert(
         project_id=project.pk, user_id="u9", traits={"plan": "pro"}, seen_at=T0 + timedelta(days=1)
     )
-    services.profile_push_recent_items(profile_id=source.pk, viewed=["a", "b"])
-    services.profile_push_recent_items(profile_id=target.pk, viewed=["c"])
-    services.events_record(
-        project_id=project.pk,
-        events=[services.EventIn(profile_id=source.pk, name="Product Viewed", timestamp=T0, message_id="m1")],
-    )
+    recent_items_push(project, source, viewed=["a", "b"])
+    recent_items_push(project, target, viewed=["c"])
+    services.events_insert_new(project_id=project.pk, rows=[event_row(source, "Product Viewed", "m1")])
     services.devices_upsert(
         project_id=project.pk, devices=[services.DeviceIn(profile_id=source.pk, device_id="d1", platform="ios")]
     )
@@ -138,22 +160,18 @@ def test_profile_merge_moves_everything_to_the_target(project_a):
 def test_events_with_a_repeated_message_id_are_stored_once(project_a, project_b):
     project, _ = project_a
     profile = services.profile_upsert(project_id=project.pk, user_id="u1")
-    batch = [
-        services.EventIn(profile_id=profile.pk, name="Product Viewed", timestamp=T0, message_id=f"m{i % 3}")
-        for i in range(5)
+    batch = [event_row(profile, f"View {i}", f"m{i % 3}", T0 + timedelta(seconds=i)) for i in range(5)]
+    assert services.events_insert_new(project_id=project.pk, rows=batch) == {"m0", "m1", "m2"}
+    assert services.events_insert_new(project_id=project.pk, rows=batch) == set()
+    # Each message id from its first row.
+    assert sorted(Event.objects.filter(project=project).values_list("message_id", "name", "timestamp")) == [
+        ("m0", "View 0", T0),
+        ("m1", "View 1", T0 + timedelta(seconds=1)),
+        ("m2", "View 2", T0 + timedelta(seconds=2)),
     ]
-    assert services.events_record(project_id=project.pk, events=batch) == 3
-    assert services.events_record(project_id=project.pk, events=batch) == 0
-    assert Event.objects.filter(project=project).count() == 3
     # The same message id in another project is a different event.
     other = services.profile_upsert(project_id=project_b[0].pk, user_id="u1")
-    assert (
-        services.events_record(
-            project_id=project_b[0].pk,
-            events=[services.EventIn(profile_id=other.pk, name="x", timestamp=T0, message_id="m0")],
-        )
-        == 1
-    )
+    assert services.events_insert_new(project_id=project_b[0].pk, rows=[event_row(other, "x", "m0")]) == {"m0"}
 
 
 @pytest.mark.django_db

@@ -1,11 +1,11 @@
-"""The bulk services the ingest pipeline uses (crm.services / crm.bulk)."""
+"""The set-based services the ingest pipeline uses (crm.services / crm.bulk)."""
 
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from crm import services
-from crm.bulk import insert_new_rows, update_rows
+from crm.bulk import insert_new_rows
 from crm.models import AnonymousId, Device, Event, Profile
 from crm.services import IdentityIn, ProfileActivity
 
@@ -53,10 +53,7 @@ def test_resolve_merges_an_anonymous_profile_into_a_known_user(project_a):
     project, _ = project_a
     user = services.profile_upsert(project_id=project.pk, user_id="u1")
     anonymous = services.profile_upsert(project_id=project.pk, anonymous_id="a1")
-    services.events_record(
-        project_id=project.pk,
-        events=[services.EventIn(profile_id=anonymous.pk, name="x", timestamp=T0, message_id="m1")],
-    )
+    services.events_insert_new(project_id=project.pk, rows=[[anonymous.pk, "track", "x", {}, {}, T0, T0, "m1"]])
     assert resolve(project, (None, "a1"), ("u1", "a1")) == [user.pk, user.pk]
     assert not Profile.objects.filter(pk=anonymous.pk).exists()
     assert Event.objects.get(message_id="m1").profile_id == user.pk
@@ -85,7 +82,7 @@ def test_apply_activity_updates_only_what_changed(project_a):
     project, _ = project_a
     p1 = services.profile_upsert(project_id=project.pk, user_id="u1", seen_at=T0, traits={"plan": "free"})
     p2 = services.profile_upsert(project_id=project.pk, user_id="u2", seen_at=T0)
-    services.profile_push_recent_items(profile_id=p1.pk, viewed=["a", "b"])
+    services.profiles_apply_activity(project_id=project.pk, activities={p1.pk: ProfileActivity(viewed=["a", "b"])})
     changed = services.profiles_apply_activity(
         project_id=project.pk,
         activities={
@@ -146,19 +143,3 @@ def test_insert_new_rows_returns_only_what_it_inserted(project_a):
     assert insert_new_rows(Event, columns, [row("b"), row("c")], unique_columns=unique, returning="message_id") == ["c"]
     assert Event.objects.get(message_id="a").properties == {"k": "a"}
     assert Event.objects.get(message_id="c").timestamp == T0
-
-
-def test_update_rows_sets_many_rows_in_one_statement(project_a, django_assert_num_queries):
-    project, _ = project_a
-    p1 = services.profile_upsert(project_id=project.pk, user_id="u1")
-    p2 = services.profile_upsert(project_id=project.pk, user_id="u2")
-    with django_assert_num_queries(1):
-        update_rows(
-            Profile,
-            ["recent_viewed", "last_seen", "birth_date"],
-            [(p1.pk, ["x"], T0, None), (p2.pk, [], T0 + timedelta(days=1), datetime(1999, 1, 2).date())],
-        )
-    p1.refresh_from_db()
-    p2.refresh_from_db()
-    assert (p1.recent_viewed, p1.last_seen, p1.birth_date) == (["x"], T0, None)
-    assert (p2.recent_viewed, p2.last_seen, str(p2.birth_date)) == ([], T0 + timedelta(days=1), "1999-01-02")

@@ -21,11 +21,8 @@ def _seed(project, user_id: str) -> Profile:
     services.devices_upsert(
         project_id=project.pk, devices=[services.DeviceIn(profile_id=profile.pk, device_id=f"dev-{user_id}")]
     )
-    services.events_record(
-        project_id=project.pk,
-        events=[
-            services.EventIn(profile_id=profile.pk, name="Product Viewed", timestamp=T0, message_id=f"m-{user_id}")
-        ],
+    services.events_insert_new(
+        project_id=project.pk, rows=[[profile.pk, "track", "Product Viewed", {}, {}, T0, T0, f"m-{user_id}"]]
     )
     return profile
 
@@ -139,11 +136,9 @@ def test_rotate_action_shows_new_key_once_and_retires_the_old(project_a, markete
 @pytest.mark.django_db
 def test_events_changelist_is_cheap(two_tenants):
     a, _b, data, client = two_tenants
-    for i in range(30):
-        services.events_record(
-            project_id=a.pk,
-            events=[services.EventIn(profile_id=data["a"].pk, name="Product Viewed", timestamp=T0, message_id=f"x{i}")],
-        )
+    services.events_insert_new(
+        project_id=a.pk, rows=[[data["a"].pk, "track", "Product Viewed", {}, {}, T0, T0, f"x{i}"] for i in range(30)]
+    )
     with CaptureQueriesContext(connection) as queries:
         response = client.get(reverse("admin:crm_event_changelist"))
     assert response.status_code == 200

@@ -9,7 +9,7 @@ from django.urls import reverse
 
 from crm.models import Event
 from ingestion.models import DeadLetter, EventNameMapping
-from ingestion.services import dead_letter_record
+from ingestion.store import dead_letter_record
 
 pytestmark = pytest.mark.django_db
 

@@ -1,14 +1,15 @@
-"""The ingest pipeline (ingestion.services.messages_store): identities, traits,
-recent items, devices, mappings, redelivery and dead letters."""
+"""The ingest pipeline (ingestion.store): identities, traits, recent items,
+devices, mappings, redelivery and dead letters."""
 
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from crm.models import AnonymousId, Device, Event, Profile
+from ingestion import hooks, store
 from ingestion.models import DeadLetter, EventNameMapping
-from ingestion.services import StoreResult, dead_letters_retry, messages_store
 from ingestion.spec import message_normalize
+from ingestion.store import StoreResult, dead_letters_retry, messages_store
 
 pytestmark = pytest.mark.django_db
 
@@ -270,3 +271,79 @@ def test_messages_of_a_deleted_project_are_dropped(project_a):
     batch = msgs(project_id, viewed("p1", userId="u1"))
     assert messages_store(project_id=project_id, messages=batch) == StoreResult()
     assert Event.objects.count() == 0 and DeadLetter.objects.count() == 0
+
+
+def chunks_spied(monkeypatch):
+    """The sizes of the chunks the store's one transaction is run with, in order."""
+    sizes = []
+    real = store._chunk_store
+
+    def spy(*, project_id, messages, mappings):
+        sizes.append(len(messages))
+        return real(project_id=project_id, messages=messages, mappings=mappings)
+
+    monkeypatch.setattr(store, "_chunk_store", spy)
+    return sizes
+
+
+def test_a_chunk_with_one_bad_message_stores_the_others_one_by_one_and_dead_letters_only_it(project_a, monkeypatch):
+    project, _ = project_a
+    sizes = chunks_spied(monkeypatch)
+    stored = []
+    hook = lambda project_id, events: stored.append([e.message_id for e in events])  # noqa: E731
+    hooks.stored_hook_register(hook)
+    try:
+        result = store.chunk_store(
+            project_id=project.pk,
+            messages=msgs(
+                project.pk,
+                viewed("p1", userId="u1", messageId="good-1"),
+                viewed("p\u0000", userId="u2", messageId="bad"),
+                viewed("p3", userId="u3", messageId="good-3"),
+            ),
+        )
+    finally:
+        hooks.stored_hook_unregister(hook)
+    assert result == StoreResult(stored=2, duplicates=0, dead_lettered=1)
+    # The whole chunk first (rolled back), then each message as a chunk of one.
+    assert sizes == [3, 1, 1, 1]
+    assert stored == [["good-1"], ["good-3"]]
+    assert sorted(Event.objects.values_list("message_id", flat=True)) == ["good-1", "good-3"]
+    assert list(DeadLetter.objects.values_list("project_id", "message_id")) == [(project.pk, "bad")]
+    assert dict(Profile.objects.values_list("user_id", "recent_viewed")) == {"u1": ["p1"], "u3": ["p3"]}
+
+
+def test_a_large_chunk_that_fails_is_stored_again_in_the_workers_chunk_size_first(project_a, monkeypatch):
+    project, _ = project_a
+    monkeypatch.setattr(store, "BULK_CHUNK", 2)
+    sizes = chunks_spied(monkeypatch)
+    batch = msgs(project.pk, *[viewed(f"p{i}", userId="u1") for i in range(5)])
+    batch[3]["properties"]["note"] = "\u0000"
+    assert store.chunk_store(project_id=project.pk, messages=batch) == StoreResult(stored=4, dead_lettered=1)
+    # 5 -> chunks of 2: [m0, m1] stored, [m2, m3] fails and goes one by one, [m4] stored.
+    assert sizes == [5, 2, 2, 1, 1, 1]
+    assert DeadLetter.objects.get().message_id == "m3"
+    assert Profile.objects.get().recent_viewed == ["p4", "p2", "p1", "p0"]
+
+
+def test_dead_letters_retry_stores_a_fixed_letter_with_its_effects_and_deletes_it(project_a):
+    project, _ = project_a
+    fixed, still_bad = msgs(
+        project.pk, viewed("p1", userId="u1", messageId="fixed"), viewed("p2", userId="u1", messageId="still-bad")
+    )
+    still_bad["timestamp"] = "not a time"  # not fixed: fails again
+    letters = [
+        store.dead_letter_record(project_id=project.pk, message=message, error=ValueError("was broken"))
+        for message in (fixed, still_bad)
+    ]
+    assert dead_letters_retry(dead_letter_ids=[letter.pk for letter in letters]) == StoreResult(
+        stored=1, dead_lettered=1
+    )
+    # Both old letters are gone; the one that failed again has a new letter with its new error.
+    assert not DeadLetter.objects.filter(pk__in=[letter.pk for letter in letters]).exists()
+    again = DeadLetter.objects.get()
+    assert (again.message_id, again.error) == ("still-bad", "ValueError: Invalid isoformat string: 'not a time'")
+    event = Event.objects.get()
+    profile = Profile.objects.get(project=project, user_id="u1")
+    assert (event.message_id, event.profile_id, event.timestamp) == ("fixed", profile.pk, T0)
+    assert (profile.recent_viewed, profile.first_seen) == (["p1"], T0)

@@ -8,8 +8,8 @@ import pytest
 
 from crm import services
 from crm.models import Device, Event, Profile
-from crm.services import profile_merge
-from ingestion.backfill import backfill_chunk_store
+from crm.services import profile_merge, write_caches
+from ingestion.store import chunk_store
 
 pytestmark = [pytest.mark.django_db]
 
@@ -31,7 +31,7 @@ def viewed(n, product, *, seconds=0, app="2.0", token="", **ids):
 
 
 def store(project, *messages):
-    return backfill_chunk_store(project_id=project.pk, messages=list(messages))
+    return chunk_store(project_id=project.pk, messages=list(messages))
 
 
 def test_a_remembered_identity_whose_profile_was_merged_away_is_resolved_again(
@@ -41,7 +41,7 @@ def test_a_remembered_identity_whose_profile_was_merged_away_is_resolved_again(
     with django_capture_on_commit_callbacks(execute=True):
         store(project, viewed(1, "p1", anonymousId="a1"))
     anonymous = Event.objects.get().profile
-    assert services._identities_resolved == {(project.pk, None, "a1"): anonymous.pk}
+    assert write_caches.identities_resolved == {(project.pk, None, "a1"): anonymous.pk}
     # The visitor logs in elsewhere: their anonymous profile is merged into the user's.
     user = Profile.objects.create(project=project, user_id="u1")
     profile_merge(project_id=project.pk, source_profile_id=anonymous.pk, target_profile_id=user.pk)
@@ -53,7 +53,7 @@ def test_a_remembered_identity_whose_profile_was_merged_away_is_resolved_again(
     assert dict(Event.objects.values_list("message_id", "profile_id")) == {"m1": user.pk, "m2": user.pk}
     user.refresh_from_db()
     assert user.recent_viewed == ["p2", "p1"]
-    assert services._identities_resolved == {(project.pk, None, "a1"): user.pk}
+    assert write_caches.identities_resolved == {(project.pk, None, "a1"): user.pk}
 
 
 def test_a_batch_resolving_a_new_pair_does_not_answer_a_related_pair_from_memory(
@@ -103,7 +103,7 @@ def test_memory_is_filled_only_by_committed_batches(project_a):
     """Without the commit (the test's transaction is rolled back, never
     committed), nothing is remembered."""
     store(project_a[0], viewed(1, "p1", userId="u1"))
-    assert services._identities_resolved == {} and services._devices_written == {}
+    assert write_caches.identities_resolved == {} and write_caches.devices_written == {}
 
 
 def test_events_have_no_database_constraint_but_deletes_still_cascade(project_a, project_b):
@@ -116,14 +116,14 @@ def test_events_have_no_database_constraint_but_deletes_still_cascade(project_a,
 
 
 def test_a_json_column_another_profile_changes_is_written_back_unchanged(project_a):
-    """profiles_apply_activity_many parses a profile's recent lists only when its
+    """profiles_apply_activity parses a profile's recent lists only when its
     activity changes them; one row's change makes the UPDATE write the column
     for every changed row, the others' values as they were."""
     project = project_a[0]
     viewer = Profile.objects.create(project=project, recent_viewed=["v1"], recent_purchased=["b1", "b2"], last_seen=T0)
     buyer = Profile.objects.create(project=project, recent_viewed=["v9", "v8"], recent_purchased=[], last_seen=T0)
     later = T0 + timedelta(hours=1)
-    changed = services.profiles_apply_activity_many(
+    changed = services.profiles_apply_activity(
         project_id=project.pk,
         activities={
             viewer.pk: services.ProfileActivity(viewed=["v2"], first_seen=later, last_seen=later),

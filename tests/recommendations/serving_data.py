@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from catalog.models import Product
-from crm.services import profile_push_recent_items, profile_upsert
+from crm.services import ProfileActivity, profile_upsert, profiles_apply_activity
 from recommendations.models import ModelVersion, RelatedProduct, TrendingProduct, VersionStatus
 from recommendations.serving import serving_cache_clear
 
@@ -88,5 +88,7 @@ def version_write(project_id: int, related: dict | None = None, trending: dict |
 def user_write(project_id: int, user_id: str, viewed: list[str] = (), purchased: list[str] = ()) -> int:
     profile = profile_upsert(project_id=project_id, user_id=user_id)
     # Arguments are oldest first: the last one given is the newest.
-    profile_push_recent_items(profile_id=profile.pk, viewed=list(viewed), purchased=list(purchased))
+    profiles_apply_activity(
+        project_id=project_id, activities={profile.pk: ProfileActivity(viewed=list(viewed), purchased=list(purchased))}
+    )
     return profile.pk

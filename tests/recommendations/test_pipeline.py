@@ -43,13 +43,10 @@ def _lists(version_id: int) -> dict[str, list[tuple[str, int, float]]]:
 
 def _events(project_id: int, user: str, rows: list[tuple[str, dict, datetime]]) -> None:
     profile = crm_services.profile_upsert(project_id=project_id, user_id=user)
-    crm_services.events_record(
+    crm_services.events_insert_new(
         project_id=project_id,
-        events=[
-            crm_services.EventIn(
-                profile_id=profile.pk, name=name, properties=props, timestamp=ts, message_id=f"{user}-{i}"
-            )  # fmt: skip
-            for i, (name, props, ts) in enumerate(rows)
+        rows=[
+            [profile.pk, "track", name, props, {}, ts, ts, f"{user}-{i}"] for i, (name, props, ts) in enumerate(rows)
         ],
     )
 

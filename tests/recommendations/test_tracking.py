@@ -8,8 +8,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from crm.models import Profile
-from ingestion.services import messages_store
 from ingestion.spec import message_normalize
+from ingestion.store import messages_store
 from recommendations import serving, tracking
 from recommendations.models import (
     RecommendationDailyStat,

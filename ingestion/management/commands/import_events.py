@@ -10,7 +10,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
 
 from crm.models import Project
-from ingestion.services import IMPORT_CHUNK, ImportLineRejected, events_import
+from ingestion.importer import IMPORT_CHUNK, ImportLineRejected, events_import
 
 
 class Command(BaseCommand):

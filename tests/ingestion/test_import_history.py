@@ -1,18 +1,19 @@
-"""`import_events` on PostgreSQL: the set-based store (ingestion.backfill) has
-the effects of the workers' pipeline (messages_store) on the same chunks."""
+"""`import_events` of a history: every identity case, the exact effects, chunk by
+chunk through the workers' store (ingestion.store), and a re-import."""
 
 import io
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from django.core.management import call_command
+from django.utils import timezone
 
 from crm.models import AnonymousId, Device, Event, Profile
 from ingestion import hooks
+from ingestion.importer import events_import
 from ingestion.models import DeadLetter, EventNameMapping
 from ingestion.selectors import event_name_mappings_cache_clear
-from ingestion.services import events_import
 
 pytestmark = [pytest.mark.django_db]
 
@@ -107,55 +108,106 @@ def snapshot(project):
     return {"profiles": profiles, "events": events, "devices": devices}
 
 
-def test_set_based_import_leaves_what_the_worker_pipeline_leaves(tmp_path, project_a, project_b):
-    (a, _), (b, _) = project_a, project_b
-    for project in (a, b):
-        EventNameMapping.objects.create(project=project, source_name="Added", canonical_name="Product Added")
+def at(minute):
+    return T0 + timedelta(minutes=minute)
+
+
+def test_a_history_import_leaves_exactly_these_profiles_events_and_devices(tmp_path, project_a):
+    project, _ = project_a
+    EventNameMapping.objects.create(project=project, source_name="Added", canonical_name="Product Added")
     event_name_mappings_cache_clear()
     path = write(tmp_path / "history.ndjson", HISTORY)
     seen = []
 
     def hook(project_id, events):
-        seen.append((project_id, [(e.message_id, e.name) for e in events]))
+        seen.append([(e.message_id, e.profile_id, e.type, e.name, e.properties, e.timestamp) for e in events])
 
     hooks.stored_hook_register(hook)
     try:
-        fast = events_import(path=path, project_id=a.pk, chunk=6, set_based=True)
-        slow = events_import(path=path, project_id=b.pk, chunk=6, set_based=False)
+        before = timezone.now()
+        result = events_import(path=path, project_id=project.pk, chunk=6)
+        after = timezone.now()
     finally:
         hooks.stored_hook_unregister(hook)
-    assert (fast.stored, fast.duplicates, fast.rejected) == (slow.stored, slow.duplicates, slow.rejected) == (23, 1, 0)
-    fast_view, slow_view = snapshot(a), snapshot(b)
-    # Events without a time of their own are dated by the import.
-    for view in (fast_view, slow_view):
-        no_time = next(k for k, v in view["events"].items() if v[2] == "No time")
-        view["events"]["no time"] = view["events"].pop(no_time)[:5]
-        view["profiles"]["u6"].pop("seen")
-    assert fast_view == slow_view
-    # Spot checks of what both paths did.
-    assert set(fast_view["profiles"]) == {"u1", "u2", "u3", "u4", "u5", "u6"}
-    assert fast_view["profiles"]["u1"]["recent"] == (["p13", "p4", "p3", "p1"], ["p1", "p9"])
-    assert fast_view["profiles"]["u3"]["anonymous_ids"] == ["a5", "a6"]
-    assert fast_view["devices"]["d1"][:3] == ("u2", "ios", "tok2")
+    assert (result.lines, result.stored, result.duplicates, result.rejected, result.dead_lettered) == (24, 23, 1, 0, 0)
+    view = snapshot(project)
+    # The line without a time is dated by the import (and gets a random id).
+    no_time = next(k for k, v in view["events"].items() if v[2] == "No time")
+    assert no_time.startswith("gen-")
+    stamped = view["events"].pop(no_time)
+    assert stamped[:5] == ("u6", "track", "No time", {}, {}) and before <= stamped[5] <= after
+    assert view["profiles"]["u6"].pop("seen") == (stamped[5], stamped[5])
 
-    # The hooks saw the same inserted events, chunk by chunk, with mapped names.
-    def chunks_of(project):
-        # The line without a time got a random id in each import.
-        return [
-            [("gen" if mid.startswith("gen-") else mid, name) for mid, name in events]
-            for pid, events in seen
-            if pid == project.pk
-        ]
+    nothing = ("", "", "", None, "", "")
+    assert view["profiles"] == {
+        # Two views and an order; the repeated m10 moved nothing; a1 stays u1's (u4 shares the device).
+        "u1": {"anonymous_ids": ["a1"], "traits": {}, "demographics": ("", "", "", None, "en-GB", "Europe/Paris"),
+               "recent": (["p13", "p4", "p3", "p1"], ["p1", "p9"]), "seen": (at(0), at(30))},
+        # a2's first login (line 11) made the anonymous profile u2's; a group's traits stay on the event.
+        "u2": {"anonymous_ids": ["a2", "a23"], "traits": {"birthday": "1990-04-01", "name": "Bo"},
+               "demographics": ("", "", "Bo", date(1990, 4, 1), "en-GB", "Europe/Paris"),
+               "recent": (["p17", "p16", "p2", "p12", "p5"], []), "seen": (at(2), at(34))},
+        # a6 merged into the known u3, a5 by the alias; "Added" is mapped onto Product Added.
+        "u3": {"anonymous_ids": ["a5", "a6"], "traits": {"email": "u3@x.io", "gender": "m"},
+               "demographics": ("u3@x.io", "male", "", None, "", ""),
+               "recent": (["p10", "p7", "p6"], []), "seen": (at(3), at(21))},
+        "u4": {"anonymous_ids": [], "traits": {}, "demographics": nothing, "recent": (["p11"], []),
+               "seen": (at(20), at(20))},
+        "u5": {"anonymous_ids": ["a31"], "traits": {}, "demographics": nothing, "recent": (["p15", "p14"], []),
+               "seen": (at(31), at(32))},
+        "u6": {"anonymous_ids": [], "traits": {}, "demographics": nothing, "recent": ([], [])},
+    }  # fmt: skip
 
-    hook_a, hook_b = chunks_of(a), chunks_of(b)
-    assert hook_a == hook_b
-    assert ("m15", "Product Added") in hook_a[1]
+    def ctx(device, token, locale="en-GB"):
+        return {"device": {"id": device, "type": "ios", "token": token}, "os": {"name": "iOS", "version": "17.1"},
+                "app": {"version": "2.0"}, "locale": locale, "timezone": "Europe/Paris"}  # fmt: skip
+
+    viewed_on = {"m1": ("u1", "p1", ctx("d1", "tok1")), "m2": ("u2", "p2", {}), "m4": ("u1", "p3", ctx("d1", "")),
+                 "m10": ("u1", "p4", {}), "m11": ("u2", "p5", ctx("d2", "", "fr-FR")), "m12": ("u3", "p6", {}),
+                 "m13": ("u3", "p7", {}), "m20": ("u4", "p11", {}), "m23": ("u2", "p12", ctx("d1", "tok2")),
+                 "m24": ("u2", "p2", {}), "m30": ("u1", "p13", {}), "m31": ("u5", "p14", {}),
+                 "m32": ("u5", "p15", {}), "m33": ("u2", "p16", {}), "m34": ("u2", "p17", {})}  # fmt: skip
+    assert view["events"] == {
+        **{mid: (who, "track", "Product Viewed", {"product_id": product}, context, at(int(mid[1:])))
+           for mid, (who, product, context) in viewed_on.items()},
+        "m0": ("u1", "track", "Order Completed", {"products": [{"product_id": "p9"}, {"product_id": "p1"}]}, {},
+               at(0)),
+        "m3": ("u3", "identify", "identify", {"email": "u3@x.io", "gender": "m"}, {}, at(3)),
+        # The anonymous visitor a5's page moved with the alias onto u3's profile.
+        "m5": ("u3", "page", "Home", {"category": "Shop"}, {}, at(5)),
+        "m15": ("u3", "track", "Added", {"product_id": "p10"}, {}, at(15)),
+        "m21": ("u3", "alias", "alias", {"previousId": "a5"}, {}, at(21)),
+        "m22": ("u2", "group", "group", {"groupId": "g1", "traits": {"plan": "pro"}}, {}, at(22)),
+        "m25": ("u2", "identify", "identify", {"birthday": "1990-04-01", "name": "Bo"}, {}, at(25)),
+    }  # fmt: skip
+    # d1's latest event is u2's (line 23, with a new token); d2 never had a token.
+    assert view["devices"] == {
+        "d1": ("u2", "ios", "tok2", "2.0", "17.1", at(23)),
+        "d2": ("u2", "ios", "", "2.0", "17.1", at(11)),
+    }
+
+    # The hooks saw each chunk's inserted events once, in line order, with
+    # mapped names, on the profile the event was stored on at that moment.
+    assert [[(mid, name) for mid, _pid, _type, name, _props, _ts in chunk] for chunk in seen] == [
+        [("m1", "Product Viewed"), ("m2", "Product Viewed"), ("m3", "identify"), ("m4", "Product Viewed"),
+         ("m5", "Home"), ("m0", "Order Completed")],
+        [("m10", "Product Viewed"), ("m11", "Product Viewed"), ("m12", "Product Viewed"),
+         ("m13", "Product Viewed"), ("m15", "Product Added")],
+        [("m20", "Product Viewed"), ("m21", "alias"), ("m22", "group"), ("m23", "Product Viewed"),
+         ("m24", "Product Viewed"), ("m25", "identify")],
+        [("m30", "Product Viewed"), ("m31", "Product Viewed"), ("m32", "Product Viewed"),
+         ("m33", "Product Viewed"), ("m34", "Product Viewed"), (no_time, "No time")],
+    ]  # fmt: skip
+    u1 = Profile.objects.get(project=project, user_id="u1").pk
+    assert seen[0][5] == ("m0", u1, "track", "Order Completed",
+                          {"products": [{"product_id": "p9"}, {"product_id": "p1"}]}, at(0))  # fmt: skip
+    assert seen[3][0][1] == u1
 
 
 def test_importing_twice_stores_nothing_twice_and_runs_no_side_effect_again(tmp_path, project_a):
     project, _ = project_a
     path = write(tmp_path / "history.ndjson", HISTORY)
-    events_import(path=path, project_id=project.pk, chunk=6, set_based=True)
+    events_import(path=path, project_id=project.pk, chunk=6)
     before = snapshot(project)
     seen = []
 
@@ -164,7 +216,7 @@ def test_importing_twice_stores_nothing_twice_and_runs_no_side_effect_again(tmp_
 
     hooks.stored_hook_register(hook)
     try:
-        again = events_import(path=path, project_id=project.pk, chunk=6, set_based=True)
+        again = events_import(path=path, project_id=project.pk, chunk=6)
     finally:
         hooks.stored_hook_unregister(hook)
     assert seen == ["No time"]
@@ -184,7 +236,7 @@ def test_a_chunk_with_a_bad_message_is_stored_around_it_and_the_message_dead_let
         tmp_path / "nul.ndjson",
         [viewed(1, "p1", userId="u1"), viewed(2, "p\u0000", userId="u2"), viewed(3, "p3", userId="u3")],
     )
-    result = events_import(path=path, project_id=project.pk, set_based=True)
+    result = events_import(path=path, project_id=project.pk)
     assert (result.stored, result.dead_lettered) == (2, 1)
     assert sorted(Event.objects.filter(project=project).values_list("message_id", flat=True)) == ["m1", "m3"]
     assert DeadLetter.objects.get(project=project).message_id == "m2"
