@@ -190,7 +190,7 @@ INGEST_PUBLISH_LINGER_MS = env_int("INGEST_PUBLISH_LINGER_MS", 10)
 INGEST_RESPONSE_HOOKS = ["campaigns.channels.inapp.collector_response"]
 INGEST_STORED_EVENT_HOOKS = ["recommendations.tracking.events_stored_hook"]
 
-# --- Recommendation serving (recommendations/serving.py) ---------------------------
+# --- Recommendation serving (recommendations/serving/) -----------------------------
 # A user's recommendations come from their newest RECS_SERVE_RECENT items, each older
 # one RECS_SERVE_DECAY times less important (the combination evaluated in training).
 RECS_SERVE_RECENT = env_int("RECS_SERVE_RECENT", 5)
