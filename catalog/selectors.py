@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -123,14 +123,6 @@ def product_get(*, project_id: int, product_id: str) -> Product | None:
     return Product.objects.filter(project_id=project_id, product_id=product_id).first()
 
 
-def products_by_ids(*, project_id: int, product_ids: Iterable[str]) -> dict[str, Product]:
-    """{product_id: Product} for the ids that exist (one query; unique index)."""
-    ids = list(dict.fromkeys(product_ids))
-    if not ids:
-        return {}
-    return {p.product_id: p for p in Product.objects.filter(project_id=project_id, product_id__in=ids)}
-
-
 def products_iter(*, project_id: int, batch: int = 5000, only_active: bool = False) -> Iterator[list[Product]]:
     """A project's products in primary-key ranges of `batch` (for training and
     exports: no OFFSET, no long-held cursor)."""
@@ -178,10 +170,6 @@ def _category_names_of(project_id: int, limit: int) -> list[str]:
             [project_id, limit],
         )
         return [row[0] for row in cursor.fetchall()]
-
-
-def upload_get(*, project_id: int, upload_id: int) -> CatalogUpload | None:
-    return CatalogUpload.objects.filter(project_id=project_id, pk=upload_id).first()
 
 
 def upload_summary(upload: CatalogUpload) -> dict[str, Any]:

@@ -48,10 +48,6 @@ def test_lookups_by_id_and_batches_stay_in_the_project(catalog, project_b):
     assert selectors.product_get(project_id=catalog.pk, product_id="M1").name == "Drama"
     assert selectors.product_get(project_id=project_b[0].pk, product_id="M1").name == "B's"
     assert selectors.product_get(project_id=catalog.pk, product_id="zz") is None
-    assert sorted(selectors.products_by_ids(project_id=catalog.pk, product_ids=["B1", "M1", "zz", "M1"])) == [
-        "B1",
-        "M1",
-    ]
     batches = list(selectors.products_iter(project_id=catalog.pk, batch=3))
     assert [[p.product_id for p in b] for b in batches] == [["M1", "M2", "B1"], ["B2"]]
     assert [p.product_id for b in selectors.products_iter(project_id=catalog.pk, only_active=True) for p in b] == [
