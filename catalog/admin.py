@@ -35,7 +35,7 @@ class CategoryFilter(admin.SimpleListFilter):
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Product]) -> QuerySet[Product]:
         value = self.value()
-        return queryset.filter(categories__has_element=value) if value else queryset
+        return queryset.filter(selectors.ProductFilter(categories=(value,)).q()) if value else queryset
 
 
 @admin.register(Product)

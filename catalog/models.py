@@ -2,34 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-import orjson
 from django.conf import settings
 from django.db import models
-from django.db.models import Lookup, Q
+from django.db.models import Q
 
 from crm.models import Project
-
-
-class HasElement(Lookup):
-    """`categories__has_element="Drama"`: the JSON list holds that exact string.
-
-    PostgreSQL: `categories @> '["Drama"]'`, served by the GIN index below.
-    SQLite (the quickstart): a json_each() probe per row, fine for demo-sized catalogs.
-    Django's own `__contains` on a JSONField is not available on SQLite, hence this lookup.
-    """
-
-    lookup_name = "has_element"
-    prepare_rhs = False
-
-    def as_sql(self, compiler: Any, connection: Any) -> tuple[str, list[Any]]:
-        lhs, lhs_params = compiler.compile(self.lhs)
-        return f"EXISTS (SELECT 1 FROM json_each({lhs}) WHERE json_each.value = %s)", [*lhs_params, str(self.rhs)]
-
-    def as_postgresql(self, compiler: Any, connection: Any) -> tuple[str, list[Any]]:
-        lhs, lhs_params = compiler.compile(self.lhs)
-        return f"{lhs} @> %s::jsonb", [*lhs_params, orjson.dumps([str(self.rhs)]).decode()]
 
 
 class Product(models.Model):
@@ -47,6 +24,8 @@ class Product(models.Model):
     product_id = models.CharField(max_length=255)
     name = models.CharField(max_length=500, blank=True, default="")
     # The category path as a list of levels: "Movies > Drama" -> ["Movies", "Drama"].
+    # Filtered by JSON containment (catalog.selectors.ProductFilter): GIN index
+    # product_categories_gin, like product_properties_gin on `properties` (migration 0001).
     categories = models.JSONField(default=list, blank=True)
     price = models.DecimalField(max_digits=14, decimal_places=4, null=True, blank=True)
     currency = models.CharField(max_length=3, blank=True, default="")
@@ -85,10 +64,6 @@ class Product(models.Model):
 
     def __str__(self) -> str:
         return f"{self.product_id} {self.name}".strip()
-
-
-# Instance registration (Django >= 4.2): the lookup exists on this field only.
-Product._meta.get_field("categories").register_lookup(HasElement)
 
 
 class UploadMode(models.TextChoices):

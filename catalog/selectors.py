@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -12,6 +13,75 @@ from django.db.models import Q, QuerySet
 
 from catalog.csvfile import property_value_candidates
 from catalog.models import CatalogUpload, CatalogUploadError, Product
+
+# A product row as catalog.mirror keeps it in memory (a plain tuple: see there),
+# in this order: the served fields, then what the filters look at.
+ROW_FIELDS = ("product_id", "name", "image_url", "deeplink", "price", "rating", "categories", "in_stock", "is_active")
+
+
+@dataclass(frozen=True)
+class ProductFilter:
+    """What a catalog filter means, defined once for the database query (`q`) and
+    for the product rows a process keeps in memory (`admits`, catalog.mirror).
+
+    - `categories`: products in any of them, at any level of the path ("Drama"
+      matches "Movies > Drama"); exact, case-sensitive names.
+    - `in_stock`: the product's flag is that value.
+    - `price_min`, `price_max`: inclusive bounds; a product without a price fails
+      any bound (as NULL does in SQL).
+    - `properties`: ((name, (values, ...)), ...): the property equals one of the
+      values, as JSON (42 and "42" differ: property_filter_values gives both for
+      a query-string value).
+
+    Whether a product is active is not a condition here: the API may list
+    inactive products (product_filter's `is_active`), recommendations never name
+    them (catalog.mirror).
+    """
+
+    categories: tuple[str, ...] = ()
+    in_stock: bool | None = None
+    price_min: Decimal | None = None
+    price_max: Decimal | None = None
+    properties: tuple[tuple[str, tuple[Any, ...]], ...] = ()
+
+    def q(self) -> Q:
+        """The conditions for a query of catalog_product. Categories and
+        properties are JSON containment (`@>`), served by the GIN indexes
+        product_categories_gin and product_properties_gin; stock and price by
+        product_active_stock_price."""
+        condition = Q()
+        if self.in_stock is not None:
+            condition &= Q(in_stock=self.in_stock)
+        if self.price_min is not None:
+            condition &= Q(price__gte=self.price_min)
+        if self.price_max is not None:
+            condition &= Q(price__lte=self.price_max)
+        if self.categories:
+            any_category = Q()
+            for category in self.categories:
+                any_category |= Q(categories__contains=[category])
+            condition &= any_category
+        for name, values in self.properties:
+            any_value = Q()
+            for value in values:
+                any_value |= Q(properties__contains={name: value})
+            condition &= any_value
+        return condition
+
+    def admits(self, row: tuple) -> bool:
+        """The same conditions on a row in ROW_FIELDS order, but for `properties`:
+        rows do not carry them (a dict per row would be tracked by the garbage
+        collector, and Python's equality is not JSON's: True == 1), so callers
+        with property conditions query the database, as catalog.mirror does.
+        Runs for every candidate of every recommendation."""
+        if self.in_stock is not None and row[7] is not self.in_stock:
+            return False
+        price = row[4]
+        if self.price_min is not None and (price is None or price < self.price_min):
+            return False
+        if self.price_max is not None and (price is None or price > self.price_max):
+            return False
+        return not self.categories or any(c in row[6] for c in self.categories)
 
 
 def product_filter(
@@ -24,48 +94,24 @@ def product_filter(
     price_max: Decimal | float | None = None,
     properties: Mapping[str, Any | Sequence[Any]] | None = None,
 ) -> QuerySet[Product]:
-    """A project's products matching every given condition.
-
-    - `categories`: products in any of them, at any level of the path
-      ("Drama" matches "Movies > Drama"); exact, case-sensitive names.
-    - `properties`: {name: value} or {name: [values]}: the property equals (one of)
-      the value(s). Use property_filter_values() to turn a query-string value
-      ("42") into what it may be stored as (42 and "42").
-    On PostgreSQL the category and property conditions are JSON containment (@>),
-    served by the GIN indexes; active/stock/price by product_active_stock_price.
-    """
+    """A project's products matching every given condition (ProductFilter says
+    what each means). `properties`: {name: value} or {name: [values]}; use
+    property_filter_values() to turn a query-string value ("42") into what it may
+    be stored as (42 and "42")."""
+    conditions = ProductFilter(
+        categories=tuple(categories),
+        in_stock=in_stock,
+        price_min=price_min,
+        price_max=price_max,
+        properties=tuple(
+            (name, tuple(wanted) if isinstance(wanted, list | tuple) else (wanted,))
+            for name, wanted in (properties or {}).items()
+        ),
+    )
     qs = Product.objects.filter(project_id=project_id)
     if is_active is not None:
         qs = qs.filter(is_active=is_active)
-    if in_stock is not None:
-        qs = qs.filter(in_stock=in_stock)
-    if price_min is not None:
-        qs = qs.filter(price__gte=price_min)
-    if price_max is not None:
-        qs = qs.filter(price__lte=price_max)
-    if categories:
-        any_category = Q()
-        for category in categories:
-            any_category |= Q(categories__has_element=category)
-        qs = qs.filter(any_category)
-    for name, wanted in (properties or {}).items():
-        values = list(wanted) if isinstance(wanted, list | tuple) else [wanted]
-        qs = qs.filter(_property_q(name, values))
-    return qs
-
-
-def _property_q(name: str, values: list[Any]) -> Q:
-    condition = Q()
-    for value in values:
-        if connection.vendor == "postgresql":
-            condition |= Q(properties__contains={name: value})
-        else:
-            # SQLite has no JSON containment: a JSON_EXTRACT per row (demo-sized data).
-            # The ORM's key path splits on "__", so such names are not filterable there.
-            if "__" in name:
-                raise ValueError(f"property {name!r}: names with '__' can only be filtered on PostgreSQL")
-            condition |= Q(**{f"properties__{name}": value})
-    return condition
+    return qs.filter(conditions.q())
 
 
 def property_filter_values(raw: str) -> list[Any]:
@@ -75,14 +121,6 @@ def property_filter_values(raw: str) -> list[Any]:
 
 def product_get(*, project_id: int, product_id: str) -> Product | None:
     return Product.objects.filter(project_id=project_id, product_id=product_id).first()
-
-
-def products_by_ids(*, project_id: int, product_ids: Iterable[str]) -> dict[str, Product]:
-    """{product_id: Product} for the ids that exist (one query; unique index)."""
-    ids = list(dict.fromkeys(product_ids))
-    if not ids:
-        return {}
-    return {p.product_id: p for p in Product.objects.filter(project_id=project_id, product_id__in=ids)}
 
 
 def products_iter(*, project_id: int, batch: int = 5000, only_active: bool = False) -> Iterator[list[Product]]:
@@ -125,22 +163,13 @@ def category_names(*, project_ids: Sequence[int] | None, limit: int = 200) -> li
 
 
 def _category_names_of(project_id: int, limit: int) -> list[str]:
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT DISTINCT c FROM catalog_product p, jsonb_array_elements_text(p.categories) c "
-                "WHERE p.project_id = %s ORDER BY c LIMIT %s",
-                [project_id, limit],
-            )
-            return [row[0] for row in cursor.fetchall()]
-    seen: set[str] = set()
-    for cats in Product.objects.filter(project_id=project_id).values_list("categories", flat=True).iterator(2000):
-        seen.update(cats or [])
-    return sorted(seen)[:limit]
-
-
-def upload_get(*, project_id: int, upload_id: int) -> CatalogUpload | None:
-    return CatalogUpload.objects.filter(project_id=project_id, pk=upload_id).first()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT DISTINCT c FROM catalog_product p, jsonb_array_elements_text(p.categories) c "
+            "WHERE p.project_id = %s ORDER BY c LIMIT %s",
+            [project_id, limit],
+        )
+        return [row[0] for row in cursor.fetchall()]
 
 
 def upload_summary(upload: CatalogUpload) -> dict[str, Any]:

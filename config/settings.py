@@ -188,9 +188,9 @@ INGEST_RETRY_AFTER = env_int("INGEST_RETRY_AFTER", 10)
 INGEST_PUBLISH_LINGER_MS = env_int("INGEST_PUBLISH_LINGER_MS", 10)
 # Later stages plugged into ingestion (see ingestion/hooks.py).
 INGEST_RESPONSE_HOOKS = ["campaigns.channels.inapp.collector_response"]
-INGEST_STORED_EVENT_HOOKS = ["recommendations.tracking.events_stored_hook"]
+INGEST_STORED_EVENT_HOOKS = ["recommendations.tracking.attribution.events_stored_hook"]
 
-# --- Recommendation serving (recommendations/serving.py) ---------------------------
+# --- Recommendation serving (recommendations/serving/) -----------------------------
 # A user's recommendations come from their newest RECS_SERVE_RECENT items, each older
 # one RECS_SERVE_DECAY times less important (the combination evaluated in training).
 RECS_SERVE_RECENT = env_int("RECS_SERVE_RECENT", 5)
@@ -201,7 +201,7 @@ RECS_SERVE_PRELOAD_MAX_ROWS = env_int("RECS_SERVE_PRELOAD_MAX_ROWS", 5_000_000)
 # The exclusion window: the last N viewed / purchased products (profiles keep ten of each).
 RECS_EXCLUDE_VIEWED = env_int("RECS_EXCLUDE_VIEWED", 10)
 RECS_EXCLUDE_PURCHASED = env_int("RECS_EXCLUDE_PURCHASED", 10)
-# Served lists are written in bulk this often (0: at once); see recommendations/tracking.py.
+# Served lists are written in bulk this often (0: at once); see recommendations/tracking/impressions.py.
 RECS_TRACKING_FLUSH_SECONDS = float(env_str("RECS_TRACKING_FLUSH_SECONDS", "1.0") or "1.0")
 # A view of a product recommended this recently is a click even without the recommendation id;
 # an order within the conversion window after the recommendation is a conversion.

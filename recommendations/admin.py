@@ -70,7 +70,7 @@ class ModelVersionAdmin(ProjectScopedAdmin):
             self.message_user(request, f"Project {project_id}: v{version.pk} serves again.", messages.SUCCESS)
 
 
-# --- Recommendation tracking (recommendations/tracking.py) -------------------------------
+# --- Recommendation tracking (recommendations/tracking/) ---------------------------------
 
 
 @admin.register(RecommendationDailyStat)

@@ -141,7 +141,7 @@ class TrendingProduct(models.Model):
         return f"{self.category or 'all'} #{self.rank}: {self.product_id}"
 
 
-# --- Tracking (recommendations/tracking.py) ---------------------------------------------
+# --- Tracking (recommendations/tracking/) -----------------------------------------------
 
 
 class RecommendationServed(models.Model):

@@ -1,41 +1,17 @@
-"""Reads for serving and the console: the active version's related and trending
-products. Every read names the project, and only the ACTIVE version is served."""
+"""Reads of model versions: the one a project serves (only the ACTIVE version
+is), and what the command and the console show of a version. Serving reads the
+versions' lists itself (recommendations.serving.lists)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from django.db.models import QuerySet
-
-from recommendations.models import ModelVersion, RelatedProduct, TrendingProduct, VersionStatus
+from recommendations.models import ModelVersion, VersionStatus
 
 
 def modelversion_active(*, project_id: int) -> ModelVersion | None:
     """Index model_version_project_status."""
     return ModelVersion.objects.filter(project_id=project_id, status=VersionStatus.ACTIVE).first()
-
-
-def modelversions(*, project_id: int) -> QuerySet[ModelVersion]:
-    return ModelVersion.objects.filter(project_id=project_id).order_by("-id")
-
-
-def related_products(*, project_id: int, product_id: str, limit: int = 20) -> list[tuple[str, float]]:
-    """The active version's related products of one product, best first."""
-    version = modelversion_active(project_id=project_id)
-    if version is None:
-        return []
-    rows = RelatedProduct.objects.filter(model_version=version, product_id=product_id).order_by("rank")[:limit]
-    return [(r.related_product_id, r.score) for r in rows]
-
-
-def trending_products(*, project_id: int, category: str = "", limit: int = 20) -> list[tuple[str, float]]:
-    """The active version's trending products, overall ("") or in one category
-    (any level of the category path, case as in the catalog)."""
-    version = modelversion_active(project_id=project_id)
-    if version is None:
-        return []
-    rows = TrendingProduct.objects.filter(model_version=version, category=category).order_by("rank")[:limit]
-    return [(r.product_id, r.score) for r in rows]
 
 
 def modelversion_summary(version: ModelVersion) -> dict[str, Any]:

@@ -106,7 +106,7 @@ def answer(*, authorization: str, query: QueryDict, run: Any, default_limit: int
         result = run(project, limit, filters)
     except BadParameter as exc:
         return _error(400, "invalid_parameter", exc.message, exc.field)
-    except ValueError as exc:  # a property name the database cannot filter on
+    except ValueError as exc:  # a value the database driver refuses (psycopg2: a NUL character)
         return _error(400, "invalid_parameter", str(exc), "prop")
     if isinstance(result, tuple):
         return result

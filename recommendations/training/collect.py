@@ -4,9 +4,9 @@ Interactions are `Product Viewed`, `Product Added` and each product of an
 `Order Completed` (Segment e-commerce spec). The collector walks the events table
 in primary-key ranges of RECS_COLLECT_BATCH ids, each range one short query, so it
 holds no long transaction or cursor and never has more than one batch in memory;
-ingest workers keep writing meanwhile. On PostgreSQL each range is one
-`COPY (SELECT ...) TO STDOUT` whose CSV goes, gzip'd, straight to storage: the JSON
-properties are unpacked by the server, not in Python.
+ingest workers keep writing meanwhile. Each range is one `COPY (SELECT ...) TO
+STDOUT` whose CSV goes, gzip'd, straight to storage: the JSON properties are
+unpacked by the server, not in Python.
 
 A chunk file holds rows `event_id,profile_id,epoch_seconds,kind,product_id`
 (kind 1 view, 2 add-to-cart, 3 purchase), under recs/<project>/<version>/data/.
@@ -14,7 +14,6 @@ A chunk file holds rows `event_id,profile_id,epoch_seconds,kind,product_id`
 
 from __future__ import annotations
 
-import csv
 import gzip
 import io
 from collections.abc import Callable, Sequence
@@ -95,7 +94,7 @@ COPY (
 """
 
 
-def _range_postgresql(
+def _range_copy(
     *, project_id: int, lo: int, hi: int, since: datetime, until: datetime, profiles: Sequence[int] | None
 ) -> bytes:
     # Every value is an int or a datetime we made: formatted, not user input.
@@ -113,31 +112,6 @@ def _range_postgresql(
     with connection.cursor() as cursor:
         cursor.cursor.copy_expert(sql, buffer)
     return buffer.getvalue()
-
-
-def _range_portable(
-    *, project_id: int, lo: int, hi: int, since: datetime, until: datetime, profiles: Sequence[int] | None
-) -> bytes:
-    qs = Event.objects.filter(
-        project_id=project_id, pk__gt=lo, pk__lte=hi, name__in=list(EVENT_KINDS),
-        timestamp__gte=since, timestamp__lte=until,
-    ).order_by("pk")  # fmt: skip
-    if profiles is not None:
-        qs = qs.filter(profile_id__in=list(profiles))
-    out = io.StringIO()
-    writer = csv.writer(out)
-    for event_id, profile_id, ts, name, props in qs.values_list("id", "profile_id", "timestamp", "name", "properties"):
-        kind = EVENT_KINDS[name]
-        props = props if isinstance(props, dict) else {}
-        if kind == PURCHASE:
-            products = props.get("products")
-            pids = [p.get("product_id") for p in products if isinstance(p, dict)] if isinstance(products, list) else []
-        else:
-            pids = [props.get("product_id")]
-        for pid in pids:
-            if pid not in (None, ""):
-                writer.writerow([event_id, profile_id, repr(ts.timestamp()), kind, str(pid)])
-    return out.getvalue().encode()
 
 
 def collect_interactions(
@@ -161,12 +135,11 @@ def collect_interactions(
     if bounds["lo"] is None:
         return result
     result.last_event_id = bounds["hi"]
-    fetch = _range_postgresql if connection.vendor == "postgresql" else _range_portable
     lo = bounds["lo"] - 1
     number = 0
     while lo < bounds["hi"]:
         hi = min(lo + batch_ids, bounds["hi"])
-        payload = fetch(project_id=project_id, lo=lo, hi=hi, since=since, until=until, profiles=profiles)
+        payload = _range_copy(project_id=project_id, lo=lo, hi=hi, since=since, until=until, profiles=profiles)
         if payload:
             result.paths.append(_save(_chunk_path(folder, number), payload))
             result.rows += payload.count(b"\n")

@@ -171,7 +171,7 @@ def _reset(version: ModelVersion) -> None:
 def _write_related(version: ModelVersion, cat: Catalog, rows: np.ndarray, idx: np.ndarray, probs: np.ndarray) -> int:
     """The lists as RelatedProduct rows, ROW_CHUNK rows per COPY (one transaction each).
 
-    On PostgreSQL the COPY text is built by pandas' CSV writer from the arrays: the
+    The COPY text is built by pandas' CSV writer from the arrays: the
     generic crm.bulk.copy_rows formats value by value in Python, which took ~100 s
     of the 2,000,000 rows of a 100,000-product store."""
     pids = np.asarray(cat.product_ids, dtype=object)
@@ -189,16 +189,13 @@ def _write_related(version: ModelVersion, cat: Catalog, rows: np.ndarray, idx: n
             "rank": np.tile(np.arange(1, nbrs.shape[1] + 1), (len(items), 1))[ok],
             "score": ps[ok].astype(np.float64),
         })  # fmt: skip
-        if connection.vendor == "postgresql":
-            buffer = io.StringIO()
-            frame.to_csv(buffer, header=False, index=False)
-            buffer.seek(0)
-            table = connection.ops.quote_name(RelatedProduct._meta.db_table)
-            with transaction.atomic(), connection.cursor() as cursor:
-                cursor.cursor.copy_expert(f"COPY {table} ({', '.join(columns)}) FROM STDIN WITH (FORMAT csv)", buffer)
-            written += len(frame)
-        else:
-            written += copy_rows(RelatedProduct, columns, frame.itertuples(index=False, name=None))
+        buffer = io.StringIO()
+        frame.to_csv(buffer, header=False, index=False)
+        buffer.seek(0)
+        table = connection.ops.quote_name(RelatedProduct._meta.db_table)
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.cursor.copy_expert(f"COPY {table} ({', '.join(columns)}) FROM STDIN WITH (FORMAT csv)", buffer)
+        written += len(frame)
     return written
 
 
@@ -461,16 +458,8 @@ def _copy_parent_related(version: ModelVersion, parent: ModelVersion, skip: list
     cols = "project_id, model_version_id, product_id, related_product_id, rank, score"
     select = f"project_id, %s, product_id, related_product_id, rank, score"  # noqa: F541
     with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            cursor.execute(
-                f"INSERT INTO {table} ({cols}) SELECT {select} FROM {table} "
-                "WHERE model_version_id = %s AND NOT (product_id = ANY(%s))",
-                [version.pk, parent.pk, skip],
-            )
-        else:
-            marks = ",".join(["%s"] * len(skip)) or "NULL"
-            cursor.execute(
-                f"INSERT INTO {table} ({cols}) SELECT {select} FROM {table} "
-                f"WHERE model_version_id = %s AND product_id NOT IN ({marks})",
-                [version.pk, parent.pk, *skip],
-            )
+        cursor.execute(
+            f"INSERT INTO {table} ({cols}) SELECT {select} FROM {table} "
+            "WHERE model_version_id = %s AND NOT (product_id = ANY(%s))",
+            [version.pk, parent.pk, skip],
+        )

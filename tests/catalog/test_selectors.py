@@ -5,8 +5,9 @@ from decimal import Decimal
 import pytest
 from django.db import connection
 
-from catalog import selectors
+from catalog import mirror, selectors
 from catalog.csvfile import ProductIn
+from catalog.models import Product
 from catalog.services import products_upsert
 
 
@@ -47,10 +48,6 @@ def test_lookups_by_id_and_batches_stay_in_the_project(catalog, project_b):
     assert selectors.product_get(project_id=catalog.pk, product_id="M1").name == "Drama"
     assert selectors.product_get(project_id=project_b[0].pk, product_id="M1").name == "B's"
     assert selectors.product_get(project_id=catalog.pk, product_id="zz") is None
-    assert sorted(selectors.products_by_ids(project_id=catalog.pk, product_ids=["B1", "M1", "zz", "M1"])) == [
-        "B1",
-        "M1",
-    ]
     batches = list(selectors.products_iter(project_id=catalog.pk, batch=3))
     assert [[p.product_id for p in b] for b in batches] == [["M1", "M2", "B1"], ["B2"]]
     assert [p.product_id for b in selectors.products_iter(project_id=catalog.pk, only_active=True) for p in b] == [
@@ -81,3 +78,30 @@ def test_category_and_property_filters_are_served_by_the_gin_indexes(project_a):
             cursor.execute("EXPLAIN " + sql, params)
             plan = "\n".join(row[0] for row in cursor.fetchall())
             assert f"Bitmap Index Scan on {index}" in plan, plan
+
+
+F = selectors.ProductFilter
+# Active products of the `catalog` fixture, with N1 added below: M1 (Movies > Drama, 10),
+# M2 (Movies > Comedy, 20, out of stock), B1 (Books > Drama, 30), N1 (Books > Drama, no price).
+FILTERS = [
+    (F(), ["B1", "M1", "M2", "N1"]),
+    (F(in_stock=True), ["B1", "M1", "N1"]),
+    (F(in_stock=False), ["M2"]),
+    (F(categories=("Drama",)), ["B1", "M1", "N1"]),
+    (F(categories=("Comedy", "Books"), in_stock=True), ["B1", "N1"]),
+    (F(categories=("drama",)), []),  # exact names
+    (F(price_min=Decimal("10"), price_max=Decimal("20")), ["M1", "M2"]),  # bounds included; N1 fails them
+    (F(price_min=Decimal("10.5")), ["B1", "M2"]),
+    (F(price_max=Decimal("10")), ["M1"]),
+]
+
+
+@pytest.mark.parametrize(("conditions", "expected"), FILTERS)
+def test_a_filter_admits_in_memory_exactly_what_it_selects_in_the_database(catalog, conditions, expected):
+    products_upsert(project_id=catalog.pk, products=[ProductIn("N1", "Unpriced", ["Books", "Drama"], None)])
+    ids = ["M1", "M2", "B1", "B2", "N1", "zz"]
+    # No token: the mirror reads the rows and filters them in memory (ProductFilter.admits).
+    in_memory = mirror.products_passing(project_id=catalog.pk, conditions=conditions, product_ids=ids, token=None)
+    in_database = Product.objects.filter(project_id=catalog.pk, is_active=True).filter(conditions.q())
+    assert sorted(in_memory) == expected
+    assert sorted(in_database.values_list("product_id", flat=True)) == expected

@@ -41,6 +41,19 @@ def _lists(version_id: int) -> dict[str, list[tuple[str, int, float]]]:
     return out
 
 
+def _active_related(project_id: int, product_id: str) -> list[tuple[str, float]]:
+    """The related list of a product in the project's active version, best first."""
+    version = selectors.modelversion_active(project_id=project_id)
+    rows = RelatedProduct.objects.filter(model_version=version, product_id=product_id).order_by("rank")
+    return list(rows.values_list("related_product_id", "score")) if version else []
+
+
+def _active_trending(project_id: int, category: str = "") -> list[tuple[str, float]]:
+    version = selectors.modelversion_active(project_id=project_id)
+    rows = TrendingProduct.objects.filter(model_version=version, category=category).order_by("rank")
+    return list(rows.values_list("product_id", "score")) if version else []
+
+
 def _events(project_id: int, user: str, rows: list[tuple[str, dict, datetime]]) -> None:
     profile = crm_services.profile_upsert(project_id=project_id, user_id=user)
     crm_services.events_insert_new(
@@ -107,13 +120,11 @@ def test_full_run_serves_twenty_related_products_per_product_with_metrics_and_ar
         assert product_id not in {r for r, _, _ in related}
         scores = [s for _, _, s in related]
         assert scores == sorted(scores, reverse=True) and 0 < sum(scores) <= 1.0 + 1e-5
-    assert selectors.related_products(project_id=project.pk, product_id="SKU-000001", limit=3) == [
-        (r, s) for r, _, s in lists["SKU-000001"][:3]
-    ]
-    overall = selectors.trending_products(project_id=project.pk, limit=50)
+    assert _active_related(project.pk, "SKU-000001") == [(r, s) for r, _, s in lists["SKU-000001"]]
+    overall = _active_trending(project.pk)
     assert len(overall) == len(TrendingProduct.objects.filter(model_version=version, category="")) > 0
     assert [s for _, s in overall] == sorted((s for _, s in overall), reverse=True)
-    assert selectors.trending_products(project_id=project.pk, category="Electronics")
+    assert _active_trending(project.pk, category="Electronics")
     for name in ("meta.json", "arrays.npz", "model.weights.npz", "data/part-00000.csv.gz"):
         assert default_storage.exists(f"recs/{project.pk}/{version.pk}/{name}")
     # The schedules exist after the first training: 03:00 in the project's zone, every 15 minutes.
@@ -140,7 +151,7 @@ def test_schedules_follow_the_project_time_zone_and_keep_a_marketers_change(make
 def test_a_failed_run_leaves_the_active_version_serving(project_a, store_a, capsys, monkeypatch):
     project = project_a[0]
     first = _train(project.pk, capsys=capsys)
-    served = selectors.related_products(project_id=project.pk, product_id="SKU-000002")
+    served = _active_related(project.pk, "SKU-000002")
 
     def broken(**kwargs):  # noqa: ANN003, ANN202
         raise RuntimeError("out of memory")
@@ -152,7 +163,7 @@ def test_a_failed_run_leaves_the_active_version_serving(project_a, store_a, caps
     assert failed.status == VersionStatus.FAILED and failed.error == "RuntimeError: out of memory"
     assert not RelatedProduct.objects.filter(model_version=failed).exists()
     assert selectors.modelversion_active(project_id=project.pk).pk == first["version"]
-    assert selectors.related_products(project_id=project.pk, product_id="SKU-000002") == served
+    assert _active_related(project.pk, "SKU-000002") == served
 
 
 @pytest.mark.django_db
@@ -170,9 +181,7 @@ def test_a_worse_version_waits_for_a_marketer_and_rollback_restores_the_previous
     back = services.modelversion_rollback(project_id=project.pk, by="alice")
     assert back.pk == first["version"] and back.activated_by == "alice"
     assert ModelVersion.objects.get(pk=second["version"]).status == VersionStatus.RETIRED
-    assert selectors.related_products(project_id=project.pk, product_id="SKU-000003") == [
-        (r, s) for r, _, s in _lists(first["version"])["SKU-000003"]
-    ]
+    assert _active_related(project.pk, "SKU-000003") == [(r, s) for r, _, s in _lists(first["version"])["SKU-000003"]]
 
 
 @pytest.mark.django_db
@@ -230,12 +239,12 @@ def test_another_projects_versions_and_lists_are_invisible(project_a, project_b,
     _train(project_a[0].pk, capsys=capsys)
     b = project_b[0].pk
     assert selectors.modelversion_active(project_id=b) is None
-    assert selectors.related_products(project_id=b, product_id="SKU-000001") == []
+    assert _active_related(b, "SKU-000001") == []
     assert serving.related_lists(version_id=selectors.modelversion_active(project_id=project_a[0].pk).pk,
                                  product_ids=["SKU-000001"])["SKU-000001"]  # fmt: skip
     assert serving.user_state(project_id=b, user_id="user-0000001").model_version_id is None
-    assert selectors.trending_products(project_id=b) == []
-    assert not selectors.modelversions(project_id=b).exists()
+    assert _active_trending(b) == []
+    assert not ModelVersion.objects.filter(project_id=b).exists()
 
 
 @pytest.mark.django_db

@@ -1,6 +1,8 @@
 """The per-process catalog cache of serving: every committed product write, by
 any path, is seen by the next request; filters give what the database gives."""
 
+from decimal import Decimal
+
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
@@ -87,15 +89,16 @@ FILTERS = [
     serving.ServeFilters(in_stock=False),
     serving.ServeFilters(categories=("Socks",)),
     serving.ServeFilters(categories=("Running", "Hats"), in_stock=True),
-    serving.ServeFilters(price_min=serving.Decimal("20"), price_max=serving.Decimal("120")),
-    serving.ServeFilters(price_min=serving.Decimal("26")),  # p8 (30) passes, p7 (25) does not
+    serving.ServeFilters(price_min=Decimal("20"), price_max=Decimal("120")),
+    serving.ServeFilters(price_min=Decimal("26")),  # p8 (30) passes, p7 (25) does not
     serving.ServeFilters(exclude=frozenset({"p4", "p2"})),
 ]
 
 
 @pytest.mark.django_db
 @pytest.mark.parametrize("filters", FILTERS)
-def test_cached_filters_give_what_the_database_gives(shop, filters):
+def test_cached_rows_give_what_rows_read_from_the_database_give(shop, filters):
+    # That a filter means the same in memory and in SQL: tests/catalog/test_selectors.py.
     Product.objects.filter(project=shop, product_id="p8").update(price=30, is_active=False)
     Product.objects.filter(project=shop, product_id="p6").update(price=None)
     cached = served_ids(shop.pk, filters=filters, limit=8)
