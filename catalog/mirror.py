@@ -17,7 +17,6 @@ those, so a large mirror costs its collections nothing.
 
 from __future__ import annotations
 
-import gc
 import logging
 import threading
 import time
@@ -31,6 +30,7 @@ from django.db.models import F
 
 from catalog.models import Product
 from catalog.selectors import ROW_FIELDS, ProductFilter
+from config.process import heap_freeze
 
 logger = logging.getLogger(__name__)
 
@@ -175,8 +175,7 @@ def catalog_preload(*, project_id: int, token: int) -> bool:
     # Up to hundreds of thousands of new objects, left out of the garbage
     # collector's full passes for good (without, pauses of 100 ms were measured:
     # the p99 of serving, docs/benchmarks.md).
-    gc.collect()
-    gc.freeze()
+    heap_freeze()
     return True
 
 

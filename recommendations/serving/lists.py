@@ -9,7 +9,6 @@ RECS_SERVE_PRELOAD_MAX_ROWS.
 
 from __future__ import annotations
 
-import gc
 import threading
 from array import array
 from collections import OrderedDict
@@ -19,6 +18,7 @@ from django.conf import settings
 from django.db import connection
 
 from catalog.mirror import catalog_mirror_clear, preload_in_background
+from config.process import heap_freeze
 from recommendations.models import RelatedProduct, TrendingProduct
 
 _LIST_CACHE_MAX = 200_000
@@ -143,8 +143,7 @@ def related_preload(*, version_id: int) -> bool:
     # Hundreds of thousands of new objects: without this, each of the garbage
     # collector's full passes would walk them all (100 ms pauses were measured,
     # the p99 of serving). Frozen objects are left out of collections for good.
-    gc.collect()
-    gc.freeze()
+    heap_freeze()
     return True
 
 
