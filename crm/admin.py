@@ -11,7 +11,7 @@ from django.utils.html import format_html, format_html_join
 
 from crm import services
 from crm.admin_base import CappedCountPaginator, ProjectScopedAdmin, ReadOnlyFactsAdmin, allowed_project_ids
-from crm.models import Device, Event, Membership, Profile, Project
+from crm.models import Device, Event, EventNameMapping, Membership, Profile, Project
 from crm.selectors import profile_events
 
 
@@ -191,3 +191,12 @@ class EventAdmin(ReadOnlyFactsAdmin):
             # The JSON columns are only shown on the detail page.
             qs = qs.defer("properties", "context")
         return qs
+
+
+@admin.register(EventNameMapping)
+class EventNameMappingAdmin(ProjectScopedAdmin):
+    list_display = ["source_name", "canonical_name", "project", "created_at"]
+    list_select_related = ["project"]
+    list_filter = ["project", "canonical_name"]
+    search_fields = ["source_name"]
+    fields = ["project", "source_name", "canonical_name"]

@@ -11,6 +11,8 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone as dj_timezone
 
+from crm.vocabulary import CanonicalEvent
+
 RECENT_ITEMS_LIMIT = 10
 
 
@@ -234,3 +236,25 @@ class Event(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} @ {self.timestamp:%Y-%m-%d %H:%M:%S}"
+
+
+class EventNameMapping(models.Model):
+    """A project's own event name read as one of the canonical e-commerce events
+    ("Viewed Item" -> "Product Viewed"; crm.vocabulary). The stored event keeps
+    the name it was sent with; recent items, training and tracking read the
+    mapping (crm.selectors.event_name_mappings)."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    source_name = models.CharField(max_length=255, help_text="The event name your app sends.")
+    canonical_name = models.CharField(max_length=32, choices=CanonicalEvent.choices)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["project", "source_name"]
+        constraints = [
+            # Also serves the "mappings of project X" read of every ingest batch and training run.
+            models.UniqueConstraint(fields=["project", "source_name"], name="event_name_mapping_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.source_name} → {self.canonical_name}"

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 
 from django.db.models import QuerySet
 
-from crm.models import Event, Membership, Profile, Project, key_digest
+from crm.models import Event, EventNameMapping, Membership, Profile, Project, key_digest
 
 # The collector authenticates every request; a few seconds of per-process cache
 # turns that lookup into a dict probe. Rotation clears this process's entries at
@@ -57,3 +57,25 @@ def profile_get(*, project_id: int, user_id: str) -> Profile | None:
 def profile_events(*, profile_id: int, limit: int = 20) -> QuerySet[Event]:
     """A profile's newest events (index event_profile_time)."""
     return Event.objects.filter(profile_id=profile_id).order_by("-timestamp")[:limit]
+
+
+# The ingest worker reads a project's mappings for every batch; a few seconds of
+# per-process cache makes that a dict probe. A mapping changed in the console
+# applies to events processed from MAPPING_CACHE_SECONDS later.
+MAPPING_CACHE_SECONDS = 5.0
+_mapping_cache: dict[int, tuple[float, dict[str, str]]] = {}
+
+
+def event_name_mappings(*, project_id: int) -> dict[str, str]:
+    """The project's own event names -> canonical e-commerce event names (crm.vocabulary)."""
+    now = time.monotonic()
+    hit = _mapping_cache.get(project_id)
+    if hit is not None and hit[0] > now:
+        return hit[1]
+    mappings = dict(EventNameMapping.objects.filter(project_id=project_id).values_list("source_name", "canonical_name"))
+    _mapping_cache[project_id] = (now + MAPPING_CACHE_SECONDS, mappings)
+    return mappings
+
+
+def event_name_mappings_cache_clear() -> None:
+    _mapping_cache.clear()

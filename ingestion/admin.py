@@ -1,4 +1,4 @@
-"""Console: event-name mappings (editable) and dead letters (read-only facts)."""
+"""Console: dead letters (read-only facts, processed again by an action)."""
 
 from __future__ import annotations
 
@@ -6,18 +6,9 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from crm.admin_base import CappedCountPaginator, ProjectScopedAdmin, ReadOnlyFactsAdmin
-from ingestion.models import DeadLetter, EventNameMapping
+from crm.admin_base import CappedCountPaginator, ReadOnlyFactsAdmin
+from ingestion.models import DeadLetter
 from ingestion.store import dead_letters_retry
-
-
-@admin.register(EventNameMapping)
-class EventNameMappingAdmin(ProjectScopedAdmin):
-    list_display = ["source_name", "canonical_name", "project", "created_at"]
-    list_select_related = ["project"]
-    list_filter = ["project", "canonical_name"]
-    search_fields = ["source_name"]
-    fields = ["project", "source_name", "canonical_name"]
 
 
 @admin.register(DeadLetter)

@@ -49,6 +49,7 @@ from django.db import InterfaceError, OperationalError, connection, transaction
 from django.utils import timezone
 
 from crm.models import Project
+from crm.selectors import event_name_mappings
 from crm.services import (
     DeviceIn,
     IdentityIn,
@@ -61,9 +62,9 @@ from crm.services import (
     profiles_resolve,
     write_caches_clear,
 )
+from crm.vocabulary import ORDER_EVENTS, RECENT_VIEW_EVENTS, canonical_name
 from ingestion import hooks
-from ingestion.models import CanonicalEvent, DeadLetter
-from ingestion.selectors import event_name_mappings
+from ingestion.models import DeadLetter
 
 logger = logging.getLogger(__name__)
 
@@ -77,8 +78,6 @@ BULK_CHUNK = 1000
 # Chunks larger than this get a bigger work_mem for their statements.
 LARGE_CHUNK = 2000
 
-_VIEW_EVENTS = {CanonicalEvent.PRODUCT_VIEWED.value, CanonicalEvent.PRODUCT_ADDED.value}
-_PURCHASE_EVENT = CanonicalEvent.ORDER_COMPLETED.value
 _MAX_PRODUCT_ID = 255
 
 
@@ -208,7 +207,7 @@ def _chunk_store(*, project_id: int, messages: Sequence[dict[str, Any]], mapping
                     hooks.StoredEvent(
                         profile_id=rows[i][0],
                         type=rows[i][1],
-                        name=mappings.get(rows[i][2], rows[i][2]),
+                        name=canonical_name(rows[i][2], mappings),
                         properties=rows[i][3],
                         timestamp=datetime.fromisoformat(rows[i][5]),
                         message_id=rows[i][7],
@@ -270,10 +269,10 @@ def _product_id(value: Any) -> str | None:
 
 def _products_of(name: str, properties: dict[str, Any]) -> tuple[list[str], list[str]]:
     """(viewed, purchased) product ids of an e-commerce event (canonical name)."""
-    if name in _VIEW_EVENTS:
+    if name in RECENT_VIEW_EVENTS:
         product = _product_id(properties.get("product_id"))
         return ([product] if product else []), []
-    if name == _PURCHASE_EVENT:
+    if name in ORDER_EVENTS:
         products = properties.get("products")
         if not isinstance(products, list):
             return [], []
@@ -307,7 +306,7 @@ def _activities_apply_devices(
         if kind == "identify" and properties:
             activity.traits.append(properties)
         elif kind == "track":
-            viewed, purchased = _products_of(mappings.get(name, name), properties)
+            viewed, purchased = _products_of(canonical_name(name, mappings), properties)
             if viewed:
                 activity.viewed.extend(viewed)
             if purchased:

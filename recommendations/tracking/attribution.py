@@ -25,11 +25,12 @@ import orjson
 from django.conf import settings
 from django.db import connection
 
+from crm.vocabulary import CLICK_EVENTS, ORDER_EVENTS
 from recommendations.models import EngagementKind, RecommendationEngagement, RecommendationServed
 from recommendations.tracking.daily_stats import daily_stat_add
 
-CLICK_EVENTS = {"Product Viewed", "Product Clicked"}
-ORDER_EVENTS = {"Order Completed"}
+# The hook's events carry canonical names (ingestion applies the project's
+# event-name mappings before calling it).
 
 
 @dataclass(frozen=True)

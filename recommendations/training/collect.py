@@ -1,7 +1,8 @@
 """Stage 1: interactions from the data store to compressed files in storage.
 
 Interactions are `Product Viewed`, `Product Added` and each product of an
-`Order Completed` (Segment e-commerce spec). The collector walks the events table
+`Order Completed` (crm.vocabulary), and the project's own event names mapped
+onto them (crm.selectors.event_name_mappings). The collector walks the events table
 in primary-key ranges of RECS_COLLECT_BATCH ids, each range one short query, so it
 holds no long transaction or cursor and never has more than one batch in memory;
 ingest workers keep writing meanwhile. Each range is one `COPY (SELECT ...) TO
@@ -28,9 +29,16 @@ from django.db.models import Count, Max, Min
 from django.db.models.functions import TruncDay
 
 from crm.models import Event
+from crm.selectors import event_name_mappings
+from crm.vocabulary import INTERACTION_KINDS, PURCHASE, stored_names
 
-VIEW, CART, PURCHASE = 1, 2, 3
-EVENT_KINDS = {"Product Viewed": VIEW, "Product Added": CART, "Order Completed": PURCHASE}
+
+def interaction_kinds(*, project_id: int) -> dict[str, int]:
+    """Each stored event name that is an interaction in this project, with its
+    kind (1 view, 2 add to cart, 3 purchase): the canonical names and the
+    project's own names mapped onto them."""
+    names = stored_names(INTERACTION_KINDS, event_name_mappings(project_id=project_id))
+    return {name: INTERACTION_KINDS[meaning] for name, meaning in names.items()}
 
 
 @dataclass
@@ -50,7 +58,9 @@ def training_window(*, project_id: int, min_events: int, now: datetime) -> datet
     day; the window then widens back day by day in Python.
     """
     per_day = (
-        Event.objects.filter(project_id=project_id, name__in=list(EVENT_KINDS), timestamp__lte=now)
+        Event.objects.filter(
+            project_id=project_id, name__in=list(interaction_kinds(project_id=project_id)), timestamp__lte=now
+        )
         .annotate(day=TruncDay("timestamp"))
         .values("day")
         .annotate(n=Count("id"))
@@ -79,15 +89,15 @@ _PG_SQL = """
 COPY (
   SELECT id, profile_id, ts, kind, pid FROM (
     SELECT e.id, e.profile_id, extract(epoch FROM e.timestamp)::float8 AS ts,
-      CASE e.name WHEN 'Product Viewed' THEN 1 WHEN 'Product Added' THEN 2 ELSE 3 END AS kind,
-      CASE WHEN e.name = 'Order Completed' THEN p.value->>'product_id'
+      CASE e.name {kind_cases} END AS kind,
+      CASE WHEN e.name IN ({purchases}) THEN p.value->>'product_id'
            ELSE e.properties->>'product_id' END AS pid
     FROM crm_event e
     LEFT JOIN LATERAL jsonb_array_elements(
-      CASE WHEN e.name = 'Order Completed' AND jsonb_typeof(e.properties->'products') = 'array'
+      CASE WHEN e.name IN ({purchases}) AND jsonb_typeof(e.properties->'products') = 'array'
            THEN e.properties->'products' ELSE '[]'::jsonb END) p ON true
     WHERE e.project_id + 0 = {project} AND e.id > {lo} AND e.id <= {hi}
-      AND e.name IN ('Product Viewed', 'Product Added', 'Order Completed')
+      AND e.name IN ({names})
       AND e.timestamp >= '{since}' AND e.timestamp <= '{until}' {profiles}
   ) x WHERE pid IS NOT NULL AND pid <> ''
 ) TO STDOUT WITH (FORMAT csv)
@@ -95,21 +105,37 @@ COPY (
 
 
 def _range_copy(
-    *, project_id: int, lo: int, hi: int, since: datetime, until: datetime, profiles: Sequence[int] | None
+    *,
+    project_id: int,
+    lo: int,
+    hi: int,
+    since: datetime,
+    until: datetime,
+    profiles: Sequence[int] | None,
+    kinds: dict[str, int],
 ) -> bytes:
-    # Every value is an int or a datetime we made: formatted, not user input.
+    # Every value is an int or a datetime we made, formatted; the event names
+    # (a project's own, from its mappings) go in as quoted literals (COPY takes
+    # no parameters).
     # `project_id + 0` keeps the planner on the primary key's range scan: with the
     # (project, name, timestamp) index it would read the project's every event for
     # each batch (seen with stale statistics after a bulk load: 5 minutes a batch).
     profile_sql = ""
     if profiles is not None:
         profile_sql = "AND e.profile_id = ANY(ARRAY[" + ",".join(str(int(p)) for p in profiles) + "]::bigint[])"
-    sql = _PG_SQL.format(
-        project=int(project_id), lo=int(lo), hi=int(hi), since=since.isoformat(), until=until.isoformat(),
-        profiles=profile_sql,
-    )  # fmt: skip
-    buffer = io.BytesIO()
     with connection.cursor() as cursor:
+
+        def quoted(name: str) -> str:
+            return cursor.mogrify("%s", [name]).decode()
+
+        names = sorted(kinds)
+        sql = _PG_SQL.format(
+            project=int(project_id), lo=int(lo), hi=int(hi), since=since.isoformat(), until=until.isoformat(),
+            profiles=profile_sql, names=", ".join(quoted(n) for n in names),
+            kind_cases=" ".join(f"WHEN {quoted(n)} THEN {int(kinds[n])}" for n in names),
+            purchases=", ".join(quoted(n) for n in names if kinds[n] == PURCHASE),
+        )  # fmt: skip
+        buffer = io.BytesIO()
         cursor.cursor.copy_expert(sql, buffer)
     return buffer.getvalue()
 
@@ -135,11 +161,14 @@ def collect_interactions(
     if bounds["lo"] is None:
         return result
     result.last_event_id = bounds["hi"]
+    kinds = interaction_kinds(project_id=project_id)
     lo = bounds["lo"] - 1
     number = 0
     while lo < bounds["hi"]:
         hi = min(lo + batch_ids, bounds["hi"])
-        payload = _range_copy(project_id=project_id, lo=lo, hi=hi, since=since, until=until, profiles=profiles)
+        payload = _range_copy(
+            project_id=project_id, lo=lo, hi=hi, since=since, until=until, profiles=profiles, kinds=kinds
+        )
         if payload:
             result.paths.append(_save(_chunk_path(folder, number), payload))
             result.rows += payload.count(b"\n")

@@ -28,9 +28,10 @@ from django.utils import timezone
 
 from crm.bulk import copy_rows
 from crm.models import Event
+from crm.vocabulary import VIEW
 from recommendations import services
 from recommendations.models import ModelVersion, RelatedProduct, TrendingProduct, VersionStatus
-from recommendations.training.collect import EVENT_KINDS, VIEW, collect_interactions, training_window
+from recommendations.training.collect import collect_interactions, interaction_kinds, training_window
 from recommendations.training.data import Interactions, dedupe_last, holdout_split
 from recommendations.training.evaluate import evaluate_split
 from recommendations.training.features import FeatureVocab, ProductInfo, build_features, category_path
@@ -366,7 +367,11 @@ def _run_online(version: ModelVersion, on_progress: Progress | None) -> None:
         now = timezone.now()
         # Users with new interactions, then their histories (index event_profile_time).
         active_profiles = list(
-            Event.objects.filter(project_id=version.project_id, pk__gt=parent.last_event_id, name__in=list(EVENT_KINDS))
+            Event.objects.filter(
+                project_id=version.project_id,
+                pk__gt=parent.last_event_id,
+                name__in=list(interaction_kinds(project_id=version.project_id)),
+            )
             .values_list("profile_id", flat=True)
             .distinct()
         )

@@ -12,7 +12,7 @@ from django.test import Client
 from django.test.client import Client as DjangoClient
 
 from config.celery import app
-from ingestion.selectors import event_name_mappings_cache_clear
+from crm.selectors import event_name_mappings_cache_clear
 from tests.conftest import basic_header
 
 

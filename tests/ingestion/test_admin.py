@@ -7,8 +7,8 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from crm.models import Event
-from ingestion.models import DeadLetter, EventNameMapping
+from crm.models import Event, EventNameMapping
+from ingestion.models import DeadLetter
 from ingestion.store import dead_letter_record
 
 pytestmark = pytest.mark.django_db
@@ -71,7 +71,7 @@ def test_requeue_action_processes_dead_letters_again(project_a, project_b, marke
 
 def test_marketer_maps_event_names_only_in_their_projects(project_a, project_b, marketer_a, client):
     client.force_login(marketer_a)
-    url = reverse("admin:ingestion_eventnamemapping_add")
+    url = reverse("admin:crm_eventnamemapping_add")
     response = client.post(
         url, {"project": project_a[0].pk, "source_name": "Viewed Item", "canonical_name": "Product Viewed"}
     )
@@ -90,6 +90,6 @@ def test_marketer_maps_event_names_only_in_their_projects(project_a, project_b, 
     assert "Select a valid choice" in response.content.decode()
     assert EventNameMapping.objects.count() == 1
     other = EventNameMapping.objects.create(project=project_b[0], source_name="x", canonical_name="Product Added")
-    listing = client.get(reverse("admin:ingestion_eventnamemapping_changelist"))
+    listing = client.get(reverse("admin:crm_eventnamemapping_changelist"))
     assert list(listing.context["cl"].result_list) == [mapping]
-    assert client.get(reverse("admin:ingestion_eventnamemapping_change", args=[other.pk])).status_code == 302
+    assert client.get(reverse("admin:crm_eventnamemapping_change", args=[other.pk])).status_code == 302

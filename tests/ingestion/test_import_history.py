@@ -9,11 +9,11 @@ import pytest
 from django.core.management import call_command
 from django.utils import timezone
 
-from crm.models import AnonymousId, Device, Event, Profile
+from crm.models import AnonymousId, Device, Event, EventNameMapping, Profile
+from crm.selectors import event_name_mappings_cache_clear
 from ingestion import hooks
 from ingestion.importer import events_import
-from ingestion.models import DeadLetter, EventNameMapping
-from ingestion.selectors import event_name_mappings_cache_clear
+from ingestion.models import DeadLetter
 
 pytestmark = [pytest.mark.django_db]
 

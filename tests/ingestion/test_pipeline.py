@@ -5,9 +5,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from crm.models import AnonymousId, Device, Event, Profile
+from crm.models import AnonymousId, Device, Event, EventNameMapping, Profile
 from ingestion import hooks, store
-from ingestion.models import DeadLetter, EventNameMapping
+from ingestion.models import DeadLetter
 from ingestion.spec import message_normalize
 from ingestion.store import StoreResult, dead_letters_retry, messages_store
 

@@ -11,12 +11,14 @@ from decimal import Decimal
 import pytest
 from django.core.files.storage import default_storage
 from django.core.management import CommandError, call_command
+from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
 from catalog.csvfile import ProductIn
 from catalog.services import products_upsert
 from crm import services as crm_services
-from crm.models import Profile
+from crm.models import Event, EventNameMapping, Profile
+from crm.selectors import event_name_mappings_cache_clear
 from recommendations import selectors, services, serving
 from recommendations.models import ModelVersion, RelatedProduct, TrendingProduct, VersionKind, VersionStatus
 from recommendations.training import pipeline
@@ -268,3 +270,27 @@ def test_every_project_gets_its_schedules_once(make_project):
         f"recommendations: online update of project {first.pk}",
         f"recommendations: online update of project {second.pk}",
     ]
+
+
+@pytest.mark.django_db
+def test_a_project_that_maps_its_own_event_names_trains_on_them(project_a, store_a, capsys):
+    """Training reads events through the project's event-name mappings, as
+    ingestion's recent items do: the same store under the app's own names gives
+    the same interactions and a model that serves."""
+    project = project_a[0]
+    until = timezone.now() + timedelta(days=1)
+    canonical = collect_interactions(project_id=project.pk, folder="recs/canonical", since=None, until=until).rows
+    assert canonical > 1500
+    renamed = {"Product Viewed": "Item Seen", "Product Added": "Basket Add", "Order Completed": "Checkout Done"}
+    for name, own in renamed.items():
+        Event.objects.filter(project=project, name=name).update(name=own)
+    event_name_mappings_cache_clear()
+    assert collect_interactions(project_id=project.pk, folder="recs/unmapped", since=None, until=until).rows == 0
+
+    for name, own in renamed.items():
+        EventNameMapping.objects.create(project=project, source_name=own, canonical_name=name)
+    event_name_mappings_cache_clear()
+    assert collect_interactions(project_id=project.pk, folder="recs/mapped", since=None, until=until).rows == canonical
+    summary = _train(project.pk, capsys=capsys)
+    assert (summary["status"], summary["interactions"]) == ("active", canonical)
+    assert len(_active_related(project.pk, "SKU-000001")) == 20
