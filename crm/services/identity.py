@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Value
@@ -91,13 +92,7 @@ def profiles_resolve(*, project_id: int, identities: Sequence[IdentityIn], cache
     anonymous_ids = list({i.anonymous_id for i in distinct if i.anonymous_id})
     with connection.cursor() as cursor:
         if user_ids:
-            # Joins with unnested ids: see profiles.profiles_apply_activity.
-            cursor.execute(
-                "SELECT p.user_id, p.id FROM unnest(%s::text[]) AS k(user_id) "
-                "JOIN crm_profile p ON p.project_id = %s AND p.user_id = k.user_id",
-                [user_ids, project_id],
-            )
-            users = dict(cursor.fetchall())
+            users = _profile_ids_of_users(cursor, project_id=project_id, user_ids=user_ids)
         if anonymous_ids:
             cursor.execute(
                 "SELECT a.anonymous_id, a.profile_id, p.user_id IS NOT NULL FROM unnest(%s::text[]) AS k(anonymous_id) "
@@ -437,12 +432,7 @@ def _profiles_insert(*, project_id: int, profiles: Sequence[tuple[str | None, da
         )  # fmt: skip
         identified = [user_id for user_id, _ in profiles if user_id]
         if identified:
-            cursor.execute(
-                "SELECT p.user_id, p.id FROM unnest(%s::text[]) AS k(user_id) "
-                "JOIN crm_profile p ON p.project_id = %s AND p.user_id = k.user_id",
-                [identified, project_id],
-            )
-            actual = dict(cursor.fetchall())
+            actual = _profile_ids_of_users(cursor, project_id=project_id, user_ids=identified)
             pks = [actual[user_id] if user_id else pk for (user_id, _), pk in zip(profiles, pks, strict=True)]
     return pks
 
@@ -510,3 +500,14 @@ def _merge_recent(first: Sequence[str], second: Sequence[str]) -> list[str]:
     """`first`'s items stay in front: without per-item times, the surviving
     (identified) profile's activity is taken as the more recent."""
     return list(dict.fromkeys([*first, *second]))[:RECENT_ITEMS_LIMIT]
+
+
+def _profile_ids_of_users(cursor: Any, *, project_id: int, user_ids: list[str]) -> dict[str, int]:
+    """The profile id of each of these user ids that has a profile, in one statement.
+    A join with the unnested ids (see profiles.profiles_apply_activity for why)."""
+    cursor.execute(
+        "SELECT p.user_id, p.id FROM unnest(%s::text[]) AS k(user_id) "
+        "JOIN crm_profile p ON p.project_id = %s AND p.user_id = k.user_id",
+        [user_ids, project_id],
+    )
+    return dict(cursor.fetchall())

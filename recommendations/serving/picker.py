@@ -231,21 +231,27 @@ def recommendations_for_user(
     )
 
 
+def _project_picker(*, project_id: int, filters: ServeFilters, limit: int, skip: set[str]) -> tuple[UserState, _Picker]:
+    """The project's serving state and a picker on it, for the lists that are not a user's."""
+    state = project_state(project_id=project_id)
+    picker = _Picker(
+        project_id=project_id,
+        filters=filters,
+        limit=limit,
+        skip=skip | set(filters.exclude),
+        catalog_token=state.catalog_token,
+    )
+    return state, picker
+
+
 def similar_products(
     *, project_id: int, product_id: str, limit: int = 20, filters: ServeFilters | None = None
 ) -> Served:
     """Products related to `product_id` (which the caller has checked exists), then
     trending in its categories, then overall trending, then the catalog."""
     filters = filters or ServeFilters()
-    state = project_state(project_id=project_id)
+    state, picker = _project_picker(project_id=project_id, filters=filters, limit=limit, skip={product_id})
     version_id = state.model_version_id
-    picker = _Picker(
-        project_id=project_id,
-        filters=filters,
-        limit=limit,
-        skip={product_id, *filters.exclude},
-        catalog_token=state.catalog_token,
-    )
     if version_id is not None:
         items = related_lists(version_id=version_id, product_ids=[product_id]).get(product_id, ())
         picker.offer([(pid, score, product_id) for pid, score in items], "related")
@@ -262,15 +268,8 @@ def similar_products(
 
 def trending_products_served(*, project_id: int, limit: int = 20, filters: ServeFilters | None = None) -> Served:
     filters = filters or ServeFilters()
-    state = project_state(project_id=project_id)
+    state, picker = _project_picker(project_id=project_id, filters=filters, limit=limit, skip=set())
     version_id = state.model_version_id
-    picker = _Picker(
-        project_id=project_id,
-        filters=filters,
-        limit=limit,
-        skip=set(filters.exclude),
-        catalog_token=state.catalog_token,
-    )
     _trending_tiers(picker, version_id=version_id, categories=filters.categories)
     picker.fill_from_catalog()
     return Served(recommendation_id=new_recommendation_id(), products=picker.picked, model_version_id=version_id)
