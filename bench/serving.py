@@ -37,6 +37,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+import psycopg2
+
 ROOT = Path(__file__).resolve().parents[1]
 STATE = ROOT / "var" / "bench_serving.json"
 PG = "postgres://postgres@127.0.0.1:5432"
@@ -59,11 +61,19 @@ def _env(database: str) -> dict[str, str]:
     return env
 
 
+def _sql(database: str, statement: str) -> None:
+    connection = psycopg2.connect(f"{PG}/{database}")
+    connection.autocommit = True
+    with connection.cursor() as cursor:
+        cursor.execute(statement)
+    connection.close()
+
+
 def prepare(args: argparse.Namespace) -> dict:
     env = _env(args.database)
     manage = [sys.executable, str(ROOT / "manage.py")]
-    subprocess.run(["psql", f"{PG}/postgres", "-qc", f"DROP DATABASE IF EXISTS {args.database}"], check=True)
-    subprocess.run(["psql", f"{PG}/postgres", "-qc", f"CREATE DATABASE {args.database}"], check=True)
+    _sql("postgres", f'DROP DATABASE IF EXISTS "{args.database}"')
+    _sql("postgres", f'CREATE DATABASE "{args.database}"')
     subprocess.run([*manage, "migrate", "-v0"], env=env, check=True)
     created = subprocess.run(
         [*manage, "create_project", "Serving bench"], env=env, check=True, capture_output=True, text=True
@@ -82,7 +92,7 @@ def prepare(args: argparse.Namespace) -> dict:
     )
     # Fresh statistics, as autovacuum would have them a minute after a bulk load:
     # with none, the planner scans the whole catalog for a handful of ids.
-    subprocess.run(["psql", f"{PG}/{args.database}", "-qc", "ANALYZE"], check=True)
+    _sql(args.database, "ANALYZE")
     state = {
         **keys,
         "database": args.database,
@@ -181,6 +191,7 @@ def in_process(state: dict, samples: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--prepare", action="store_true", help="rebuild the data set even if it exists")
+    parser.add_argument("--prepare-only", action="store_true", help="build the data set if needed, measure nothing")
     parser.add_argument("--database", default="engage_bench_serving")
     parser.add_argument("--users", type=int, default=1_000_000)
     parser.add_argument("--products", type=int, default=100_000)
@@ -202,6 +213,8 @@ def main() -> None:
     if state is None or state.get("database") != args.database:
         state = prepare(args)
     print(json.dumps({k: v for k, v in state.items() if "key" not in k}), flush=True)
+    if args.prepare_only:
+        return
 
     # In process first, on a quiet database (after the HTTP run, autovacuum of the
     # tracking tables and the server's shutdown would share the cores).
