@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import importlib.util
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 from django.conf import settings
@@ -46,6 +46,21 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         if REQUIRE_SERVICES:
             pytest.fail(message + "; REQUIRE_SERVICES=1 forbids skipping", pytrace=False)
         pytest.skip(message)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _test_database_released_at_the_end(django_db_setup: None, django_db_blocker) -> Iterator[None]:  # noqa: ANN001
+    """Before pytest-django drops the test database: end the sessions that
+    processes of the tests (workers, uWSGI, threads) may still hold, so the drop
+    does not fail with "being accessed by other users" and leave it behind."""
+    yield
+    from django.db import connection
+
+    with django_db_blocker.unblock(), connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
 
 
 @pytest.fixture(autouse=True)
