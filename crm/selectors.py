@@ -7,7 +7,7 @@ from collections.abc import Iterable
 
 from django.db.models import QuerySet
 
-from crm.models import Event, EventNameMapping, Membership, Profile, Project, key_digest
+from crm.models import Event, EventNameMapping, Membership, Project, key_digest
 
 # The collector authenticates every request; a few seconds of per-process cache
 # turns that lookup into a dict probe. Rotation clears this process's entries at
@@ -48,10 +48,6 @@ def project_for_secret_key(raw_key: str) -> Project | None:
 
 def project_ids_for_user(user) -> list[int]:  # noqa: ANN001 - any auth user
     return list(Membership.objects.filter(user_id=user.pk).values_list("project_id", flat=True))
-
-
-def profile_get(*, project_id: int, user_id: str) -> Profile | None:
-    return Profile.objects.filter(project_id=project_id, user_id=user_id).first()
 
 
 def profile_events(*, profile_id: int, limit: int = 20) -> QuerySet[Event]:

@@ -6,12 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from recommendations.models import ModelVersion, VersionStatus
-
-
-def modelversion_active(*, project_id: int) -> ModelVersion | None:
-    """Index model_version_project_status."""
-    return ModelVersion.objects.filter(project_id=project_id, status=VersionStatus.ACTIVE).first()
+from recommendations.models import ModelVersion
 
 
 def modelversion_summary(version: ModelVersion) -> dict[str, Any]:

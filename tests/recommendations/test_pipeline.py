@@ -19,7 +19,7 @@ from catalog.services import products_upsert
 from crm import services as crm_services
 from crm.models import Event, EventNameMapping, Profile
 from crm.selectors import event_name_mappings_cache_clear
-from recommendations import selectors, services, serving
+from recommendations import services, serving
 from recommendations.models import ModelVersion, RelatedProduct, TrendingProduct, VersionKind, VersionStatus
 from recommendations.training import pipeline
 from recommendations.training.collect import collect_interactions, training_window
@@ -43,15 +43,19 @@ def _lists(version_id: int) -> dict[str, list[tuple[str, int, float]]]:
     return out
 
 
+def _active_version(*, project_id: int) -> ModelVersion | None:
+    return ModelVersion.objects.filter(project_id=project_id, status=VersionStatus.ACTIVE).first()
+
+
 def _active_related(project_id: int, product_id: str) -> list[tuple[str, float]]:
     """The related list of a product in the project's active version, best first."""
-    version = selectors.modelversion_active(project_id=project_id)
+    version = _active_version(project_id=project_id)
     rows = RelatedProduct.objects.filter(model_version=version, product_id=product_id).order_by("rank")
     return list(rows.values_list("related_product_id", "score")) if version else []
 
 
 def _active_trending(project_id: int, category: str = "") -> list[tuple[str, float]]:
-    version = selectors.modelversion_active(project_id=project_id)
+    version = _active_version(project_id=project_id)
     rows = TrendingProduct.objects.filter(model_version=version, category=category).order_by("rank")
     return list(rows.values_list("product_id", "score")) if version else []
 
@@ -164,7 +168,7 @@ def test_a_failed_run_leaves_the_active_version_serving(project_a, store_a, caps
     failed = ModelVersion.objects.exclude(pk=first["version"]).get()
     assert failed.status == VersionStatus.FAILED and failed.error == "RuntimeError: out of memory"
     assert not RelatedProduct.objects.filter(model_version=failed).exists()
-    assert selectors.modelversion_active(project_id=project.pk).pk == first["version"]
+    assert _active_version(project_id=project.pk).pk == first["version"]
     assert _active_related(project.pk, "SKU-000002") == served
 
 
@@ -176,9 +180,9 @@ def test_a_worse_version_waits_for_a_marketer_and_rollback_restores_the_previous
     second = _train(project.pk, capsys=capsys)
     assert second["status"] == "ready"
     assert second["held_reason"].startswith("HR@10 ") and "below the active" in second["held_reason"]
-    assert selectors.modelversion_active(project_id=project.pk).pk == first["version"]
+    assert _active_version(project_id=project.pk).pk == first["version"]
     services.modelversion_activate(version_id=second["version"], by="alice")
-    assert selectors.modelversion_active(project_id=project.pk).pk == second["version"]
+    assert _active_version(project_id=project.pk).pk == second["version"]
     assert ModelVersion.objects.get(pk=first["version"]).status == VersionStatus.RETIRED
     back = services.modelversion_rollback(project_id=project.pk, by="alice")
     assert back.pk == first["version"] and back.activated_by == "alice"
@@ -240,9 +244,9 @@ def test_online_update_refreshes_what_changed_and_gives_a_new_product_related_pr
 def test_another_projects_versions_and_lists_are_invisible(project_a, project_b, store_a, capsys):
     _train(project_a[0].pk, capsys=capsys)
     b = project_b[0].pk
-    assert selectors.modelversion_active(project_id=b) is None
+    assert _active_version(project_id=b) is None
     assert _active_related(b, "SKU-000001") == []
-    assert serving.related_lists(version_id=selectors.modelversion_active(project_id=project_a[0].pk).pk,
+    assert serving.related_lists(version_id=_active_version(project_id=project_a[0].pk).pk,
                                  product_ids=["SKU-000001"])["SKU-000001"]  # fmt: skip
     assert serving.user_state(project_id=b, user_id="user-0000001").model_version_id is None
     assert _active_trending(b) == []
