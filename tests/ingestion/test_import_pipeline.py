@@ -191,3 +191,21 @@ def test_a_database_that_stays_down_stops_the_import_saying_how_to_resume(tmp_pa
     again = events_import(path=path, project_id=project.pk, chunk=2)
     assert (again.stored, again.duplicates) == (2, 2)
     assert Event.objects.filter(project=project).count() == 4
+
+
+def test_the_parser_process_chooses_the_project_by_each_lines_write_key(tmp_path, project_a, project_b):
+    (a, a_keys), (b, b_keys) = project_a, project_b
+    path = write(
+        tmp_path / "mixed.ndjson",
+        [
+            {"writeKey": a_keys.write_key, **viewed(1, "p1", userId="u1")},
+            {"writeKey": b_keys.write_key, **viewed(2, "p2", userId="u1")},
+            {"writeKey": "wk_unknown", **viewed(3, "p3", userId="u1")},
+        ],
+    )
+    rejected = []
+    result = events_import(path=path, chunk=1, on_rejected=rejected.append)
+    assert (result.stored, result.rejected) == (2, 1)
+    assert [(r.line, r.field) for r in rejected] == [(3, "writeKey")]
+    assert Profile.objects.get(project=a, user_id="u1").recent_viewed == ["p1"]
+    assert Profile.objects.get(project=b, user_id="u1").recent_viewed == ["p2"]
