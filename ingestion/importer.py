@@ -23,6 +23,7 @@ from __future__ import annotations
 import gzip
 import logging
 import multiprocessing
+import os
 import signal
 import time
 import traceback
@@ -189,22 +190,25 @@ def _parsed(*, path: Path, project_id: int | None, chunk: int) -> Iterator[tuple
     # A forked child must not use the parent's connection (one socket, two
     # processes): the parent's are closed and each side opens its own.
     connections.close_all()
-    context = multiprocessing.get_context("fork")
-    receiver, sender = context.Pipe(duplex=False)
-    parser = context.Process(
-        target=_parser_run, name="import-parser", args=(path, project_id, chunk, sender), daemon=True
-    )
-    parser.start()
+    receiver, sender = multiprocessing.Pipe(duplex=False)
+    # os.fork, not multiprocessing.Process: that runs the after-fork hooks the
+    # libraries registered (Celery's closes its broker connections politely,
+    # over sockets the parent still uses). The child touches nothing of the
+    # parent's and leaves with os._exit.
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the parser process
+        try:
+            receiver.close()
+            _parser_run(path, project_id, chunk, sender)
+        finally:
+            os._exit(0)
     sender.close()
     try:
         while True:
             try:
                 kind, value = receiver.recv()
             except EOFError:
-                parser.join(timeout=5)
-                raise RuntimeError(
-                    f"the import's parser process ended unexpectedly (exit code {parser.exitcode})"
-                ) from None
+                raise RuntimeError("the import's parser process ended unexpectedly") from None
             if kind == "error":
                 raise RuntimeError(f"the import's parser failed:\n{value}")
             yield kind, value
@@ -212,9 +216,9 @@ def _parsed(*, path: Path, project_id: int | None, chunk: int) -> Iterator[tuple
                 break
     finally:
         receiver.close()
-        if parser.is_alive():
-            parser.kill()
-        parser.join()
+        if os.waitpid(child, os.WNOHANG) == (0, 0):
+            os.kill(child, signal.SIGKILL)
+            os.waitpid(child, 0)
 
 
 def _parser_run(path: Path, project_id: int | None, chunk: int, sender: Connection) -> None:
