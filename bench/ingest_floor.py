@@ -1,7 +1,7 @@
 """The database's floor for bulk import: how fast PostgreSQL alone can take
 events into the events table on this machine, with no Python work at all.
 
-    .venv/bin/python bench/ingest_floor.py [--events 300000] [--streams 1 2]
+    .venv/bin/python bench/ingest_floor.py [--events 300000] [--streams 2] [--deduplicated-only]
 
 Creates a fresh database with the project's schema (`manage.py migrate`), then
 loads pre-built rows of the same events bench/ingest_import.py writes (SDK
@@ -132,6 +132,9 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=300_000, help="events per run")
     parser.add_argument("--users", type=int, default=50_000)
     parser.add_argument("--streams", type=int, default=2, help="parallel connections in the second run")
+    parser.add_argument(
+        "--deduplicated-only", action="store_true", help="only the deduplicating loads (what import_events does)"
+    )
     parser.add_argument("--database", default="postgres://postgres@127.0.0.1:5432/engage_bench_floor")
     args = parser.parse_args()
 
@@ -174,7 +177,7 @@ def main() -> None:
         ]  # fmt: skip
 
     out: dict[str, object] = {}
-    for dedup in (False, True):
+    for dedup in (True,) if args.deduplicated_only else (False, True):
         kind = "copy_deduplicated" if dedup else "copy"
         print(f"[bench] {kind}: {args.events} rows over 1 connection", file=sys.stderr)
         out[f"{kind}_one_stream"] = _load(url, parts(1, 1000 * dedup), deduplicated=dedup)

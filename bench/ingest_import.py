@@ -1,14 +1,21 @@
-"""Bulk import benchmark: `manage.py import_events` on a generated history.
+"""Bulk import benchmark: `manage.py import_events` on a generated history,
+beside the database's floor for the same events (bench/ingest_floor.py).
 
     .venv/bin/python bench/ingest_import.py [--events 500000] [--users 50000] [--gzip]
+        [--file /tmp/...] [--floor-events 1000000]
 
 Writes newline-delimited JSON of track events in the shape the SDKs send
 (`Product Viewed` / `Product Added` / `Order Completed` with context, every
 line with its messageId and timestamp, ~500 bytes a line), then runs the
 command, as a customer back-filling history would, against a fresh PostgreSQL
-database, and prints one JSON object: events/s of the import itself (the
-command's own timer: reading, validation, identities, events, profiles and
-devices in PostgreSQL) and of the whole process (Django start included).
+database. Then runs bench/ingest_floor.py (the deduplicating COPY load of the
+same kind of events, PostgreSQL alone, `--floor-events` rows) and prints, on its
+last line, one JSON object: events/s of the import itself (the command's own
+timer: reading, validation, identities, events, profiles and devices in
+PostgreSQL) and of the whole process (Django start included), the floor's
+events/s over one connection (the import writes over one) and over two, their
+`ratio` (import / one-connection floor), and the load average before and after.
+The file is written once and reused (delete it to regenerate).
 """
 
 from __future__ import annotations
@@ -58,7 +65,9 @@ def main() -> None:
     )
     parser.add_argument("--database", default="postgres://postgres@127.0.0.1:5432/engage_bench_import")
     parser.add_argument("--file", default="/tmp/bench-ingest-import.ndjson")
+    parser.add_argument("--floor-events", type=int, default=1_000_000, help="rows of the floor's loads (0: skip)")
     args = parser.parse_args()
+    load_before = os.getloadavg()
 
     path = Path(args.file + (".gz" if args.gzip else ""))
     if not path.exists():
@@ -88,6 +97,19 @@ def main() -> None:
     )
     wall = time.perf_counter() - started
     result = json.loads(out.strip().splitlines()[-1])
+    load_after = os.getloadavg()
+    floor: dict[str, dict[str, float]] = {}
+    if args.floor_events:
+        print(f"[bench] floor: {args.floor_events} rows", file=sys.stderr)
+        floor = json.loads(
+            subprocess.run(
+                [sys.executable, "bench/ingest_floor.py", "--events", str(args.floor_events), "--users",
+                 str(args.users), "--deduplicated-only"],
+                cwd=ROOT, check=True, capture_output=True, text=True,
+            ).stdout.strip().splitlines()[-1]
+        )  # fmt: skip
+    floor_one = floor.get("copy_deduplicated_one_stream", {}).get("events_per_s")
+    floor_two = floor.get("copy_deduplicated_2_streams", {}).get("events_per_s")
     print(
         json.dumps(
             {
@@ -103,6 +125,12 @@ def main() -> None:
                 "events_per_s": result["events_per_s"],
                 "process_seconds": round(wall, 2),
                 "events_per_s_process": round(result["stored"] / wall, 1),
+                "floor_events": args.floor_events,
+                "floor_events_per_s": floor_one,
+                "floor_events_per_s_2_streams": floor_two,
+                "ratio": round(result["events_per_s"] / floor_one, 3) if floor_one else None,
+                "load_average_before": [round(x, 2) for x in load_before],
+                "load_average_after_import": [round(x, 2) for x in load_after],
             }
         )
     )

@@ -1,37 +1,59 @@
 """`import_events`: a history file of newline-delimited JSON messages into the store.
 
-Two steps that share nothing but the chunks handed from one to the other:
-- parse (`_chunks_parse`): the file's lines, validated exactly as the collectors
-  validate a message (ingestion.spec), grouped into chunks per project;
-- store (`ChunkWriter`): each chunk through ingestion.store.chunk_store, on a
-  writer thread with its own connection. psycopg2 releases the GIL while
-  PostgreSQL works, so parsing (one core) and the database (the other) overlap.
+Two processes that share nothing but the chunks handed from one to the other:
+- the parser (`_parser_run`, a child process): the file's lines, validated
+  exactly as the collectors validate a message (ingestion.spec), grouped into
+  chunks per project (`_chunks_parse`), each sent to the writer as one JSON
+  document;
+- the writer (the calling process): each chunk through ingestion.store.chunk_store,
+  one transaction per chunk.
+Separate processes, not threads: the parser's Python and the writer's Python
+(identities, activity, devices) each need most of a core, and in one process
+they shared one interpreter lock (docs/benchmarks.md, "Bulk import"). The
+parser works on the next chunk while the writer stores this one, and waits
+when it is a chunk ahead: at most about three chunks are in memory.
+
+A chunk commits whole or not at all, and stores nothing twice (message ids):
+an import stopped at any point (killed, a database gone) is resumed by running
+it again.
 """
 
 from __future__ import annotations
 
 import gzip
-import queue
-import threading
+import logging
+import multiprocessing
+import os
+import signal
 import time
+import traceback
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import IO, Any
 
 import orjson
-from django.db import connection
+from django.db import connection, connections
 from django.utils import timezone
 
+from config.process import bulk_parsing
 from crm.selectors import project_for_write_key
 from ingestion.spec import MAX_MESSAGE_BYTES, MessageError, message_normalize, parse_time
-from ingestion.store import StoreResult, chunk_store
+from ingestion.store import TRANSIENT_ERRORS, StoreResult, chunk_store
+
+logger = logging.getLogger(__name__)
 
 # Messages per transaction of import_events. Larger than the workers' chunks:
 # a history has many events per user, and each chunk costs one profile update
 # per user in it: 50,000 imported 11% faster than 10,000 (docs/benchmarks.md,
-# "Bulk import"); the import process peaks at ~750 MB (one chunk parsed, one stored).
+# "Bulk import").
 IMPORT_CHUNK = 50_000
+
+# A chunk that meets a transient database error (connection lost, server
+# restarting, deadlock victim) is stored again this many times, after 1, 2, 4 s;
+# then the import stops with ImportStopped.
+TRANSIENT_RETRIES = 3
 
 
 @dataclass(frozen=True)
@@ -58,6 +80,16 @@ class ImportResult:
         return out
 
 
+class ImportStopped(Exception):
+    """The database stayed unreachable: the import stopped after `result`
+    (the chunks stored so far are committed; running the import again skips
+    them and stores the rest)."""
+
+    def __init__(self, message: str, result: ImportResult) -> None:
+        super().__init__(message)
+        self.result = result
+
+
 def events_import(
     *,
     path: Path,
@@ -80,21 +112,142 @@ def events_import(
     stores nothing twice (message ids; a line without one gets an id derived
     from its content).
 
-    The chunks are stored on a writer thread with its own connection while the
-    next chunk is parsed (inline when called inside a transaction, whose rows
-    that connection could not see).
+    The file is parsed in a child process while this one stores (see the
+    module docstring); inside a transaction, whose rows a child's connection
+    could not see, both run here, one after the other. A chunk that meets a
+    transient database error is stored again (TRANSIENT_RETRIES); if the error
+    persists, ImportStopped says how far the import got. Precondition (outside
+    a transaction): no other thread of this process uses the database while the
+    parser is started (its connections are closed before the fork).
     """
     result = ImportResult()
     started = time.perf_counter()
-    with path.open("rb") as raw, ChunkWriter(threaded=not connection.in_atomic_block) as writer:
-        for pid, messages in _chunks_parse(
-            raw, result=result, project_id=project_id, chunk=chunk, on_progress=on_progress, on_rejected=on_rejected
-        ):
-            writer.put(project_id=pid, messages=messages)
-        stored = writer.close()
+    stored = StoreResult()
+    retry = not connection.in_atomic_block
+    # Rare cyclic collections (config.process.bulk_parsing): a chunk is
+    # millions of short-lived objects and no cycles; with the default
+    # thresholds the collector took a third of the parse time and a tenth of
+    # the store's Python (measured on 100,000 events).
+    with bulk_parsing():
+        if connection.in_atomic_block:
+            with path.open("rb") as raw:
+                for pid, messages in _chunks_parse(
+                    raw, result=result, project_id=project_id, chunk=chunk, on_progress=on_progress,
+                    on_rejected=on_rejected,
+                ):  # fmt: skip
+                    stored.add(_chunk_store(project_id=pid, messages=messages, result=result, retry=False))
+        else:
+            for kind, value in _parsed(path=path, project_id=project_id, chunk=chunk):
+                if kind == "chunk":
+                    pid, lines, payload = value
+                    result.lines = lines
+                    stored.add(_chunk_store(project_id=pid, messages=orjson.loads(payload), result=result, retry=retry))
+                    result.stored, result.duplicates = stored.stored, stored.duplicates
+                elif kind == "rejected":
+                    rejected = ImportLineRejected(*value)
+                    result.rejected += 1
+                    if len(result.rejected_lines) < 10_000:
+                        result.rejected_lines.append(rejected.line)
+                    if on_rejected:
+                        on_rejected(rejected)
+                elif kind == "progress":
+                    if on_progress:
+                        on_progress(value)
+                elif kind == "end":
+                    result.lines = value
     result.stored, result.duplicates, result.dead_lettered = stored.stored, stored.duplicates, stored.dead_lettered
     result.seconds = round(time.perf_counter() - started, 3)
     return result
+
+
+def _chunk_store(
+    *, project_id: int, messages: Sequence[dict[str, Any]], result: ImportResult, retry: bool
+) -> StoreResult:
+    """chunk_store, with the transient-error policy of events_import."""
+    for attempt in range(TRANSIENT_RETRIES + 1):
+        try:
+            return chunk_store(project_id=project_id, messages=messages)
+        except TRANSIENT_ERRORS as exc:
+            if not retry or attempt == TRANSIENT_RETRIES:
+                raise ImportStopped(
+                    f"import stopped at the chunk ending on line {result.lines}, database error: {exc}. "
+                    f"{result.stored} events were stored before it; run the import again to store the "
+                    "rest (what is stored already is skipped).",
+                    result,
+                ) from exc
+            logger.warning("chunk ending on line %d: %r; storing it again", result.lines, exc)
+            # A broken connection is replaced by a new one on the next query.
+            connection.close()
+            time.sleep(2**attempt)
+    raise AssertionError("unreachable")
+
+
+def _parsed(*, path: Path, project_id: int | None, chunk: int) -> Iterator[tuple[str, Any]]:
+    """What the parser process sends, in order: ("chunk", (project id, lines
+    read, JSON of the messages)), ("rejected", (line, field, message)),
+    ("progress", bytes read), then ("end", lines). The parser is killed when
+    the caller stops early (an error, an interrupt)."""
+    # A forked child must not use the parent's connection (one socket, two
+    # processes): the parent's are closed and each side opens its own.
+    connections.close_all()
+    receiver, sender = multiprocessing.Pipe(duplex=False)
+    # os.fork, not multiprocessing.Process: that runs the after-fork hooks the
+    # libraries registered (Celery's closes its broker connections politely,
+    # over sockets the parent still uses). The child touches nothing of the
+    # parent's and leaves with os._exit.
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the parser process
+        try:
+            receiver.close()
+            _parser_run(path, project_id, chunk, sender)
+        finally:
+            os._exit(0)
+    sender.close()
+    try:
+        while True:
+            try:
+                kind, value = receiver.recv()
+            except EOFError:
+                raise RuntimeError("the import's parser process ended unexpectedly") from None
+            if kind == "error":
+                raise RuntimeError(f"the import's parser failed:\n{value}")
+            yield kind, value
+            if kind == "end":
+                break
+    finally:
+        receiver.close()
+        if os.waitpid(child, os.WNOHANG) == (0, 0):
+            os.kill(child, signal.SIGKILL)
+            os.waitpid(child, 0)
+
+
+def _parser_run(path: Path, project_id: int | None, chunk: int, sender: Connection) -> None:
+    """The parser process: `_chunks_parse` over the file, each chunk sent as
+    one JSON document (a few µs per message each way, less than pickling)."""
+    # The signal handlers inherited from the parent are not this process's: it
+    # is killed by the parent, and an interrupt is the parent's to handle.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    result = ImportResult()
+    try:
+        with path.open("rb") as raw:
+            for pid, messages in _chunks_parse(
+                raw,
+                result=result,
+                project_id=project_id,
+                chunk=chunk,
+                on_progress=lambda n: sender.send(("progress", n)),
+                on_rejected=lambda r: sender.send(("rejected", (r.line, r.field, r.message))),
+            ):
+                payload = orjson.dumps(messages)
+                del messages
+                sender.send(("chunk", (pid, result.lines, payload)))
+        sender.send(("end", result.lines))
+    except BaseException:  # noqa: BLE001 - reported to the parent, which raises it
+        sender.send(("error", traceback.format_exc()))
+    finally:
+        sender.close()
+        connections.close_all()
 
 
 def _chunks_parse(
@@ -160,6 +313,7 @@ def _chunks_parse(
                 batch = pending[pid] = []
             batch.append(normalized)
             if len(batch) >= chunk:
+                result.lines = number
                 yield pid, pending.pop(pid)
     result.lines = number
     for pid in list(pending):
@@ -190,72 +344,3 @@ def _line_blocks(raw: IO[bytes]) -> Iterator[list[bytes]]:
         yield parts
     if rest:
         yield [rest]
-
-
-class ChunkWriter:
-    """Stores chunks with `chunk_store`, on a writer thread with its own
-    database connection (`threaded=True`) or in the caller's thread.
-
-    `put` hands over a chunk and returns at once unless the writer is still
-    busy with the previous one (at most one chunk waits: memory stays at two
-    chunks). `close` waits for the writer and returns the totals. An error of
-    the writer is raised by the next `put` or by `close`.
-
-    Threaded mode needs the caller to be outside a transaction: the writer's
-    connection cannot see the caller's uncommitted rows.
-    """
-
-    def __init__(self, *, threaded: bool) -> None:
-        self.result = StoreResult()
-        self._error: BaseException | None = None
-        self._queue: queue.Queue[tuple[int, Sequence[dict[str, Any]]] | None] | None = None
-        self._thread: threading.Thread | None = None
-        if threaded:
-            self._queue = queue.Queue(maxsize=1)
-            self._thread = threading.Thread(target=self._run, name="import-writer", daemon=True)
-            self._thread.start()
-
-    def put(self, *, project_id: int, messages: Sequence[dict[str, Any]]) -> None:
-        self._raise_error()
-        if self._queue is None:
-            self.result.add(chunk_store(project_id=project_id, messages=messages))
-            return
-        self._queue.put((project_id, messages))
-
-    def close(self) -> StoreResult:
-        """Wait for the chunks handed over, then return the totals (or raise the writer's error)."""
-        self._stop()
-        self._raise_error()
-        return self.result
-
-    def __enter__(self) -> ChunkWriter:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        # Also on an error of the caller: the writer finishes the chunk in hand
-        # (each chunk is its own transaction) and its connection is closed.
-        self._stop()
-
-    def _stop(self) -> None:
-        if self._queue is not None and self._thread is not None:
-            if self._thread.is_alive():
-                self._queue.put(None)
-                self._thread.join()
-            self._queue = None
-
-    def _raise_error(self) -> None:
-        if self._error is not None:
-            raise self._error
-
-    def _run(self) -> None:
-        assert self._queue is not None
-        try:
-            while (item := self._queue.get()) is not None:
-                if self._error is None:
-                    try:
-                        self.result.add(chunk_store(project_id=item[0], messages=item[1]))
-                    except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
-                        self._error = exc
-        finally:
-            # This thread's own connection (Django opens one per thread).
-            connection.close()

@@ -3,7 +3,7 @@ data store, set-based, in chunks of one transaction each.
 
 Everything that stores messages goes through `chunk_store`: the ingest workers'
 batches (ingestion.tasks, through `messages_store` in chunks of BULK_CHUNK),
-`import_events` (ingestion.importer, chunks of IMPORT_CHUNK on a writer thread)
+`import_events` (ingestion.importer, chunks of IMPORT_CHUNK parsed in a second process)
 and the dead letters processed again (`dead_letters_retry`). Everything is
 written through crm.services.
 

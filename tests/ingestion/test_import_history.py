@@ -244,7 +244,7 @@ def test_a_chunk_with_a_bad_message_is_stored_around_it_and_the_message_dead_let
 
 
 @pytest.mark.django_db(transaction=True)
-def test_command_stores_chunks_on_a_writer_thread_with_its_own_connection(tmp_path, project_a):
+def test_command_parses_in_a_second_process_and_stores_every_chunk_once(tmp_path, project_a):
     project, _ = project_a
     lines = [
         viewed(i, f"p{i % 7}", userId=f"u{i % 5}", anonymousId=f"a{i % 5}", context=device_context(f"d{i % 5}"))

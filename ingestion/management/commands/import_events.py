@@ -10,13 +10,14 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
 
 from crm.models import Project
-from ingestion.importer import IMPORT_CHUNK, ImportLineRejected, events_import
+from ingestion.importer import IMPORT_CHUNK, ImportLineRejected, ImportStopped, events_import
 
 
 class Command(BaseCommand):
     help = (
         "Import Segment messages (one JSON object per line; .gz files too) through the same "
-        "validation and pipeline as the collectors. The project is --project, or each line's writeKey."
+        "validation and store as the collectors, parsed in a second process. The project is --project, "
+        "or each line's writeKey. Stopped or failed, it resumes when run again (stored events are skipped)."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -38,12 +39,17 @@ class Command(BaseCommand):
         def rejected(line: ImportLineRejected) -> None:
             self.stderr.write(f"line {line.line}: {line.field}: {line.message}")
 
-        result = events_import(
-            path=path,
-            project_id=options["project"],
-            chunk=options["chunk"],
-            on_progress=bar.update,
-            on_rejected=rejected,
-        )
+        try:
+            result = events_import(
+                path=path,
+                project_id=options["project"],
+                chunk=options["chunk"],
+                on_progress=bar.update,
+                on_rejected=rejected,
+            )
+        except ImportStopped as exc:
+            bar.close()
+            self.stdout.write(json.dumps(exc.result.as_dict()))
+            raise CommandError(str(exc)) from exc
         bar.close()
         self.stdout.write(json.dumps(result.as_dict()))
