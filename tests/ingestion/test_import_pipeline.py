@@ -10,12 +10,12 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db import OperationalError
 
-from crm.models import AnonymousId, Event, Profile
+from crm.models import AnonymousId, Event, EventNameMapping, Profile
+from crm.selectors import event_name_mappings_cache_clear
 from crm.services import events as event_services
 from ingestion import hooks, importer
 from ingestion.importer import ImportStopped, events_import
-from ingestion.models import DeadLetter, EventNameMapping
-from ingestion.selectors import event_name_mappings_cache_clear
+from ingestion.models import DeadLetter
 from ingestion.spec import message_normalize
 from ingestion.store import messages_store
 from tests.ingestion.test_import_history import HISTORY, at, device_context, snapshot, viewed, write
