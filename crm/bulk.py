@@ -25,6 +25,14 @@ def json_param(rows: Any) -> str:
     return orjson.dumps(rows).decode()
 
 
+def copy_text(value: str) -> str:
+    """A text value in COPY's text format: backslash, tab and line breaks escaped
+    (a NUL is left to fail the row). The check first: most values have none."""
+    if "\\" in value or "\t" in value or "\n" in value or "\r" in value:
+        return value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+    return value
+
+
 def _copy_value(value: Any) -> str:
     if value is None:
         return r"\N"
@@ -36,9 +44,7 @@ def _copy_value(value: Any) -> str:
         text = value.isoformat()
     else:
         text = str(value)
-    if "\\" in text or "\t" in text or "\n" in text or "\r" in text:
-        text = text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
-    return text
+    return copy_text(text)
 
 
 def copy_rows(model: type[models.Model], columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> int:

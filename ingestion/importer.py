@@ -123,7 +123,6 @@ def events_import(
     result = ImportResult()
     started = time.perf_counter()
     stored = StoreResult()
-    retry = not connection.in_atomic_block
     # Rare cyclic collections (config.process.bulk_parsing): a chunk is
     # millions of short-lived objects and no cycles; with the default
     # thresholds the collector took a third of the parse time and a tenth of
@@ -141,15 +140,10 @@ def events_import(
                 if kind == "chunk":
                     pid, lines, payload = value
                     result.lines = lines
-                    stored.add(_chunk_store(project_id=pid, messages=orjson.loads(payload), result=result, retry=retry))
+                    stored.add(_chunk_store(project_id=pid, messages=orjson.loads(payload), result=result, retry=True))
                     result.stored, result.duplicates = stored.stored, stored.duplicates
                 elif kind == "rejected":
-                    rejected = ImportLineRejected(*value)
-                    result.rejected += 1
-                    if len(result.rejected_lines) < 10_000:
-                        result.rejected_lines.append(rejected.line)
-                    if on_rejected:
-                        on_rejected(rejected)
+                    _line_rejected(result, ImportLineRejected(*value), on_rejected)
                 elif kind == "progress":
                     if on_progress:
                         on_progress(value)
@@ -250,6 +244,16 @@ def _parser_run(path: Path, project_id: int | None, chunk: int, sender: Connecti
         connections.close_all()
 
 
+def _line_rejected(
+    result: ImportResult, rejected: ImportLineRejected, on_rejected: Callable[[ImportLineRejected], Any] | None
+) -> None:
+    result.rejected += 1
+    if len(result.rejected_lines) < 10_000:
+        result.rejected_lines.append(rejected.line)
+    if on_rejected:
+        on_rejected(rejected)
+
+
 def _chunks_parse(
     raw: IO[bytes],
     *,
@@ -302,11 +306,7 @@ def _chunks_parse(
                     received_at_text=None if received_at else now_text,
                 )
             except MessageError as exc:
-                result.rejected += 1
-                if len(result.rejected_lines) < 10_000:
-                    result.rejected_lines.append(number)
-                if on_rejected:
-                    on_rejected(ImportLineRejected(line=number, field=exc.field, message=exc.error))
+                _line_rejected(result, ImportLineRejected(line=number, field=exc.field, message=exc.error), on_rejected)
                 continue
             batch = pending.get(pid)
             if batch is None:

@@ -18,6 +18,7 @@ from django.utils import timezone
 from catalog.csvfile import FIELDS, ProductIn
 from catalog.models import Product
 from catalog.selectors import category_cache_key
+from crm.bulk import copy_text
 
 ALL_FIELDS = frozenset(FIELDS)
 # The columns of a COPY line (catalog_product's, and its TEMP staging table's).
@@ -95,13 +96,6 @@ def products_upsert(
     return result
 
 
-def _copy_text(value: str) -> str:
-    """COPY's text format: backslash, tab and line breaks escaped (as crm.bulk does)."""
-    if "\\" in value or "\t" in value or "\n" in value or "\r" in value:
-        return value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
-    return value
-
-
 def product_copy_line_factory(*, project_id: int, upload_id: int | None) -> Callable[[ProductIn], str]:
     """A function turning a ProductIn into one COPY line of _COPY_COLUMNS.
 
@@ -114,7 +108,7 @@ def product_copy_line_factory(*, project_id: int, upload_id: int | None) -> Call
     head = f"{project_id}\t"
     tail = f"\t{now}\t{now}\t{upload_id if upload_id is not None else NULL}\t"
     dumps = orjson.dumps
-    esc = _copy_text
+    esc = copy_text
 
     def line(p: ProductIn) -> str:
         price, rating = p.price, p.rating

@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 from django.db import connection
 
-from crm.bulk import json_param
+from crm.bulk import copy_text, json_param
 
 # From this many rows on, events go through a COPY-staged table instead of one
 # JSON parameter: PostgreSQL then parses each row's JSON once, in COPY, instead
@@ -53,14 +53,6 @@ def events_insert_new(*, project_id: int, rows: Sequence[Sequence[Any]]) -> set[
         return {row[0] for row in cursor.fetchall()}
 
 
-def _copy_text(value: str) -> str:
-    """A text value in COPY's text format (NUL is left to fail the row, as the
-    JSON parameter does)."""
-    if "\\" in value or "\t" in value or "\n" in value or "\r" in value:
-        return value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
-    return value
-
-
 def _events_insert_new_staged(*, project_id: int, rows: Sequence[Sequence[Any]]) -> set[str]:
     """events_insert_new through COPY into a temporary table: the same rule
     (first row of a message id wins, the unique index decides), one INSERT."""
@@ -76,8 +68,8 @@ def _events_insert_new_staged(*, project_id: int, rows: Sequence[Sequence[Any]])
         if "\\" in ctx:
             ctx = ctx.replace("\\", "\\\\")
         write(
-            f"{n}\t{profile_id}\t{_copy_text(kind)}\t{_copy_text(name)}\t{props}\t{ctx}\t{timestamp}\t"
-            f"{received_at}\t{_copy_text(message_id)}\n"
+            f"{n}\t{profile_id}\t{copy_text(kind)}\t{copy_text(name)}\t{props}\t{ctx}\t{timestamp}\t"
+            f"{received_at}\t{copy_text(message_id)}\n"
         )
     buffer.seek(0)
     with connection.cursor() as cursor:
