@@ -88,6 +88,7 @@ class Stack:
             "PYTHONUNBUFFERED": "1",
             "INGEST_PUBLISH_LINGER_MS": str(args.linger_ms),
             "WEB_SWITCH_INTERVAL_MS": str(args.switch_interval_ms),
+            "INGEST_QUEUE_TYPE": args.ingest_queue_type,
         }
         if args.without_stored_hooks:
             self.env["DJANGO_SETTINGS_MODULE"] = "bench.ingest_settings_without_hooks"
@@ -315,6 +316,9 @@ def main() -> None:
         help="solo: --ingest-workers worker processes that run tasks themselves (no pool processes)",
     )
     parser.add_argument("--ingest-workers", type=int, default=2, help="worker processes (with --ingest-pool solo)")
+    parser.add_argument(
+        "--ingest-queue-type", choices=["classic", "quorum"], default="classic", help="INGEST_QUEUE_TYPE (RabbitMQ)"
+    )
     parser.add_argument("--linger-ms", type=int, default=10, help="INGEST_PUBLISH_LINGER_MS of the web process")
     parser.add_argument("--switch-interval-ms", type=int, default=0, help="WEB_SWITCH_INTERVAL_MS of the web process")
     parser.add_argument(
@@ -363,10 +367,8 @@ def main() -> None:
                 subprocess.run(["rabbitmqctl", *argv], capture_output=True, check=False)
 
         with Connection(args.broker) as conn:
-            try:
-                conn.default_channel.queue_purge("ingest")
-            except Exception:  # noqa: BLE001 - the queue does not exist yet
-                pass
+            # Deleted, not purged: --ingest-queue-type may differ from the last run's.
+            conn.default_channel.queue_delete("ingest")
 
         if args.server == "uwsgi":
             stack.start(
@@ -530,6 +532,7 @@ def main() -> None:
         "switch_interval_ms": args.switch_interval_ms,
         "stored_event_hooks": not args.without_stored_hooks,
         "broker": args.broker.split(":", 1)[0],
+        "ingest_queue_type": args.ingest_queue_type,
         # CPU seconds per process group over each phase (until all stored), and
         # the wall time: shows what the benchmark got of the 2 cores.
         "batch_phase_cpu_s": batch_cpu,

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
+from kombu import Queue
 
 from config.env import env_bool, env_int, env_list, env_str
 
@@ -154,6 +155,25 @@ WHITENOISE_USE_FINDERS = DEBUG or env_bool("WHITENOISE_USE_FINDERS", False)
 # Unset broker: tasks run in-process (eager) so the quickstart needs no service.
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL") or ""
 CELERY_TASK_ALWAYS_EAGER = not CELERY_BROKER_URL
+# Only RabbitMQ can promise the collectors' 200: it hands an unacknowledged
+# message back the moment a worker's connection drops. Kombu's Redis transport
+# pops a message and records it as unacknowledged in two steps, so a worker
+# killed between them loses the batch, and an in-flight one waits for the
+# visibility timeout (docs/architecture.md, "Delivery guarantees"). Redis stays
+# possible for development, by saying so.
+_broker_scheme = CELERY_BROKER_URL.split("://", 1)[0].lower() if CELERY_BROKER_URL else ""
+if _broker_scheme in ("redis", "rediss") and not env_bool("CELERY_BROKER_ACCEPT_LOSS", False):
+    raise ImproperlyConfigured(
+        "CELERY_BROKER_URL is a Redis broker, which can lose accepted events when a worker is killed: "
+        "use RabbitMQ (amqp://…), or set CELERY_BROKER_ACCEPT_LOSS=1 to accept that (development only)"
+    )
+if _broker_scheme and _broker_scheme not in ("amqp", "amqps", "pyamqp", "redis", "rediss"):
+    raise ImproperlyConfigured(f"CELERY_BROKER_URL must be amqp://… (RabbitMQ), not {_broker_scheme}://…")
+if _broker_scheme in ("redis", "rediss"):
+    # What a worker killed mid-batch costs on Redis: the batch comes back after
+    # this many seconds (Celery's default is an hour). Longer than any task:
+    # a training run on the ml queue that outlives it would be started twice.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("CELERY_REDIS_VISIBILITY_TIMEOUT", 3600)}
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_IGNORE_RESULT = True
@@ -164,6 +184,20 @@ CELERY_TASK_ROUTES = {
     "recommendations.*": {"queue": "ml"},
     "campaigns.*": {"queue": "sends"},
 }
+# The ingest queue's RabbitMQ queue type: "classic" (durable, persistent
+# messages) or "quorum" (a Raft log, fsynced in batches; see
+# docs/benchmarks.md for what each costs the collectors' confirmations).
+# Changing it on a running broker needs the queue deleted once, empty.
+INGEST_QUEUE_TYPE = env_str("INGEST_QUEUE_TYPE") or "classic"
+if INGEST_QUEUE_TYPE not in ("classic", "quorum"):
+    raise ImproperlyConfigured(f"INGEST_QUEUE_TYPE must be classic or quorum, got {INGEST_QUEUE_TYPE!r}")
+if INGEST_QUEUE_TYPE == "quorum":
+    CELERY_TASK_QUEUES = [
+        Queue("default"),
+        Queue("ingest", queue_arguments={"x-queue-type": "quorum"}),
+        Queue("ml"),
+        Queue("sends"),
+    ]
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_WORKER_PREFETCH_MULTIPLIER = env_int("CELERY_WORKER_PREFETCH_MULTIPLIER", 4)

@@ -30,7 +30,7 @@ def _missing_services(item: pytest.Item) -> list[str]:
     if item.get_closest_marker("broker") and not settings.CELERY_BROKER_URL:
         missing.append("a Celery broker (set CELERY_BROKER_URL, or install rabbitmq-server or redis-server)")
     if item.get_closest_marker("amqp") and not settings.CELERY_BROKER_URL.startswith("amqp"):
-        # Redis redelivers an unacknowledged message only after its visibility timeout (an hour).
+        # Redis can lose a batch to kill -9 and redelivers only after its visibility timeout.
         missing.append("RabbitMQ for redelivery after kill -9 (CELERY_BROKER_URL=amqp://…)")
     if item.get_closest_marker("browser") and not (
         os.path.exists("/usr/bin/chromium") and importlib.util.find_spec("playwright")

@@ -152,3 +152,40 @@ def test_process_tuning_is_set_by_the_entry_point_not_by_importing_the_apps():
     web = _run("import config.wsgi;" + probe, env)
     assert web.returncode == 0, web.stderr
     assert web.stdout.split() == [str(16 * 1024 * 1024), "True", "0.001"]
+
+
+def test_a_redis_broker_is_refused_unless_its_loss_is_accepted():
+    """The ingest queue's guarantee (every 200 stored) holds on RabbitMQ only."""
+    env = {**PRODUCTION, "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/engage"}
+    show = (
+        "import django; django.setup(); from django.conf import settings;"
+        "print(settings.CELERY_BROKER_TRANSPORT_OPTIONS)"
+    )
+    result = _run(show, {**env, "CELERY_BROKER_URL": "redis://127.0.0.1:6379/0"})
+    assert result.returncode != 0
+    assert "CELERY_BROKER_URL is a Redis broker, which can lose accepted events" in result.stderr
+    result = _run(show, {**env, "CELERY_BROKER_URL": "redis://127.0.0.1:6379/0", "CELERY_BROKER_ACCEPT_LOSS": "1"})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "{'visibility_timeout': 3600}"
+    result = _run("import django; django.setup()", {**env, "CELERY_BROKER_URL": "sqs://queue"})
+    assert result.returncode != 0
+    assert "CELERY_BROKER_URL must be amqp://… (RabbitMQ), not sqs://…" in result.stderr
+
+
+def test_the_ingest_queue_type_is_checked_and_declared():
+    env = {**PRODUCTION, "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/engage"}
+    env["CELERY_BROKER_URL"] = "amqp://guest:guest@127.0.0.1:5672//"
+    show = (
+        "import django; django.setup(); from django.conf import settings;"
+        "print([(q.name, q.queue_arguments) for q in getattr(settings, 'CELERY_TASK_QUEUES', [])])"
+    )
+    result = _run(show, {**env, "INGEST_QUEUE_TYPE": "quorum"})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == (
+        "[('default', None), ('ingest', {'x-queue-type': 'quorum'}), ('ml', None), ('sends', None)]"
+    )
+    result = _run(show, env)
+    assert (result.returncode, result.stdout.strip()) == (0, "[]")
+    result = _run(show, {**env, "INGEST_QUEUE_TYPE": "stream"})
+    assert result.returncode != 0
+    assert "INGEST_QUEUE_TYPE must be classic or quorum, got 'stream'" in result.stderr

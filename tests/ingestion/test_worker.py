@@ -173,6 +173,70 @@ def test_worker_killed_mid_batch_loses_nothing_and_stores_everything_once(live_s
         assert conn.default_channel.queue_declare("ingest", passive=True).message_count == 0
 
 
+@pytest.mark.amqp
+def test_worker_killed_repeatedly_under_load_stores_every_accepted_event_once(live_server, celery_worker_process):
+    """Issue 12's proof of the delivery guarantee: batches keep arriving while
+    the worker's main process (`--pool solo`: the one that runs the tasks) is
+    killed with SIGKILL three times and restarted. Every message answered 200
+    is stored exactly once, and the last one within a minute of the last start."""
+    import threading
+
+    project, keys = project_create(name="Kill load shop")
+    auth = "Basic " + base64.b64encode(f"{keys.write_key}:".encode()).decode()
+    accepted: list[str] = []
+    answers: list[int] = []
+    stop = threading.Event()
+
+    def post_batches(sender: int) -> None:
+        n = 0
+        while not stop.is_set():
+            ids = [f"s{sender}-{n}-{i}" for i in range(20)]
+            batch = [
+                {"type": "track", "userId": f"u{(n + i) % 30}", "event": "Product Viewed", "messageId": mid,
+                 "properties": {"product_id": f"p{i}"}}
+                for i, mid in enumerate(ids)
+            ]  # fmt: skip
+            status, _ = http_post(
+                live_server.url + "/v1/batch",
+                json.dumps({"batch": batch}).encode(),
+                {"Authorization": auth, "Content-Type": "application/json"},
+            )
+            answers.append(status)
+            if status == 200:
+                accepted.extend(ids)
+            n += 1
+            time.sleep(0.02)
+
+    senders = [threading.Thread(target=post_batches, args=(k,)) for k in range(2)]
+    worker = celery_worker_process(queues=["ingest"], pool="solo")
+    for thread in senders:
+        thread.start()
+    try:
+        for _ in range(3):
+            time.sleep(1.5)  # batches stored, in flight and queued
+            os.killpg(worker.pid, signal.SIGKILL)
+            worker.wait(timeout=10)
+            time.sleep(0.5)  # accepted while no worker runs: they wait in the queue
+            worker = celery_worker_process(queues=["ingest"], pool="solo")
+        last_start = time.monotonic()
+        time.sleep(1.0)
+    finally:
+        stop.set()
+        for thread in senders:
+            thread.join()
+
+    assert set(answers) == {200}
+    assert len(accepted) >= 3 * 20 * 10  # it was under load: hundreds of events per kill
+    wait_for(
+        lambda: Event.objects.filter(project=project).count() >= len(accepted), timeout=60, what="every accepted event"
+    )
+    assert time.monotonic() - last_start < 60
+    time.sleep(1.0)  # a late redelivery would show up now
+    stored = list(Event.objects.filter(project=project).values_list("message_id", flat=True))
+    assert len(stored) == len(accepted)
+    assert sorted(stored) == sorted(accepted)
+
+
 def test_the_collector_only_queues_and_the_message_waits_for_a_worker(live_server):
     """No worker: the 200 comes back, the message is in the `ingest` queue, and
     nothing is in the database."""
