@@ -10,14 +10,17 @@ tests use a real broker and worker process).
 from __future__ import annotations
 
 import json
+import threading
 from datetime import UTC, datetime, timedelta
 
 import orjson
 import pytest
+from kombu import Connection, Queue
 
+from config.celery import app
 from crm.models import Event
 from crm.services import events as crm_events
-from ingestion import store
+from ingestion import publisher, store
 from ingestion.models import DeadLetter
 from ingestion.spec import message_normalize
 from ingestion.store import StoreResult, dead_letters_retry, messages_store
@@ -189,3 +192,44 @@ def test_a_dead_letter_of_a_deleted_project_is_dropped_and_the_other_projects_ar
     ingest_batch_task.apply(args=[payload.decode()], throw=True)
     assert list(Event.objects.values_list("project_id", "message_id")) == [(kept.pk, "good")]
     assert not DeadLetter.objects.exists()
+
+
+# --- The publisher -----------------------------------------------------------------------
+
+
+@pytest.mark.broker
+def test_a_request_that_cannot_be_encoded_fails_alone_and_the_requests_sharing_its_publish_are_queued(settings):
+    """The group commit publishes concurrent requests as ONE broker message: a
+    request whose messages the encoder refuses must not fail the others."""
+    settings.INGEST_PUBLISH_LINGER_MS = 1000  # the three requests share one publish
+    saved = app.conf.task_always_eager
+    app.conf.task_always_eager = False
+    publisher._publishers.clear()
+    with Connection(app.conf.broker_url) as conn:
+        channel = conn.default_channel
+        channel.queue_declare(queue="ingest", durable=True, auto_delete=False)
+        channel.queue_purge("ingest")
+        errors = {}
+
+        def send(project_id, messages):
+            try:
+                publisher.batch_enqueue(project_id=project_id, messages=messages)
+            except Exception as exc:  # noqa: BLE001 - recorded for the assertion
+                errors[project_id] = exc
+
+        try:
+            first = threading.Thread(target=send, args=(1, [{"messageId": "a"}]))
+            first.start()
+            # Past the encoder's depth (a message the collector would have refused).
+            send(2, [{"messageId": "deep", "properties": nested(300)}])
+            send(3, [{"messageId": "b"}])
+            first.join()
+        finally:
+            app.conf.task_always_eager = saved
+            publisher._publishers.clear()
+        assert list(errors) == [2] and isinstance(errors[2], orjson.JSONEncodeError)
+        message = Queue("ingest").bind(channel).get(no_ack=True)
+        items = json.loads(message.decode()[0][0])
+        assert items == [{"project_id": 1, "messages": [{"messageId": "a"}]},
+                         {"project_id": 3, "messages": [{"messageId": "b"}]}]  # fmt: skip
+        assert Queue("ingest").bind(channel).get(no_ack=True) is None
