@@ -18,7 +18,7 @@ import pytest
 from kombu import Connection, Queue
 
 from config.celery import app
-from crm.models import Event
+from crm.models import Device, Event, Profile
 from crm.services import events as crm_events
 from ingestion import publisher, store
 from ingestion.models import DeadLetter
@@ -192,6 +192,32 @@ def test_a_dead_letter_of_a_deleted_project_is_dropped_and_the_other_projects_ar
     ingest_batch_task.apply(args=[payload.decode()], throw=True)
     assert list(Event.objects.values_list("project_id", "message_id")) == [(kept.pk, "good")]
     assert not DeadLetter.objects.exists()
+
+
+# --- Times -------------------------------------------------------------------------
+
+
+def test_profiles_and_devices_already_seen_at_the_end_of_the_calendar_still_take_events(project_a):
+    """Messages queued by an older collector (or stored before the clamp) may
+    carry 9999-12-31: the store's arithmetic must not overflow on them."""
+    project, _ = project_a
+    end = "9999-12-31T23:59:30+00:00"
+    context = {"device": {"id": "d1", "type": "ios"}}
+
+    def message(n, timestamp):
+        return {"type": "track", "event": "Product Viewed", "userId": "victim", "messageId": f"m{n}",
+                "properties": {"product_id": f"p{n}"}, "context": context, "timestamp": timestamp,
+                "receivedAt": "2026-02-01T09:00:00+00:00"}  # fmt: skip
+
+    assert messages_store(project_id=project.pk, messages=[message(1, end)]) == StoreResult(stored=1)
+    assert messages_store(project_id=project.pk, messages=[message(2, end)]) == StoreResult(stored=1)
+    assert messages_store(project_id=project.pk, messages=[message(3, "2026-02-01T09:00:00+00:00")]) == StoreResult(
+        stored=1
+    )
+    assert not DeadLetter.objects.exists()
+    profile = Profile.objects.get(project=project, user_id="victim")
+    assert (profile.last_seen, profile.recent_viewed) == (datetime.fromisoformat(end), ["p3", "p2", "p1"])
+    assert Device.objects.get(project=project).last_seen == datetime.fromisoformat(end)
 
 
 # --- The publisher -----------------------------------------------------------------------
