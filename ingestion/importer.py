@@ -39,7 +39,7 @@ from django.utils import timezone
 
 from config.process import bulk_parsing
 from crm.selectors import project_for_write_key
-from ingestion.spec import MAX_MESSAGE_BYTES, MessageError, message_normalize, parse_time
+from ingestion.spec import MAX_MESSAGE_BYTES, MessageError, message_normalize, nesting_bounded, parse_received_at
 from ingestion.store import TRANSIENT_ERRORS, StoreResult, chunk_store
 
 logger = logging.getLogger(__name__)
@@ -105,8 +105,9 @@ def events_import(
     (ingestion.store.chunk_store), in transactions of `chunk` messages: a
     history of many events per user costs one profile update per user per
     chunk, not one per event. The project is `project_id`, or each line's
-    `writeKey`. A line's own `receivedAt` (exports carry it) is the reference
-    of its clock-skew correction; otherwise the import time is. Rejected lines
+    `writeKey`. A line's own `receivedAt` (exports carry it; not before 2000,
+    nor more than 24 h after the import time) is the reference of its
+    clock-skew correction and future clamp; otherwise the import time is. Rejected lines
     are reported through `on_rejected` with their line numbers and skipped;
     `on_progress` gets the bytes read since its last call. Re-running a file
     stores nothing twice (message ids; a line without one gets an id derived
@@ -297,12 +298,13 @@ def _chunks_parse(
                     if project is None:
                         raise MessageError("writeKey", "unknown or missing writeKey (or pass --project)")
                     pid = project.pk
-                received_at = parse_time(message.get("receivedAt"), "receivedAt")
+                received_at = parse_received_at(message.get("receivedAt"), now=now)
                 normalized = message_normalize(
                     message,
                     project_id=pid,
                     received_at=received_at or now,
                     check_size=False,
+                    check_depth=not nesting_bounded(line),
                     received_at_text=None if received_at else now_text,
                 )
             except MessageError as exc:

@@ -17,8 +17,11 @@ class DeadLetter(models.Model):
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
     message_id = models.CharField(max_length=255, blank=True, default="")
-    # The message as the collector accepted it (normalised, timestamp corrected).
-    message = models.JSONField()
+    # The message as the collector accepted it (normalised, timestamp corrected),
+    # as JSON text rather than jsonb: jsonb (and text) cannot hold a NUL
+    # character, a common reason to be here, and JSON text escapes it
+    # (`\u0000`, reversibly), so the letter itself can always be stored.
+    message = models.TextField()
     error = models.TextField()
     traceback = models.TextField(blank=True, default="")
     received_at = models.DateTimeField()

@@ -14,6 +14,10 @@ confirmation and wakes the requests. Under load the batches grow by themselves
 lets a publish wait a few milliseconds for more requests when few are waiting,
 which matters for single-event requests: the worker's cost is mostly per batch.
 
+Each request's messages are encoded as JSON in the request's own thread
+(batch_enqueue), and the thread only joins the encoded items: a request whose
+content cannot be encoded fails alone, never the requests sharing its publish.
+
 Any failure (broker down, refused, confirm not received in time) is reported to
 every waiting request, which answers 503 with Retry-After. The SDK then retries
 the same messages with the same message ids; the workers store each message id
@@ -49,10 +53,11 @@ class BrokerUnavailable(Exception):
 
 
 class _Pending:
-    __slots__ = ("done", "error", "item")
+    __slots__ = ("count", "done", "error", "payload")
 
-    def __init__(self, item: dict[str, Any]) -> None:
-        self.item = item
+    def __init__(self, payload: bytes, count: int) -> None:
+        self.payload = payload
+        self.count = count
         self.done = threading.Event()
         self.error: BaseException | None = None
 
@@ -74,16 +79,17 @@ class GroupCommitPublisher:
 
     # --- request side ------------------------------------------------------
 
-    def publish(self, item: dict[str, Any]) -> None:
-        """Block until `item` (one request's messages) is confirmed by the broker.
+    def publish(self, payload: bytes, count: int) -> None:
+        """Block until `payload` (one request's item, `{"project_id", "messages"}`
+        encoded as JSON, with `count` messages) is confirmed by the broker.
         Raises BrokerUnavailable on failure or after `timeout` seconds."""
-        pending = _Pending(item)
+        pending = _Pending(payload, count)
         with self._cond:
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="ingest-publisher", daemon=True)
                 self._thread.start()
             self._waiting.append(pending)
-            self._waiting_messages += len(item["messages"])
+            self._waiting_messages += count
             self._cond.notify()
         if not pending.done.wait(self.timeout):
             raise BrokerUnavailable(f"no confirmation from the broker within {self.timeout:g} s")
@@ -110,7 +116,7 @@ class GroupCommitPublisher:
             count = 0
             # At least one request per publish; then as many as fit the cap.
             while self._waiting:
-                size = len(self._waiting[0].item["messages"])
+                size = self._waiting[0].count
                 if taken and count + size > self.max_messages:
                     break
                 taken.append(self._waiting.popleft())
@@ -123,7 +129,7 @@ class GroupCommitPublisher:
             batch = self._take()
             error: BaseException | None = None
             try:
-                self._send([p.item for p in batch])
+                self._send([p.payload for p in batch])
             except Exception as exc:  # noqa: BLE001 - any failure means "not confirmed"
                 logger.warning("ingest publish failed (%d requests answered 503): %r", len(batch), exc)
                 error = exc
@@ -132,7 +138,7 @@ class GroupCommitPublisher:
                 pending.error = error
                 pending.done.set()
 
-    def _send(self, items: list[dict[str, Any]]) -> None:
+    def _send(self, payloads: list[bytes]) -> None:
         from ingestion.tasks import ingest_batch_task
 
         if self._producer is None:
@@ -147,9 +153,10 @@ class GroupCommitPublisher:
             connection.ensure_connection(max_retries=0)
             self._connection = connection
             self._producer = connection.Producer()
-        # The messages travel as ONE string of JSON (see ingest_batch_task).
+        # The messages travel as ONE string of JSON (see ingest_batch_task):
+        # the requests' items, joined (nothing here can fail on their content).
         ingest_batch_task.apply_async(
-            args=[orjson.dumps(items).decode()], producer=self._producer, retry=False, confirm_timeout=self.timeout
+            args=[_items_json(payloads)], producer=self._producer, retry=False, confirm_timeout=self.timeout
         )
 
     def _disconnect(self) -> None:
@@ -159,6 +166,11 @@ class GroupCommitPublisher:
                 connection.close()
             except Exception:  # noqa: BLE001 - already broken
                 logger.debug("closing a broken broker connection failed", exc_info=True)
+
+
+def _items_json(payloads: list[bytes]) -> str:
+    """Encoded items as the JSON array ingest_batch_task takes."""
+    return (b"[" + b",".join(payloads) + b"]").decode()
 
 
 _publishers: dict[tuple[int, str], GroupCommitPublisher] = {}
@@ -190,8 +202,12 @@ def batch_enqueue(*, project_id: int, messages: list[dict[str, Any]]) -> None:
     from config.celery import app
     from ingestion.tasks import ingest_batch_task
 
-    item = {"project_id": project_id, "messages": messages}
+    # Encoded here, in the request's thread: an encoding error is this
+    # request's own (ingestion.spec bounds what it accepts so there is none),
+    # never the group's.
+    payload = orjson.dumps({"project_id": project_id, "messages": messages})
     if app.conf.task_always_eager:
-        ingest_batch_task.apply(args=[[item]], throw=True)
+        # The same string as a worker gets.
+        ingest_batch_task.apply(args=[_items_json([payload])], throw=True)
         return
-    publisher_for(settings.CELERY_BROKER_URL).publish(item)
+    publisher_for(settings.CELERY_BROKER_URL).publish(payload, len(messages))

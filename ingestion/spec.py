@@ -12,13 +12,29 @@ A normalised message is a small dict, put on the queue as JSON:
 `properties`, `traits`, `context`, `timestamp` (ISO-8601, skew-corrected),
 `receivedAt` and, by type, `previousId` (alias), `groupId` (group) or `category`
 (page). Empty parts are left out.
+
+What a message may hold beyond Segment's own limits (32 KB, ids of at most 255
+characters), so that an accepted message can always be queued and stored:
+- Times (`timestamp`, `originalTimestamp`, `sentAt`, the batch's `sentAt`, an
+  imported line's `receivedAt`) are ISO-8601 strings that exist in UTC (a time
+  outside years 1-9999 once converted is rejected, naming the field). The
+  event's time after the clock-skew correction: more than MAX_FUTURE (24 h)
+  after `receivedAt`, it is set to `receivedAt`, as Segment does (a device clock
+  set years ahead must not date a user's last visit into the future); before
+  EARLIEST_TIMESTAMP (2000-01-01T00:00:00Z), the message is rejected, naming
+  the field it came from. Old history imports fine: the bound is absolute, the
+  future clamp is relative to each line's `receivedAt`.
+- Every field's value nests objects and arrays at most MAX_NESTING_DEPTH (64)
+  levels deep (`properties` itself is level 1); deeper is rejected naming the
+  field. The JSON encoder stops at 254 levels, and a message is encoded on its
+  way to the queue; 64 is far more than any SDK sends.
 """
 
 from __future__ import annotations
 
 import hashlib
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -31,6 +47,12 @@ MAX_BATCH_MESSAGES = 2500
 MAX_ID_LENGTH = 255
 
 MESSAGE_TYPES = ("identify", "track", "page", "screen", "group", "alias")
+
+# The accepted event times (see the module docstring).
+EARLIEST_TIMESTAMP = datetime(2000, 1, 1, tzinfo=UTC)
+MAX_FUTURE = timedelta(hours=24)
+# The deepest nesting of objects and arrays in a message's field (see the module docstring).
+MAX_NESTING_DEPTH = 64
 
 
 class MessageError(ValueError):
@@ -58,7 +80,26 @@ def parse_time(value: Any, field: str) -> datetime | None:
         raise MessageError(field, f"{field} must be an ISO-8601 date string, got {value[:40]!r}") from None
     if parsed.tzinfo is None:
         return parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:
+        # 0001-01-01T00:00:00+14:00 is a year-0 time in UTC: none to store or compare.
+        raise MessageError(field, f"{field} is out of range (years 1-9999 in UTC), got {value[:40]!r}") from None
+
+
+def parse_received_at(value: Any, *, now: datetime) -> datetime | None:
+    """An imported line's own `receivedAt` (exports carry it), the reference of
+    its clock-skew correction and future clamp; None when absent. It must lie
+    between EARLIEST_TIMESTAMP and MAX_FUTURE after `now`: a line received
+    "in 9999" would otherwise carry its events past the clamp."""
+    received_at = parse_time(value, "receivedAt")
+    if received_at is None:
+        return None
+    if received_at < EARLIEST_TIMESTAMP:
+        raise MessageError("receivedAt", f"receivedAt must not be before {EARLIEST_TIMESTAMP.isoformat()}")
+    if received_at - now > MAX_FUTURE:
+        raise MessageError("receivedAt", "receivedAt must not be in the future")
+    return received_at
 
 
 def corrected_timestamp(*, timestamp: datetime | None, sent_at: datetime | None, received_at: datetime) -> datetime:
@@ -66,15 +107,52 @@ def corrected_timestamp(*, timestamp: datetime | None, sent_at: datetime | None,
     time between the event and the send is measured on that same clock, so
     `timestamp = receivedAt - (sentAt - originalTimestamp)`. Without `sentAt`
     (server-side libraries) the timestamp is trusted; without a timestamp the
-    message happened when it was received."""
+    message happened when it was received. A result more than MAX_FUTURE after
+    `receivedAt` is `receivedAt` (Segment's rule). The caller rejects one before
+    EARLIEST_TIMESTAMP; a correction past the calendar's ends returns its end."""
     if timestamp is None:
         return received_at
-    if sent_at is None:
-        return timestamp
-    try:
-        return received_at - (sent_at - timestamp)
-    except OverflowError:
-        return timestamp
+    corrected = timestamp
+    if sent_at is not None:
+        try:
+            corrected = received_at - (sent_at - timestamp)
+        except OverflowError:
+            # Sent thousands of years after (or before) the event: the result
+            # lies beyond the calendar, on the side the bounds then decide.
+            corrected = datetime.min.replace(tzinfo=UTC) if sent_at > timestamp else datetime.max.replace(tzinfo=UTC)
+    # A difference, not `received_at + MAX_FUTURE`: no sum that can overflow.
+    if corrected - received_at > MAX_FUTURE:
+        return received_at
+    return corrected
+
+
+def _deeper_than(value: Any, levels: int) -> bool:
+    """Whether `value` nests objects and arrays more than `levels` levels deep
+    (a scalar is level 0). Stops descending at the limit, so a value nested as
+    deep as the JSON parser allows (1,024) costs no deep recursion."""
+    kind = type(value)
+    if kind is not dict and kind is not list:
+        return False
+    if levels <= 0:
+        return True
+    return any(_deeper_than(child, levels - 1) for child in (value.values() if kind is dict else value))
+
+
+def nesting_check(fields: dict[str, Any]) -> None:
+    """Raise MessageError naming the first field of `fields` (a message, or the
+    batch envelope's parts) nested deeper than MAX_NESTING_DEPTH."""
+    for name, value in fields.items():
+        if _deeper_than(value, MAX_NESTING_DEPTH):
+            shown = name if len(name) <= 100 else name[:100] + "…"
+            raise MessageError(shown, f"{shown} is nested more than {MAX_NESTING_DEPTH} levels deep")
+
+
+def nesting_bounded(text: bytes) -> bool:
+    """Whether JSON `text` holding one object cannot nest any of its fields deeper
+    than MAX_NESTING_DEPTH: it has at most that many brackets besides its own
+    (a count in C, ~0.2 µs for a message; brackets inside strings only make it
+    stricter). Lets the common message skip `nesting_check`'s walk."""
+    return text.count(b"{") + text.count(b"[") <= MAX_NESTING_DEPTH + 1
 
 
 def _identifier(raw: dict[str, Any], field: str) -> str | None:
@@ -135,6 +213,7 @@ def message_normalize(
     batch_sent_at: datetime | None = None,
     batch_context: dict[str, Any] | None = None,
     check_size: bool = True,
+    check_depth: bool = True,
     received_at_text: str | None = None,
 ) -> dict[str, Any]:
     """Validate one message and return its normalised form, or raise MessageError.
@@ -143,13 +222,26 @@ def message_normalize(
     messages carry their own `type`. `batch_sent_at` and `batch_context` are
     the batch envelope's `sentAt` and `context` (a message's own values win).
     `check_size=False` skips the 32 KB check when the caller knows the whole
-    body is smaller than that; `received_at_text` is `received_at.isoformat()`
-    when the caller has it already (one request, many messages).
+    body is smaller than that, `check_depth=False` the nesting check when the
+    caller knows the body passes `nesting_bounded`; `received_at_text` is
+    `received_at.isoformat()` when the caller has it already (one request, many
+    messages).
     """
     if not isinstance(raw, dict):
         raise MessageError("message", "each message must be a JSON object")
-    if check_size and len(orjson.dumps(raw)) > MAX_MESSAGE_BYTES:
-        raise MessageError("message", f"message is larger than {MAX_MESSAGE_BYTES // 1024} KB")
+    if check_size or check_depth:
+        # First: the encoder (here, for the message id, and the publisher's)
+        # cannot encode what is nested too deep.
+        try:
+            text = orjson.dumps(raw)
+        except orjson.JSONEncodeError:
+            text = b""
+        if not text or (check_depth and not nesting_bounded(text)):
+            nesting_check(raw)
+        if not text:
+            raise MessageError("message", "message cannot be encoded as JSON")
+        if check_size and len(text) > MAX_MESSAGE_BYTES:
+            raise MessageError("message", f"message is larger than {MAX_MESSAGE_BYTES // 1024} KB")
     kind = type_hint or raw.get("type")
     if kind not in MESSAGE_TYPES:
         if kind is None:
@@ -197,10 +289,16 @@ def message_normalize(
             raise MessageError("userId", "userId is required")
         out["previousId"] = previous_id
 
-    timestamp = parse_time(raw.get("timestamp"), "timestamp")
+    time_field = "timestamp"
+    timestamp = parse_time(raw.get("timestamp"), time_field)
     if timestamp is None:
-        timestamp = parse_time(raw.get("originalTimestamp"), "originalTimestamp")
+        time_field = "originalTimestamp"
+        timestamp = parse_time(raw.get(time_field), time_field)
     sent_at = parse_time(raw.get("sentAt"), "sentAt") or batch_sent_at
+    event_time = corrected_timestamp(timestamp=timestamp, sent_at=sent_at, received_at=received_at)
+    if event_time < EARLIEST_TIMESTAMP:
+        earliest = EARLIEST_TIMESTAMP.isoformat()
+        raise MessageError(time_field, f"{time_field} must not be before {earliest} (after clock-skew correction)")
 
     out["messageId"] = message_id or _generated_message_id(raw, project_id, sent_at)
     if user_id is not None:
@@ -213,6 +311,6 @@ def message_normalize(
         out["traits"] = traits
     if context:
         out["context"] = context
-    out["timestamp"] = corrected_timestamp(timestamp=timestamp, sent_at=sent_at, received_at=received_at).isoformat()
+    out["timestamp"] = event_time.isoformat()
     out["receivedAt"] = received_at_text or received_at.isoformat()
     return out

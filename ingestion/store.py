@@ -36,16 +36,17 @@ skipped as duplicate).
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from django.db import InterfaceError, OperationalError, connection, transaction
+from django.db import IntegrityError, InterfaceError, OperationalError, connection, transaction
 from django.utils import timezone
 
 from crm.models import Project
@@ -137,8 +138,8 @@ def _chunk_store_or_split(
         raise
     except Exception as exc:  # noqa: BLE001 - any error of the chunk's data: find the message(s) at fault
         if len(messages) == 1:
-            dead_letter_record(project_id=project_id, message=messages[0], error=exc)
-            return StoreResult(dead_lettered=1)
+            letter = dead_letter_record(project_id=project_id, message=messages[0], error=exc)
+            return StoreResult(dead_lettered=1 if letter is not None else 0)
         # A big import chunk is first split into the workers' chunk size: one
         # bad message then costs BULK_CHUNK single transactions, not 50,000.
         step = BULK_CHUNK if len(messages) > BULK_CHUNK else 1
@@ -369,23 +370,68 @@ def _device(
 # --- Dead letters ------------------------------------------------------------------
 
 
-def dead_letter_record(*, project_id: int, message: dict[str, Any], error: BaseException) -> DeadLetter:
-    """Set a message aside with its error (visible in the console)."""
+def dead_letter_record(*, project_id: int, message: dict[str, Any], error: BaseException) -> DeadLetter | None:
+    """Set a message aside with its error (visible in the console).
+
+    Cannot fail on the message's content: the message is kept as JSON text and
+    every text column gets only what PostgreSQL's text can hold (no NUL, no
+    lone surrogate). None when the project was deleted meanwhile (its messages
+    are dropped, as chunk_store drops them): one project's messages must not
+    stop the rest of the worker's batch."""
     logger.warning("dead letter in project %s: %r", project_id, error)
-    received = message.get("receivedAt")
-    # Keep what the database can keep: a NUL character (a common reason to be
-    # here) is stored as the six characters "\u0000" instead.
-    text = orjson.dumps(message)
-    if b"\\u0000" in text:
-        message = orjson.loads(text.replace(b"\\u0000", b"\\\\u0000"))
-    return DeadLetter.objects.create(
-        project_id=project_id,
-        message_id=str(message.get("messageId") or "").replace("\x00", "\\u0000")[:255],
-        message=message,
-        error=f"{type(error).__name__}: {error}".replace("\x00", "\\u0000")[:10_000],
-        traceback="".join(traceback.format_exception(error)).replace("\x00", "\\u0000")[-20_000:],
-        received_at=datetime.fromisoformat(received) if isinstance(received, str) else timezone.now(),
-    )
+    fields = message if isinstance(message, dict) else {}
+    try:
+        with transaction.atomic():  # a savepoint: the caller's transaction, if any, goes on
+            return DeadLetter.objects.create(
+                project_id=project_id,
+                message_id=_storable_text(str(fields.get("messageId") or ""))[:255],
+                message=_letter_json(message),
+                error=_storable_text(f"{type(error).__name__}: {error}")[:10_000],
+                traceback=_storable_text("".join(traceback.format_exception(error)))[-20_000:],
+                received_at=_letter_received_at(fields.get("receivedAt")),
+            )
+    except IntegrityError:
+        if Project.objects.filter(pk=project_id).exists():
+            raise
+        logger.warning("dropping a dead letter of deleted project %s", project_id)
+        return None
+
+
+def _storable_text(text: str) -> str:
+    """`text` as PostgreSQL's text can hold it: a NUL as the six characters
+    backslash-u0000, a lone surrogate as its backslash escape (for reading, not
+    reversibly: the message itself is kept exactly, as JSON)."""
+    if "\x00" in text:
+        text = text.replace("\x00", "\\u0000")
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _letter_json(message: Any) -> str:
+    """The message as JSON text: exact, and always storable as text (JSON
+    escapes every control character, NUL included)."""
+    try:
+        return orjson.dumps(message).decode()
+    except (orjson.JSONEncodeError, TypeError):
+        pass
+    # Not what orjson.loads makes (every queue and file path reads messages
+    # with it): the standard library keeps more (integers past 64 bits, lone
+    # surrogates as escapes, anything else as its repr).
+    try:
+        return json.dumps(message, ensure_ascii=True, default=repr)
+    except (RecursionError, TypeError, ValueError) as exc:
+        return orjson.dumps({"unencodable_message": _storable_text(f"{type(exc).__name__}: {exc}")}).decode()
+
+
+def _letter_received_at(value: Any) -> datetime:
+    """The message's receivedAt as a datetime, or now when it has none usable."""
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value)
+            if parsed.tzinfo is not None:
+                return parsed.astimezone(UTC)
+        except (ValueError, OverflowError):
+            pass
+    return timezone.now()
 
 
 def dead_letters_retry(*, dead_letter_ids: Sequence[int]) -> StoreResult:
@@ -396,9 +442,21 @@ def dead_letters_retry(*, dead_letter_ids: Sequence[int]) -> StoreResult:
     result = StoreResult()
     letters = list(DeadLetter.objects.filter(pk__in=dead_letter_ids).order_by("pk"))
     by_project: dict[int, list[dict[str, Any]]] = {}
+    done: list[int] = []
     for letter in letters:
-        by_project.setdefault(letter.project_id, []).append(letter.message)
+        try:
+            message = orjson.loads(letter.message)
+        except orjson.JSONDecodeError as exc:
+            message = exc
+        if not isinstance(message, dict):
+            # Not a message (edited by hand?): kept, saying why.
+            letter.error = f"the stored message is not a JSON object: {message}"[:10_000]
+            letter.save(update_fields=["error"])
+            result.dead_lettered += 1
+            continue
+        by_project.setdefault(letter.project_id, []).append(message)
+        done.append(letter.pk)
     for project_id, messages in by_project.items():
         result.add(messages_store(project_id=project_id, messages=messages))
-    DeadLetter.objects.filter(pk__in=[letter.pk for letter in letters]).delete()
+    DeadLetter.objects.filter(pk__in=done).delete()
     return result

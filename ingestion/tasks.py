@@ -42,7 +42,7 @@ def ingest_batch_task(payload: str | list[dict[str, Any]]) -> None:
     main process, then pickles the arguments to the pool process. For ~500
     dicts per message that was a third of the worker's CPU; a string passes
     through both as one value, and orjson parses it here. (A list is still
-    taken: eager mode, and messages queued by an older collector.)
+    taken: messages queued by an older collector.)
     Messages are grouped by project, one store call each (transactions of
     ingestion.store.BULK_CHUNK messages).
     """

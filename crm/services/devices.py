@@ -82,7 +82,8 @@ def devices_upsert(*, project_id: int, devices: Sequence[DeviceIn]) -> None:
         # An empty token keeps the stored one: unchanged.
         token = d.push_token or (known[0][2] if known else "")
         state = (d.profile_id, d.platform, token, d.app_version, d.os_name, d.os_version)
-        if known is not None and known[0] == state and known[1] <= d.last_seen < known[1] + DEVICE_LAST_SEEN_STEP:
+        # A difference, not a sum: a time written near the calendar's end must not overflow.
+        if known is not None and known[0] == state and timedelta(0) <= d.last_seen - known[1] < DEVICE_LAST_SEEN_STEP:
             del latest[device_id]
         else:
             written[key] = (state, d.last_seen)

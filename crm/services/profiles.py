@@ -125,7 +125,9 @@ def _activity_apply(row: dict[str, Any], activity: ProfileActivity) -> set[str]:
         row["timezone"] = activity.timezone[:64]
     if activity.first_seen and activity.first_seen < row["first_seen"]:
         row["first_seen"] = activity.first_seen
-    if activity.last_seen and activity.last_seen >= row["last_seen"] + LAST_SEEN_STEP:
+    # A difference, not `row["last_seen"] + LAST_SEEN_STEP`: a stored 9999-12-31
+    # must not overflow every later event of the profile.
+    if activity.last_seen and activity.last_seen - row["last_seen"] >= LAST_SEEN_STEP:
         row["last_seen"] = activity.last_seen
     return {c for c in before if row[c] != before[c]}
 

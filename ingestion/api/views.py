@@ -40,6 +40,8 @@ from ingestion.spec import (
     MAX_REQUEST_BYTES,
     MessageError,
     message_normalize,
+    nesting_bounded,
+    nesting_check,
     parse_time,
 )
 
@@ -165,13 +167,19 @@ def _collect(request: HttpRequest, kind: str) -> Answer:
     try:
         body = orjson.loads(body_bytes)
     except orjson.JSONDecodeError as exc:
-        raise _Refusal(400, f"malformed JSON: {exc}") from None
+        # Also invalid UTF-8, a lone surrogate ("\ud800", which PostgreSQL could
+        # not store), a number past the double range (1e999) and nesting
+        # past the parser's 1,024 levels.
+        raise _Refusal(400, f"malformed JSON: {exc}", "body") from None
     if not isinstance(body, dict):
         raise _Refusal(400, "the body must be a JSON object", "body")
     if project is None:
         project = _project_from_body(body)
 
     received_text = received_at.isoformat()
+    # Most bodies have too few brackets to nest anything too deep: their
+    # messages skip the nesting check.
+    check_depth = not nesting_bounded(body_bytes)
     rejected: list[dict[str, Any]] = []
     if not is_batch:
         try:
@@ -182,6 +190,7 @@ def _collect(request: HttpRequest, kind: str) -> Answer:
                     received_at=received_at,
                     type_hint=kind,
                     check_size=False,  # the body limit above is the message limit
+                    check_depth=check_depth,
                     received_at_text=received_text,
                 )
             ]
@@ -200,6 +209,11 @@ def _collect(request: HttpRequest, kind: str) -> Answer:
         batch_context = body.get("context")
         if batch_context is not None and not isinstance(batch_context, dict):
             raise _Refusal(400, "context must be an object", "context")
+        if check_depth and batch_context:
+            try:
+                nesting_check({"context": batch_context})
+            except MessageError as exc:
+                raise _Refusal(400, exc.error, exc.field) from None
         check_size = len(body_bytes) > MAX_MESSAGE_BYTES
         messages = []
         for index, raw in enumerate(raw_messages):
@@ -212,6 +226,7 @@ def _collect(request: HttpRequest, kind: str) -> Answer:
                         batch_sent_at=batch_sent_at,
                         batch_context=batch_context,
                         check_size=check_size,
+                        check_depth=check_depth,
                         received_at_text=received_text,
                     )
                 )

@@ -292,7 +292,9 @@ def test_the_collector_reaches_no_database_table_but_the_key_lookup(client, proj
     app.conf.task_always_eager = False
     sent = []
     original = publisher.publisher_for
-    publisher.publisher_for = lambda url: type("P", (), {"publish": lambda self, item: sent.append(item)})()
+    publisher.publisher_for = lambda url: type(
+        "P", (), {"publish": lambda self, payload, count: sent.append(json.loads(payload))}
+    )()
     try:
         with django_assert_max_num_queries(1):
             assert post(client, "/v1/track", track(messageId="q1"), write_key=keys.write_key).status_code == 200

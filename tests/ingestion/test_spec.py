@@ -4,7 +4,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from ingestion.spec import MessageError, corrected_timestamp, message_normalize
+from ingestion.spec import MessageError, corrected_timestamp, message_normalize, parse_received_at
 
 RECEIVED = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 
@@ -145,3 +145,116 @@ def test_received_times_can_be_far_apart_from_event_times():
     old = RECEIVED - timedelta(days=400)
     out = normalize({"type": "track", "userId": "u", "event": "x", "timestamp": old.isoformat()})
     assert out["timestamp"] == old.isoformat()
+
+
+def test_a_time_more_than_24_hours_after_the_receive_time_is_the_receive_time():
+    def stamped(**times):
+        return normalize({"type": "track", "userId": "u", "event": "x", **times})["timestamp"]
+
+    assert stamped(timestamp="2026-03-02T12:00:00Z") == "2026-03-02T12:00:00+00:00"  # 24 h ahead: kept
+    assert stamped(timestamp="2026-03-02T12:00:01Z") == RECEIVED.isoformat()
+    assert stamped(timestamp="9999-12-31T23:59:59.999999Z") == RECEIVED.isoformat()
+    # After the skew correction: sent 2 days after the event, but received at once.
+    assert stamped(timestamp="2026-03-05T00:00:00Z", sentAt="2026-03-03T00:00:00Z") == RECEIVED.isoformat()
+
+
+def test_a_skew_correction_past_the_calendar_is_bounded_on_its_side():
+    year1, year9999 = datetime(1, 1, 1, tzinfo=UTC), datetime(9999, 12, 31, tzinfo=UTC)
+    # Sent ~10,000 years after the event: before the calendar, rejected by the caller.
+    assert corrected_timestamp(timestamp=year1, sent_at=year9999, received_at=RECEIVED) == datetime.min.replace(
+        tzinfo=UTC
+    )
+    # Sent ~10,000 years before it: in the future, so the receive time.
+    assert corrected_timestamp(timestamp=year9999, sent_at=year1, received_at=RECEIVED) == RECEIVED
+
+
+@pytest.mark.parametrize(
+    ("times", "field", "message"),
+    [
+        ({"timestamp": "0001-01-01T00:00:00+14:00"}, "timestamp",
+         "timestamp is out of range (years 1-9999 in UTC), got '0001-01-01T00:00:00+14:00'"),
+        ({"originalTimestamp": "9999-12-31T23:59:59-14:00"}, "originalTimestamp",
+         "originalTimestamp is out of range (years 1-9999 in UTC), got '9999-12-31T23:59:59-14:00'"),
+        ({"sentAt": "0001-01-01T00:00:00+14:00"}, "sentAt",
+         "sentAt is out of range (years 1-9999 in UTC), got '0001-01-01T00:00:00+14:00'"),
+        ({"timestamp": "1999-12-31T23:59:59.999999Z"}, "timestamp",
+         "timestamp must not be before 2000-01-01T00:00:00+00:00 (after clock-skew correction)"),
+        ({"originalTimestamp": "1999-12-31T23:59:59Z"}, "originalTimestamp",
+         "originalTimestamp must not be before 2000-01-01T00:00:00+00:00 (after clock-skew correction)"),
+        ({"timestamp": "0001-01-01T00:00:00Z", "sentAt": "9999-12-31T00:00:00Z"}, "timestamp",
+         "timestamp must not be before 2000-01-01T00:00:00+00:00 (after clock-skew correction)"),
+    ],
+)  # fmt: skip
+def test_times_outside_the_calendar_or_before_2000_are_rejected_naming_the_field(times, field, message):
+    with pytest.raises(MessageError) as info:
+        normalize({"type": "track", "userId": "u", "event": "x", **times})
+    assert (info.value.field, info.value.error) == (field, message)
+
+
+def test_a_device_clock_years_off_is_corrected_not_rejected():
+    # The clock was reset to 1970: the event came 5 s before the send.
+    out = normalize(
+        {
+            "type": "track",
+            "userId": "u",
+            "event": "x",
+            "timestamp": "1970-01-01T00:00:05Z",
+            "sentAt": "1970-01-01T00:00:10Z",
+        }
+    )
+    assert out["timestamp"] == (RECEIVED - timedelta(seconds=5)).isoformat()
+    assert (
+        normalize({"type": "track", "userId": "u", "event": "x", "timestamp": "2000-01-01T00:00:00Z"})["timestamp"]
+        == "2000-01-01T00:00:00+00:00"
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (None, None),
+        ("2003-05-01T10:00:00Z", datetime(2003, 5, 1, 10, tzinfo=UTC)),
+        ("2026-03-02T12:00:00Z", datetime(2026, 3, 2, 12, tzinfo=UTC)),
+        ("2026-03-02T12:00:01Z", "receivedAt must not be in the future"),
+        ("1999-12-31T23:59:59Z", "receivedAt must not be before 2000-01-01T00:00:00+00:00"),
+        (
+            "9999-12-31T23:59:59-14:00",
+            "receivedAt is out of range (years 1-9999 in UTC), got '9999-12-31T23:59:59-14:00'",
+        ),
+    ],
+)
+def test_an_imported_receive_time_lies_between_2000_and_a_day_after_the_import(value, expected):
+    if isinstance(expected, str):
+        with pytest.raises(MessageError) as info:
+            parse_received_at(value, now=RECEIVED)
+        assert (info.value.field, info.value.error) == ("receivedAt", expected)
+    else:
+        assert parse_received_at(value, now=RECEIVED) == expected
+
+
+def nested(depth, leaf=1):
+    for _ in range(depth):
+        leaf = [leaf]
+    return leaf
+
+
+@pytest.mark.parametrize("check_depth", [True, False])
+def test_fields_nest_at_most_64_levels(check_depth):
+    ok = {"type": "track", "userId": "u", "event": "x", "properties": {"a": nested(63)}}
+    assert normalize(ok, check_depth=check_depth)["properties"] == {"a": nested(63)}
+    # Brackets inside strings are no nesting (they only make the shortcut walk).
+    brackets = {**ok, "properties": {"a": "[{" * 100}}
+    assert normalize(brackets, check_depth=check_depth)["properties"] == {"a": "[{" * 100}
+    for field in ("properties", "traits", "context", "integrations", "extra"):
+        deep = {"type": "identify", "userId": "u", field: {"a": nested(64)}}
+        with pytest.raises(MessageError) as info:
+            normalize(deep)
+        assert (info.value.field, info.value.error) == (field, f"{field} is nested more than 64 levels deep")
+
+
+def test_a_message_nested_past_the_encoders_limit_is_rejected_before_any_encoding():
+    raw = {"type": "track", "userId": "u", "event": "x", "timestamp": "2026-03-01T11:00:00Z", "properties": nested(300)}
+    for check_size in (True, False):
+        with pytest.raises(MessageError) as info:
+            normalize(raw, check_size=check_size)
+        assert info.value.field == "properties"
