@@ -12,7 +12,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from config.env import env_bool, env_int, env_list, env_str
+from config.env import env_bool, env_int, env_list, env_rate, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 # Local state of the quickstart (the embedded PostgreSQL's data, uploaded media).
@@ -109,7 +109,15 @@ WEB_SWITCH_INTERVAL_MS = env_int("WEB_SWITCH_INTERVAL_MS", 0)
 # --- Cache -------------------------------------------------------------------
 REDIS_URL = env_str("REDIS_URL")
 if REDIS_URL:
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            # The rate limits sync to it from the collectors and the APIs: a stalled
+            # Redis must cost a request a second at most, never hang it.
+            "OPTIONS": {"socket_connect_timeout": 1.0, "socket_timeout": 1.0},
+        }
+    }
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
@@ -227,6 +235,26 @@ RECS_MODEL_PARAMS = {
     "min_steps": env_int("RECS_MIN_STEPS", 600),
 }
 
+# --- Rate limits (crm/rate_limits.py) --------------------------------------------
+# `requests/period` per project key, counted in the cache (shared with REDIS_URL,
+# per process without). A project's own number (console: Projects) replaces the
+# requests of its key's limit. The benchmarks offer 1,500 collector requests/s
+# (bench/ingest.py) and ~2,500 recommendation requests/s (bench/serving.py) on one
+# key: the defaults leave them twice that.
+RATE_LIMIT_WRITE_KEY = env_rate("RATE_LIMIT_WRITE_KEY", "50000/10s")
+RATE_LIMIT_SECRET_KEY = env_rate("RATE_LIMIT_SECRET_KEY", "50000/10s")
+# Requests with an unknown, malformed or missing key, per client address.
+RATE_LIMIT_UNKNOWN_KEY = env_rate("RATE_LIMIT_UNKNOWN_KEY", "100/60s")
+# The client address for the limits and the console's login lockout: REMOTE_ADDR,
+# or behind a proxy the header it sets (X-Forwarded-For, X-Real-IP): never set
+# this without such a proxy, as clients can send any header. Of a list, the entry
+# the CLIENT_IP_PROXY_COUNT-th proxy from here added (the ones left of it are the client's to write).
+_client_ip_header = (env_str("CLIENT_IP_HEADER") or "").strip()
+CLIENT_IP_HEADER = "HTTP_" + _client_ip_header.upper().replace("-", "_") if _client_ip_header else ""
+CLIENT_IP_PROXY_COUNT = env_int("CLIENT_IP_PROXY_COUNT", 1)
+if CLIENT_IP_PROXY_COUNT < 1:
+    raise ImproperlyConfigured(f"CLIENT_IP_PROXY_COUNT must be 1 or more, got {CLIENT_IP_PROXY_COUNT}")
+
 # --- Auth, i18n ----------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -243,6 +271,7 @@ USE_TZ = True
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["crm.authentication.SecretKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["crm.authentication.HasProject"],
+    "DEFAULT_THROTTLE_CLASSES": ["crm.authentication.SecretKeyRateThrottle"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": [
         "rest_framework.parsers.JSONParser",

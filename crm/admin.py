@@ -46,7 +46,7 @@ def _show_keys(request: HttpRequest, project: Project, keys: services.ProjectKey
 class ProjectAdmin(admin.ModelAdmin):
     list_display = ["name", "id", "timezone", "write_key_prefix", "secret_key_prefix", "keys_rotated_at"]
     readonly_fields = ["write_key_prefix", "secret_key_prefix", "keys_rotated_at", "created_at"]
-    fields = ["name", "timezone", *readonly_fields]
+    fields = ["name", "timezone", "rate_limit_write_key", "rate_limit_secret_key", *readonly_fields]
     inlines = [MembershipInline]
     actions = ["rotate_write_key", "rotate_secret_key"]
     search_fields = ["name"]
@@ -55,6 +55,12 @@ class ProjectAdmin(admin.ModelAdmin):
         qs = super().get_queryset(request)
         ids = allowed_project_ids(request)
         return qs if ids is None else qs.filter(pk__in=ids)
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Project | None = None) -> list[str]:
+        # A project's rate limits protect the platform from it: the operator's to set.
+        if request.user.is_superuser:
+            return self.readonly_fields
+        return [*self.readonly_fields, "rate_limit_write_key", "rate_limit_secret_key"]
 
     def _is_member(self, request: HttpRequest, obj: Project | None) -> bool:
         ids = allowed_project_ids(request)

@@ -27,7 +27,7 @@ from catalog.api.serializers import (
 from catalog.csvfile import CatalogFileError
 from catalog.models import CatalogUpload, Product, UploadSource
 from crm.api.base import ProjectScopedMixin, ProjectScopedViewSet
-from crm.authentication import HasProject, SecretKeyAuthentication
+from crm.authentication import HasProject, SecretKeyAuthentication, SecretKeyRateThrottle
 
 
 class ProductPagination(CursorPagination):
@@ -77,6 +77,7 @@ class ProductViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectSc
 class _UploadView(ProjectScopedMixin, generics.GenericAPIView):
     authentication_classes = [SecretKeyAuthentication]
     permission_classes = [HasProject]
+    throttle_classes = [SecretKeyRateThrottle]
     queryset = CatalogUpload.objects.all()
 
 
