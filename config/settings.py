@@ -7,6 +7,7 @@ default suitable for the quickstart. Values that would be unsafe in production
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -41,6 +42,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "django_celery_beat",
+    "axes",
     "crm",
     "catalog",
     "recommendations",
@@ -57,6 +59,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes requires: refuses a locked-out console login.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -254,6 +258,22 @@ CLIENT_IP_HEADER = "HTTP_" + _client_ip_header.upper().replace("-", "_") if _cli
 CLIENT_IP_PROXY_COUNT = env_int("CLIENT_IP_PROXY_COUNT", 1)
 if CLIENT_IP_PROXY_COUNT < 1:
     raise ImproperlyConfigured(f"CLIENT_IP_PROXY_COUNT must be 1 or more, got {CLIENT_IP_PROXY_COUNT}")
+
+# --- Console login lockout (django-axes) ---------------------------------------------
+# AXES_FAILURE_LIMIT wrong passwords for one user name from one address lock that
+# pair out for AXES_COOLOFF_MINUTES; other users and addresses are unaffected.
+# Superusers see attempts and lockouts in the console (Axes), and may delete one to unlock.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env_int("AXES_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("AXES_COOLOFF_MINUTES", 15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "crm.rate_limits.request_client_address"
+AXES_ENABLE_ADMIN = False  # registered in crm/admin.py, for superusers only
+AXES_VERBOSE = False
 
 # --- Auth, i18n ----------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [

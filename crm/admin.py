@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from axes.admin import AccessAttemptAdmin, AccessFailureLogAdmin, AccessLogAdmin
+from axes.models import AccessAttempt, AccessFailureLog, AccessLog
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
@@ -206,3 +208,37 @@ class EventNameMappingAdmin(ProjectScopedAdmin):
     list_filter = ["project", "canonical_name"]
     search_fields = ["source_name"]
     fields = ["project", "source_name", "canonical_name"]
+
+
+# --- Console logins (django-axes): failed attempts and lockouts, superusers only ---
+# (AXES_ENABLE_ADMIN is off: axes' own registration would show them to any staff
+# user given its model permissions.) Deleting an attempt lifts its lockout.
+
+
+class _SuperusersOnly:
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return request.user.is_active and request.user.is_superuser
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return request.user.is_active and request.user.is_superuser
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return request.user.is_active and request.user.is_superuser
+
+
+@admin.register(AccessAttempt)
+class LoginAttemptAdmin(_SuperusersOnly, AccessAttemptAdmin):
+    pass
+
+
+@admin.register(AccessLog)
+class LoginLogAdmin(_SuperusersOnly, AccessLogAdmin):
+    pass
+
+
+@admin.register(AccessFailureLog)
+class LoginFailureLogAdmin(_SuperusersOnly, AccessFailureLogAdmin):
+    pass
