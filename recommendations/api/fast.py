@@ -9,7 +9,7 @@ So config.wsgi sends exactly this route here and everything else to Django.
 What the skipped middleware would have done for this route is done here: the
 Host header is checked against ALLOWED_HOSTS, plain-HTTP requests under
 SECURE_SSL_REDIRECT are handed to Django (which redirects them), the response
-carries nosniff and, over HTTPS, HSTS. The answer itself comes from the same
+carries the same security headers as Django's (config.security). The answer itself comes from the same
 code as the Django view (recommendations.api.views.answer).
 
 Database connections: Django's request signals would run a health check
