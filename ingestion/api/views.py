@@ -62,6 +62,7 @@ _CODES = {
     400: "invalid_request",
     401: "invalid_write_key",
     405: "method_not_allowed",
+    408: "request_timeout",
     413: "payload_too_large",
     415: "unsupported_encoding",
     429: "rate_limited",
@@ -112,6 +113,8 @@ def _read_body(request: HttpRequest, limit: int) -> bytes:
         body = request.body
     except RequestDataTooBig:
         raise too_big from None
+    except OSError:  # the server's read timed out (a body slower than its socket timeout) or the client left
+        raise _Refusal(408, "the request body did not arrive in time") from None
     if len(body) > limit:
         raise too_big
     encoding = request.META.get("HTTP_CONTENT_ENCODING", "").strip().lower()
