@@ -138,7 +138,9 @@ def _setup_project() -> tuple[int, str]:
 
 
 def run_api(path: Path, project_id: int, secret: str, replace: bool) -> dict:
-    env = {**os.environ, "DB_CONN_MAX_AGE": "60"}
+    # The generated file (298 MB for 1M rows) is past the default upload limit (100 MB).
+    limit = str(max(path.stat().st_size, int(os.environ.get("CATALOG_UPLOAD_MAX_BYTES") or 0)))
+    env = {**os.environ, "DB_CONN_MAX_AGE": "60", "CATALOG_UPLOAD_MAX_BYTES": limit}
     port = _free_port()
     web = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "config.wsgi", "-b", f"127.0.0.1:{port}", "-w", "2", "--timeout", "600"],

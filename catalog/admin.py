@@ -50,6 +50,10 @@ class ProductAdmin(ProjectScopedAdmin):
     show_full_result_count = False
     paginator = CappedCountPaginator
     list_per_page = 50
+
+    class Media:
+        css = {"all": ["catalog/console.css"]}  # the image sizes (no inline styles: config/security.py)
+
     actions = ["activate", "deactivate"]
     readonly_fields = ["project", "product_id", "image_preview", "created_at", "updated_at"]
     fields = [
@@ -89,15 +93,13 @@ class ProductAdmin(ProjectScopedAdmin):
     def thumbnail(self, obj: Product) -> str:
         if not obj.image_url:
             return "—"
-        return format_html(
-            '<img src="{}" alt="" loading="lazy" style="width:48px;height:48px;object-fit:cover">', obj.image_url
-        )
+        return format_html('<img src="{}" alt="" loading="lazy" class="product-thumbnail">', obj.image_url)
 
     @admin.display(description="image")
     def image_preview(self, obj: Product) -> str:
         if not obj.image_url:
             return "—"
-        return format_html('<img src="{}" alt="" style="max-width:240px;max-height:240px">', obj.image_url)
+        return format_html('<img src="{}" alt="" class="product-image">', obj.image_url)
 
     @admin.display(description="categories")
     def category_path(self, obj: Product) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import itertools
 import math
 import re
 from collections.abc import Callable, Iterator
@@ -403,7 +404,8 @@ def csv_reader(text: Any, delimiter: str) -> Any:
 def file_inspect(raw: BinaryIO) -> FileLayout:
     """Read the first megabyte of `raw` (left at offset 0 again) and decide how to
     read it. Raises CatalogFileError when it cannot be a catalog: empty, not text,
-    no product id column, a repeated column, no rows."""
+    no product id column, a repeated column, no rows, or (when the file is no
+    longer than what is read) a quote never closed."""
     raw.seek(0)
     head = raw.read(HEAD_BYTES)
     at_end = not raw.read(1)
@@ -423,11 +425,18 @@ def file_inspect(raw: BinaryIO) -> FileLayout:
         delimiter, header_row, text = sep.group(1), 2, rest
         first_line = rest.partition("\n")[0]
     delimiter = delimiter or _detect_delimiter(first_line)
-    records = csv_reader(io.StringIO(text, newline=""), delimiter)
+    lines = _Lines(io.StringIO(text, newline=""))
+    records = csv_reader(lines, delimiter)
     try:
         header = next(records, None)
+        start = records.line_num
+        if header is not None and lines.ended and at_end:
+            raise _unterminated(header_row, start - 1)
         sample: list[list[str]] = []
         for record in records:
+            if lines.ended and at_end:  # (not at the end: the record is cut by the megabyte, dropped below)
+                raise _unterminated(header_row + start, records.line_num - start - 1)
+            start = records.line_num
             sample.append(record)
             if len(sample) >= SAMPLE_ROWS:
                 break
@@ -478,17 +487,69 @@ def _columns_from_header(header: list[str], sample: list[list[str]]) -> list[Col
     return columns
 
 
+class _Lines:
+    """The file's lines for the csv reader, noting when they run out: the reader
+    asks past the last line only while it is inside a quoted value (after any
+    other line, even a last one without a line break, its record is complete),
+    so a record it returns after that is one whose quote was never closed. With
+    strict=False (kept: it reads the stray quotes of messy exports as text) the
+    csv module would return it as one value holding every line to the end.
+    The lines pass through itertools.chain, in C: no Python call per line."""
+
+    __slots__ = ("ended", "lines")
+
+    def __init__(self, text: Any) -> None:
+        self.ended = False
+        self.lines = itertools.chain(text, self._end())
+
+    def _end(self) -> Iterator[str]:
+        self.ended = True
+        yield from ()
+
+    def __iter__(self) -> Iterator[str]:
+        return self.lines
+
+
+def _unterminated(line: int, swallowed: int) -> CatalogFileError:
+    """The error of a quote opened on `line` and never closed, `swallowed` lines before the end."""
+    rest = f"the {swallowed} line(s) after it" if swallowed else "nothing after it"
+    return CatalogFileError(
+        f'Line {line}: a quote (") opens a value that is never closed, so the rest of the file '
+        f"({rest}) would be read as that one value. Close the quote (a quote inside a quoted "
+        f'value is written twice: "") and upload the file again.'
+    )
+
+
 def records_iter(text: Any, layout: FileLayout, skip: int = 0) -> Iterator[tuple[int, list[str]]]:
     """(record number, fields) for each data record after the header, the first
     `skip` data records left out. Record numbers count from the file's first line
-    (the header is 1), as a spreadsheet numbers rows."""
-    records = csv_reader(text, layout.delimiter)
+    (the header is 1), as a spreadsheet numbers rows. Raises CatalogFileError,
+    naming the line, at a quote that is never closed."""
+    lines = _Lines(text)
+    records = csv_reader(lines, layout.delimiter)
     number = 0
+    start = 0
     for record in records:
+        if lines.ended:
+            raise _unterminated(start + 1, records.line_num - start - 1)
+        start = records.line_num
         number += 1
         if number <= layout.header_row or number <= layout.header_row + skip:
             continue
         yield number, record
+
+
+# Cells a spreadsheet would run as a formula (OWASP's CSV injection list), in the
+# files this platform writes from its users' data: prefixed with a single quote,
+# which Excel, LibreOffice and Google Sheets show as text.
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def cell_spreadsheet_safe(value: Any) -> Any:
+    """`value` as a CSV cell that no spreadsheet takes for a formula."""
+    if isinstance(value, str) and value.startswith(_FORMULA_STARTS):
+        return "'" + value
+    return value
 
 
 # --- Rows ----------------------------------------------------------------------

@@ -7,6 +7,7 @@ deploy fails at start rather than at the first request that needs the value.
 from __future__ import annotations
 
 import os
+import re
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -46,3 +47,22 @@ def env_list(name: str, default: list[str]) -> list[str]:
     if value is None:
         return default
     return [item.strip() for item in value.split(",") if item.strip()]
+
+
+_RATE = re.compile(r"\s*(\d+)\s*/\s*(\d*)\s*([smh]?)\s*")
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600}
+
+
+def env_rate(name: str, default: str) -> tuple[int, int]:
+    """A rate limit written `requests/period`: `3000/3s`, `100/1m`, `500/s`
+    (a period without a number is one unit). Returns (requests, seconds)."""
+    value = os.environ.get(name)
+    if value is None or value.strip() == "":
+        value = default
+    match = _RATE.fullmatch(value)
+    if match is None or int(match.group(1)) < 1 or match.group(2) == "0":
+        raise ImproperlyConfigured(
+            f"{name} must be a rate such as 3000/3s or 100/1m (requests per s, m or h), got {value!r}"
+        )
+    count, unit = int(match.group(2) or 1), match.group(3)
+    return int(match.group(1)), count * _UNIT_SECONDS[unit]

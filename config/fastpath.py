@@ -1,7 +1,7 @@
 """What Django's middleware does for a request, for the WSGI fast paths that skip
 it (recommendations.api.fast, ingestion.api.fast): the Host check against
-ALLOWED_HOSTS, the HTTPS test behind a proxy, the security headers of a JSON
-answer, and the end-of-request database connection rules."""
+ALLOWED_HOSTS, the HTTPS test behind a proxy, the security headers of every
+answer (config.security), and the end-of-request database connection rules."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from typing import Any
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connections
 from django.http.request import split_domain_port, validate_host
+
+from config.security import security_headers as _security_headers
 
 _hosts_seen: dict[tuple[str, tuple[str, ...]], bool] = {}
 
@@ -44,15 +46,9 @@ def fast_path_allowed(environ: dict[str, Any]) -> bool:
     return host_allowed(environ.get("HTTP_HOST") or environ.get("SERVER_NAME", ""))
 
 
-def security_headers(environ: dict[str, Any]) -> list[tuple[str, str]]:
-    """SecurityMiddleware's headers for a JSON answer: nosniff, and HSTS over HTTPS."""
-    headers = [("X-Content-Type-Options", "nosniff")]
-    if settings.SECURE_HSTS_SECONDS and is_secure(environ):
-        value = f"max-age={settings.SECURE_HSTS_SECONDS}"
-        if settings.SECURE_HSTS_INCLUDE_SUBDOMAINS:
-            value += "; includeSubDomains"
-        headers.append(("Strict-Transport-Security", value))
-    return headers
+def security_headers(environ: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    """The headers Django's middleware would add (config.security, one definition)."""
+    return _security_headers(secure=is_secure(environ))
 
 
 def json_response(

@@ -7,13 +7,14 @@ default suitable for the quickstart. Values that would be unsafe in production
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 from kombu import Queue
 
-from config.env import env_bool, env_int, env_list, env_str
+from config.env import env_bool, env_int, env_list, env_rate, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 # Local state of the quickstart (the embedded PostgreSQL's data, uploaded media).
@@ -42,6 +43,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "django_celery_beat",
+    "axes",
     "crm",
     "catalog",
     "recommendations",
@@ -51,6 +53,9 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "config.security.ContentSecurityPolicyMiddleware",
+    # Before anything reads the body (CsrfViewMiddleware reads the console's forms).
+    "catalog.middleware.UploadLimitMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -58,6 +63,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes requires: refuses a locked-out console login.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -110,7 +117,15 @@ WEB_SWITCH_INTERVAL_MS = env_int("WEB_SWITCH_INTERVAL_MS", 0)
 # --- Cache -------------------------------------------------------------------
 REDIS_URL = env_str("REDIS_URL")
 if REDIS_URL:
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            # The rate limits sync to it from the collectors and the APIs: a stalled
+            # Redis must cost a request a second at most, never hang it.
+            "OPTIONS": {"socket_connect_timeout": 1.0, "socket_timeout": 1.0},
+        }
+    }
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
@@ -261,6 +276,42 @@ RECS_MODEL_PARAMS = {
     "min_steps": env_int("RECS_MIN_STEPS", 600),
 }
 
+# --- Rate limits (crm/rate_limits.py) --------------------------------------------
+# `requests/period` per project key, counted in the cache (shared with REDIS_URL,
+# per process without). A project's own number (console: Projects) replaces the
+# requests of its key's limit. The benchmarks offer 1,500 collector requests/s
+# (bench/ingest.py) and ~2,500 recommendation requests/s (bench/serving.py) on one
+# key: the defaults leave them twice that.
+RATE_LIMIT_WRITE_KEY = env_rate("RATE_LIMIT_WRITE_KEY", "50000/10s")
+RATE_LIMIT_SECRET_KEY = env_rate("RATE_LIMIT_SECRET_KEY", "50000/10s")
+# Requests with an unknown, malformed or missing key, per client address.
+RATE_LIMIT_UNKNOWN_KEY = env_rate("RATE_LIMIT_UNKNOWN_KEY", "100/60s")
+# The client address for the limits and the console's login lockout: REMOTE_ADDR,
+# or behind a proxy the header it sets (X-Forwarded-For, X-Real-IP): never set
+# this without such a proxy, as clients can send any header. Of a list, the entry
+# the CLIENT_IP_PROXY_COUNT-th proxy from here added (the ones left of it are the client's to write).
+_client_ip_header = (env_str("CLIENT_IP_HEADER") or "").strip()
+CLIENT_IP_HEADER = "HTTP_" + _client_ip_header.upper().replace("-", "_") if _client_ip_header else ""
+CLIENT_IP_PROXY_COUNT = env_int("CLIENT_IP_PROXY_COUNT", 1)
+if CLIENT_IP_PROXY_COUNT < 1:
+    raise ImproperlyConfigured(f"CLIENT_IP_PROXY_COUNT must be 1 or more, got {CLIENT_IP_PROXY_COUNT}")
+
+# --- Console login lockout (django-axes) ---------------------------------------------
+# AXES_FAILURE_LIMIT wrong passwords for one user name from one address lock that
+# pair out for AXES_COOLOFF_MINUTES; other users and addresses are unaffected.
+# Superusers see attempts and lockouts in the console (Axes), and may delete one to unlock.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env_int("AXES_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("AXES_COOLOFF_MINUTES", 15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "crm.rate_limits.request_client_address"
+AXES_ENABLE_ADMIN = False  # registered in crm/admin.py, for superusers only
+AXES_VERBOSE = False
+
 # --- Auth, i18n ----------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -277,6 +328,7 @@ USE_TZ = True
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["crm.authentication.SecretKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["crm.authentication.HasProject"],
+    "DEFAULT_THROTTLE_CLASSES": ["crm.authentication.SecretKeyRateThrottle"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": [
         "rest_framework.parsers.JSONParser",
@@ -296,7 +348,17 @@ SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0 if DEBUG else 31_536_000)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", not DEBUG)
 SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", not DEBUG)
 SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
+# The console's Content-Security-Policy (config/security.py): no inline script or
+# style anywhere in it; product images come from the catalog's own URLs.
+CONSOLE_CONTENT_SECURITY_POLICY = env_str(
+    "CONSOLE_CONTENT_SECURITY_POLICY",
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: https: http:; "
+    "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; "
+    "frame-ancestors 'none'",
+)
 if env_bool("SECURE_PROXY_SSL_HEADER", False):
     # Behind a TLS-terminating proxy that sets X-Forwarded-Proto.
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
@@ -304,8 +366,16 @@ if env_bool("SECURE_PROXY_SSL_HEADER", False):
 SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
 
 # --- Uploads ------------------------------------------------------------------------
-DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DATA_UPLOAD_MAX_MEMORY_SIZE", 5 * 1024 * 1024)
-FILE_UPLOAD_MAX_MEMORY_SIZE = env_int("FILE_UPLOAD_MAX_MEMORY_SIZE", 5 * 1024 * 1024)
+# A catalog file (API or console) larger than this is answered 413 before it is
+# stored: on its Content-Length, and while it streams in (catalog/middleware.py).
+CATALOG_UPLOAD_MAX_BYTES = env_int("CATALOG_UPLOAD_MAX_BYTES", 100 * 1024 * 1024)
+# A request body other than files (JSON, form fields): the collectors take 500 KB at
+# most (ingestion.spec), the APIs less. Django's default.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DATA_UPLOAD_MAX_MEMORY_SIZE", 2_621_440)
+# Uploaded files up to this size stay in memory, larger ones go to a temporary file:
+# per request thread, so keep it small. Django's default.
+FILE_UPLOAD_MAX_MEMORY_SIZE = env_int("FILE_UPLOAD_MAX_MEMORY_SIZE", 2_621_440)
+DATA_UPLOAD_MAX_NUMBER_FILES = 10  # the catalog upload takes one
 
 LOGGING = {
     "version": 1,

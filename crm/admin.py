@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from axes.admin import AccessAttemptAdmin, AccessFailureLogAdmin, AccessLogAdmin
+from axes.models import AccessAttempt, AccessFailureLog, AccessLog
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
@@ -46,7 +48,7 @@ def _show_keys(request: HttpRequest, project: Project, keys: services.ProjectKey
 class ProjectAdmin(admin.ModelAdmin):
     list_display = ["name", "id", "timezone", "write_key_prefix", "secret_key_prefix", "keys_rotated_at"]
     readonly_fields = ["write_key_prefix", "secret_key_prefix", "keys_rotated_at", "created_at"]
-    fields = ["name", "timezone", *readonly_fields]
+    fields = ["name", "timezone", "rate_limit_write_key", "rate_limit_secret_key", *readonly_fields]
     inlines = [MembershipInline]
     actions = ["rotate_write_key", "rotate_secret_key"]
     search_fields = ["name"]
@@ -55,6 +57,12 @@ class ProjectAdmin(admin.ModelAdmin):
         qs = super().get_queryset(request)
         ids = allowed_project_ids(request)
         return qs if ids is None else qs.filter(pk__in=ids)
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Project | None = None) -> list[str]:
+        # A project's rate limits protect the platform from it: the operator's to set.
+        if request.user.is_superuser:
+            return self.readonly_fields
+        return [*self.readonly_fields, "rate_limit_write_key", "rate_limit_secret_key"]
 
     def _is_member(self, request: HttpRequest, obj: Project | None) -> bool:
         ids = allowed_project_ids(request)
@@ -200,3 +208,37 @@ class EventNameMappingAdmin(ProjectScopedAdmin):
     list_filter = ["project", "canonical_name"]
     search_fields = ["source_name"]
     fields = ["project", "source_name", "canonical_name"]
+
+
+# --- Console logins (django-axes): failed attempts and lockouts, superusers only ---
+# (AXES_ENABLE_ADMIN is off: axes' own registration would show them to any staff
+# user given its model permissions.) Deleting an attempt lifts its lockout.
+
+
+class _SuperusersOnly:
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return request.user.is_active and request.user.is_superuser
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return request.user.is_active and request.user.is_superuser
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return request.user.is_active and request.user.is_superuser
+
+
+@admin.register(AccessAttempt)
+class LoginAttemptAdmin(_SuperusersOnly, AccessAttemptAdmin):
+    pass
+
+
+@admin.register(AccessLog)
+class LoginLogAdmin(_SuperusersOnly, AccessLogAdmin):
+    pass
+
+
+@admin.register(AccessFailureLog)
+class LoginFailureLogAdmin(_SuperusersOnly, AccessFailureLogAdmin):
+    pass

@@ -21,8 +21,10 @@ from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
+from rest_framework.throttling import BaseThrottle
 
 from crm.models import Project
+from crm.rate_limits import rate_limit_project, rate_limit_unknown_key
 from crm.selectors import project_for_secret_key
 
 
@@ -57,19 +59,47 @@ def basic_auth_username(header: bytes) -> str | None:
 
 
 class SecretKeyAuthentication(BaseAuthentication):
+    """A request without a valid secret key (none, malformed, unknown) counts
+    against its client address's limit (RATE_LIMIT_UNKNOWN_KEY), here: DRF
+    checks throttles only after authentication and permissions have passed."""
+
     def authenticate(self, request: Request) -> tuple[ApiClient, Project] | None:
         parts = get_authorization_header(request).split()
         if not parts or parts[0].lower() != b"bearer":
+            _unknown_key_limit(request)
             return None
         if len(parts) != 2:
+            _unknown_key_limit(request)
             raise exceptions.AuthenticationFailed("Authorization must be 'Bearer <secret key>'.")
         project = project_for_secret_key(parts[1].decode("latin-1"))
         if project is None:
+            _unknown_key_limit(request)
             raise exceptions.AuthenticationFailed("Unknown secret key.")
         return ApiClient(project=project, key_kind="secret"), project
 
     def authenticate_header(self, request: Request) -> str:
         return 'Bearer realm="api"'
+
+
+def _unknown_key_limit(request: Request) -> None:
+    retry_after = rate_limit_unknown_key(meta=request.META)
+    if retry_after:
+        raise exceptions.Throttled(
+            wait=retry_after, detail="Too many requests without a valid secret key from this address."
+        )
+
+
+class SecretKeyRateThrottle(BaseThrottle):
+    """The secret key's rate limit (crm.rate_limits); DRF answers 429 with Retry-After."""
+
+    def allow_request(self, request: Request, view: object) -> bool:
+        self.retry_after = 0
+        if isinstance(request.auth, Project):
+            self.retry_after = rate_limit_project(project=request.auth, key_kind="secret")
+        return not self.retry_after
+
+    def wait(self) -> float | None:
+        return self.retry_after or None
 
 
 class HasProject(BasePermission):

@@ -42,6 +42,18 @@ class Project(models.Model):
     secret_key_prefix = models.CharField(max_length=12, editable=False)
     secret_key_hash = models.CharField(max_length=64, unique=True, editable=False)
     keys_rotated_at = models.DateTimeField(default=dj_timezone.now, editable=False)
+    # Requests per window of RATE_LIMIT_WRITE_KEY / RATE_LIMIT_SECRET_KEY for this
+    # project's keys; empty: those settings' numbers (crm.rate_limits).
+    rate_limit_write_key = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Collector requests allowed per rate-limit window (RATE_LIMIT_WRITE_KEY); empty: the default.",
+    )
+    rate_limit_secret_key = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="API requests allowed per rate-limit window (RATE_LIMIT_SECRET_KEY); empty: the default.",
+    )
     members = models.ManyToManyField(
         settings.AUTH_USER_MODEL, through="Membership", related_name="projects", blank=True
     )

@@ -19,6 +19,7 @@ from django.contrib.auth import get_user_model
 from rest_framework.test import APIClient
 
 from crm.models import Project
+from crm.rate_limits import rate_limits_clear
 from crm.selectors import project_key_cache_clear
 from crm.services import ProjectKeys, membership_add, project_create, write_caches_clear
 
@@ -63,11 +64,29 @@ def _test_database_released_at_the_end(django_db_setup: None, django_db_blocker)
         )
 
 
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """A Redis for tests of what is shared through it: REDIS_URL when set, else a
+    throw-away redis-server of this run (tests.pytest_env); skipped without either
+    (failed under REQUIRE_SERVICES=1)."""
+    from tests.pytest_env import _throwaway_redis
+
+    url = os.environ.get("REDIS_URL") or _throwaway_redis()
+    if not url:
+        message = "needs Redis (set REDIS_URL, or install redis-server)"
+        if REQUIRE_SERVICES:
+            pytest.fail(message + "; REQUIRE_SERVICES=1 forbids skipping", pytrace=False)
+        pytest.skip(message)
+    return url
+
+
 @pytest.fixture(autouse=True)
 def _fresh_key_cache() -> None:
     project_key_cache_clear()
     # The ingest writers' per-process memory (crm.services): ids repeat across tests.
     write_caches_clear()
+    # The rate limits' per-process counts: every test's client has the same address.
+    rate_limits_clear()
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
 """Catalog API (secret key). Thin: parse, call a service or selector, format.
 
-- `POST /api/v1/catalog/uploads` (multipart: file, mode) -> 202 with the upload's id
+- `POST /api/v1/catalog/uploads` (multipart: file, mode) -> 202 with the upload's id;
+  413 past CATALOG_UPLOAD_MAX_BYTES (catalog.middleware)
 - `GET /api/v1/catalog/uploads/{id}`: state, progress, counts
 - `GET /api/v1/catalog/uploads/{id}/errors`: the rejected rows as CSV
 - `GET /api/v1/products` (category, in_stock, is_active, min_price, max_price,
@@ -10,7 +11,7 @@
 from __future__ import annotations
 
 from django.db.models import QuerySet
-from django.http import FileResponse, Http404
+from django.http import FileResponse, Http404, HttpResponse
 from rest_framework import generics, mixins, status
 from rest_framework.exceptions import ValidationError
 from rest_framework.pagination import CursorPagination
@@ -25,9 +26,10 @@ from catalog.api.serializers import (
     UploadOutSerializer,
 )
 from catalog.csvfile import CatalogFileError
+from catalog.middleware import UploadTooLarge, too_large_response
 from catalog.models import CatalogUpload, Product, UploadSource
 from crm.api.base import ProjectScopedMixin, ProjectScopedViewSet
-from crm.authentication import HasProject, SecretKeyAuthentication
+from crm.authentication import HasProject, SecretKeyAuthentication, SecretKeyRateThrottle
 
 
 class ProductPagination(CursorPagination):
@@ -77,12 +79,17 @@ class ProductViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectSc
 class _UploadView(ProjectScopedMixin, generics.GenericAPIView):
     authentication_classes = [SecretKeyAuthentication]
     permission_classes = [HasProject]
+    throttle_classes = [SecretKeyRateThrottle]
     queryset = CatalogUpload.objects.all()
 
 
 class UploadCreateView(_UploadView):
-    def post(self, request: Request) -> Response:
-        data = UploadInSerializer(data=request.data)
+    def post(self, request: Request) -> Response | HttpResponse:
+        try:
+            body = request.data  # parsed here, after authentication, under the upload limit
+        except UploadTooLarge as exc:
+            return too_large_response(request, exc.limit)
+        data = UploadInSerializer(data=body)
         data.is_valid(raise_exception=True)
         try:
             upload = services.catalog_upload_create(

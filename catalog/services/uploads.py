@@ -24,7 +24,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from catalog.csvfile import RowError, file_inspect
+from catalog.csvfile import RowError, cell_spreadsheet_safe, file_inspect
 from catalog.models import CatalogUpload, CatalogUploadError, UploadMode, UploadSource, UploadState
 from crm.models import Project
 
@@ -202,8 +202,9 @@ def catalog_upload_progress_save(
 
 def catalog_upload_error_file_write(*, upload: CatalogUpload) -> None:
     """The rejected rows as CSV, written from the database in id order (bounded
-    memory), saved to storage beside the upload; `upload.error_file` names it,
-    recorded by catalog_upload_finish."""
+    memory), cells that a spreadsheet would run as formulas escaped, saved to
+    storage beside the upload; `upload.error_file` names it, recorded by
+    catalog_upload_finish."""
     with tempfile.TemporaryFile("w+b") as tmp:
         text = io.TextIOWrapper(tmp, encoding="utf-8-sig", newline="")  # a BOM: Excel then reads UTF-8 right
         writer = csv.writer(text)
@@ -214,7 +215,8 @@ def catalog_upload_error_file_write(*, upload: CatalogUpload) -> None:
             .values_list("row", "product_id", "column", "value", "reason")
             .iterator(chunk_size=2000)
         ):
-            writer.writerow(error)
+            # The values are the file's own cells: a "=HYPERLINK(…)" must stay text.
+            writer.writerow([cell_spreadsheet_safe(cell) for cell in error])
         text.flush()
         text.detach()
         tmp.seek(0)

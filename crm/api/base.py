@@ -6,7 +6,7 @@ from django.db.models import QuerySet
 from rest_framework import viewsets
 from rest_framework.request import Request
 
-from crm.authentication import HasProject, SecretKeyAuthentication
+from crm.authentication import HasProject, SecretKeyAuthentication, SecretKeyRateThrottle
 from crm.models import Project
 
 
@@ -28,3 +28,4 @@ class ProjectScopedMixin:
 class ProjectScopedViewSet(ProjectScopedMixin, viewsets.GenericViewSet):
     authentication_classes = [SecretKeyAuthentication]
     permission_classes = [HasProject]
+    throttle_classes = [SecretKeyRateThrottle]

@@ -12,8 +12,8 @@ view (ingestion.api.views.collect_answer), which tests compare.
 
 Kept from the skipped middleware (config.fastpath): the Host check (a
 disallowed Host goes to Django, which answers 400), the HTTPS redirect (a
-plain-HTTP request under SECURE_SSL_REDIRECT goes to Django), nosniff and HSTS,
-and the end-of-request database connection rules.
+plain-HTTP request under SECURE_SSL_REDIRECT goes to Django), the security
+headers (config.security), and the end-of-request database connection rules.
 """
 
 from __future__ import annotations

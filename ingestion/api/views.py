@@ -31,6 +31,7 @@ from rest_framework.exceptions import AuthenticationFailed
 
 from crm.authentication import basic_auth_username
 from crm.models import Project
+from crm.rate_limits import rate_limit_project, rate_limit_unknown_key
 from crm.selectors import project_for_write_key
 from ingestion import hooks
 from ingestion.publisher import BrokerUnavailable, batch_enqueue
@@ -63,8 +64,10 @@ _CODES = {
     400: "invalid_request",
     401: "invalid_write_key",
     405: "method_not_allowed",
+    408: "request_timeout",
     413: "payload_too_large",
     415: "unsupported_encoding",
+    429: "rate_limited",
     503: "service_unavailable",
 }
 
@@ -95,6 +98,8 @@ def _refusal_response(refusal: _Refusal) -> Answer:
         headers["WWW-Authenticate"] = 'Basic realm="write key"'
     elif refusal.status == 503:
         headers["Retry-After"] = str(settings.INGEST_RETRY_AFTER)
+    elif refusal.status == 429:
+        headers["Retry-After"] = str(refusal.extra["retry_after"])
     return _respond(refusal.status, orjson.dumps(payload), headers)
 
 
@@ -110,6 +115,8 @@ def _read_body(request: HttpRequest, limit: int) -> bytes:
         body = request.body
     except RequestDataTooBig:
         raise too_big from None
+    except OSError:  # the server's read timed out (a body slower than its socket timeout) or the client left
+        raise _Refusal(408, "the request body did not arrive in time") from None
     if len(body) > limit:
         raise too_big
     encoding = request.META.get("HTTP_CONTENT_ENCODING", "").strip().lower()
@@ -159,10 +166,19 @@ def _project_from_body(body: dict[str, Any]) -> Project:
     return project
 
 
+def _admit(project: Project) -> None:
+    """The write key's rate limit (crm.rate_limits)."""
+    retry_after = rate_limit_project(project=project, key_kind="write")
+    if retry_after:
+        raise _Refusal(429, f"too many requests for this write key; retry in {retry_after} s", retry_after=retry_after)
+
+
 def _collect(request: HttpRequest, kind: str) -> Answer:
     received_at = timezone.now()
     is_batch = kind == "batch"
     project = _project_from_header(request)
+    if project is not None:
+        _admit(project)  # before the body is read
     body_bytes = _read_body(request, MAX_REQUEST_BYTES if is_batch else MAX_MESSAGE_BYTES)
     try:
         body = orjson.loads(body_bytes)
@@ -175,6 +191,7 @@ def _collect(request: HttpRequest, kind: str) -> Answer:
         raise _Refusal(400, "the body must be a JSON object", "body")
     if project is None:
         project = _project_from_body(body)
+        _admit(project)
 
     received_text = received_at.isoformat()
     # Most bodies have too few brackets to nest anything too deep: their
@@ -263,6 +280,15 @@ def collect_answer(request: Any, kind: str) -> Answer:
     try:
         return _collect(request, kind)
     except _Refusal as refusal:
+        if refusal.status == 401:
+            # No write key, or a wrong one: limited per client address.
+            retry_after = rate_limit_unknown_key(meta=request.META)
+            if retry_after:
+                refusal = _Refusal(
+                    429,
+                    f"too many requests without a valid write key from this address; retry in {retry_after} s",
+                    retry_after=retry_after,
+                )
         return _refusal_response(refusal)
 
 

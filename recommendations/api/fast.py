@@ -9,7 +9,7 @@ So config.wsgi sends exactly this route here and everything else to Django.
 What the skipped middleware would have done for this route is done here: the
 Host header is checked against ALLOWED_HOSTS, plain-HTTP requests under
 SECURE_SSL_REDIRECT are handed to Django (which redirects them), the response
-carries nosniff and, over HTTPS, HSTS. The answer itself comes from the same
+carries the same security headers as Django's (config.security). The answer itself comes from the same
 code as the Django view (recommendations.api.views.answer).
 
 Database connections: Django's request signals would run a health check
@@ -58,25 +58,25 @@ def route_user_id(environ: dict[str, Any]) -> str | None:
 def recommendations_app(environ: dict[str, Any], start_response: Callable[..., Any], user_id: str) -> Iterable[bytes]:
     try:
         try:
-            status, body = _answer(environ, user_id)
+            status, body, headers = _answer(environ, user_id)
         except (OperationalError, InterfaceError):
             if connection.in_atomic_block:
                 raise
             # The kept-alive connection broke while idle: once more, on a new one.
             logger.warning("database connection lost; answering %r on a new connection", user_id)
             connection.close()
-            status, body = _answer(environ, user_id)
+            status, body, headers = _answer(environ, user_id)
     except Exception:
         logger.exception("recommendations for %r failed", user_id)
-        status, body = 500, b'{"error": "internal_error", "message": "internal error"}'
+        status, body, headers = 500, b'{"error": "internal_error", "message": "internal error"}', {}
     finally:
         connection_release()
-    return json_response(environ, start_response, status, body)
+    return json_response(environ, start_response, status, body, headers.items())
 
 
-def _answer(environ: dict[str, Any], user_id: str) -> tuple[int, bytes]:
+def _answer(environ: dict[str, Any], user_id: str) -> tuple[int, bytes, dict[str, str]]:
     return answer(
-        authorization=environ.get("HTTP_AUTHORIZATION", ""),
+        meta=environ,
         query=QueryDict(environ.get("QUERY_STRING", "")),
         run=user_recommendations_run(user_id),
         default_limit=10,

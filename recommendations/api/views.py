@@ -8,6 +8,7 @@ itself. Input is parsed by hand, every rejection names its parameter.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -16,6 +17,7 @@ from django.http import HttpRequest, HttpResponse, QueryDict
 from django.views.decorators.http import require_GET
 
 from catalog.selectors import product_get, property_filter_values
+from crm.rate_limits import rate_limit_project, rate_limit_unknown_key
 from crm.selectors import project_for_secret_key
 from recommendations import serving, tracking
 
@@ -95,12 +97,33 @@ def parse_filters(query: QueryDict, *, default_limit: int) -> tuple[int, serving
     return int(raw_limit), filters
 
 
-def answer(*, authorization: str, query: QueryDict, run: Any, default_limit: int) -> tuple[int, bytes]:
-    """(status, JSON body) of one API call, for the Django views and the WSGI fast
-    path alike: authenticate, parse the filters, `run(project, limit, filters)`."""
-    project = _project(authorization)
+def _rate_limited(retry_after: int, message: str) -> tuple[int, bytes, dict[str, str]]:
+    status, body = _error(429, "rate_limited", f"{message}; retry in {retry_after} s")
+    return status, body, {"Retry-After": str(retry_after)}
+
+
+def answer(
+    *, meta: Mapping[str, Any], query: QueryDict, run: Any, default_limit: int
+) -> tuple[int, bytes, dict[str, str]]:
+    """(status, JSON body, headers) of one API call, for the Django views and the
+    WSGI fast path alike: authenticate, count it against the rate limits
+    (crm.rate_limits), parse the filters, `run(project, limit, filters)`.
+    `meta` is the request's META (or the WSGI environ)."""
+    project = _project(meta.get("HTTP_AUTHORIZATION", ""))
     if project is None:
-        return _error(401, "invalid_secret_key", "Authorization must be 'Bearer <secret key>' of a project.")
+        retry_after = rate_limit_unknown_key(meta=meta)
+        if retry_after:
+            return _rate_limited(retry_after, "too many requests without a valid secret key from this address")
+        status, body = _error(401, "invalid_secret_key", "Authorization must be 'Bearer <secret key>' of a project.")
+        return status, body, {}
+    retry_after = rate_limit_project(project=project, key_kind="secret")
+    if retry_after:
+        return _rate_limited(retry_after, "too many requests for this secret key")
+    status, body = _result(project, query, run, default_limit)
+    return status, body, {}
+
+
+def _result(project: Any, query: QueryDict, run: Any, default_limit: int) -> tuple[int, bytes]:
     try:
         limit, filters = parse_filters(query, default_limit=default_limit)
         result = run(project, limit, filters)
@@ -122,9 +145,9 @@ def user_recommendations_run(user_id: str) -> Any:
     return run
 
 
-def _respond(status_body: tuple[int, bytes]) -> HttpResponse:
-    status, body = status_body
-    return HttpResponse(body, status=status, content_type="application/json")
+def _respond(answered: tuple[int, bytes, dict[str, str]]) -> HttpResponse:
+    status, body, headers = answered
+    return HttpResponse(body, status=status, content_type="application/json", headers=headers)
 
 
 @require_GET
@@ -132,7 +155,7 @@ def user_recommendations(request: HttpRequest, user_id: str) -> HttpResponse:
     """Also answered, without Django's middleware, by recommendations.api.fast."""
     return _respond(
         answer(
-            authorization=request.headers.get("Authorization", ""),
+            meta=request.META,
             query=request.GET,
             run=user_recommendations_run(user_id),
             default_limit=10,
@@ -149,9 +172,7 @@ def similar_products(request: HttpRequest, product_id: str) -> HttpResponse:
         tracking.served_record(project_id=project.pk, served=served, surface="api", user_ref="")
         return served
 
-    return _respond(
-        answer(authorization=request.headers.get("Authorization", ""), query=request.GET, run=run, default_limit=20)
-    )
+    return _respond(answer(meta=request.META, query=request.GET, run=run, default_limit=20))
 
 
 @require_GET
@@ -161,6 +182,4 @@ def trending(request: HttpRequest) -> HttpResponse:
         tracking.served_record(project_id=project.pk, served=served, surface="api", user_ref="")
         return served
 
-    return _respond(
-        answer(authorization=request.headers.get("Authorization", ""), query=request.GET, run=run, default_limit=20)
-    )
+    return _respond(answer(meta=request.META, query=request.GET, run=run, default_limit=20))

@@ -10,6 +10,7 @@ from catalog.csvfile import (
     CatalogFileError,
     ProductIn,
     RowParser,
+    cell_spreadsheet_safe,
     file_inspect,
     parse_categories,
     property_type_infer,
@@ -203,3 +204,38 @@ def test_property_type_inference_and_filter_candidates():
     assert property_value_candidates("42") == [42, "42"]
     assert property_value_candidates("true") == [True, "true"]
     assert property_value_candidates("red") == ["red"]
+
+
+def test_an_unterminated_quote_is_an_error_naming_its_line():
+    data = b'product_id,name\nA1,Shirt\nA2,"Hat\nA3,Scarf\nA4,Sock\n'
+    with pytest.raises(CatalogFileError) as error:
+        file_inspect(io.BytesIO(data))
+    assert str(error.value) == (
+        'Line 3: a quote (") opens a value that is never closed, so the rest of the file (the 2 line(s) '
+        "after it) would be read as that one value. Close the quote (a quote inside a quoted value is "
+        'written twice: "") and upload the file again.'
+    )
+
+
+def test_records_stop_at_an_unterminated_quote_past_the_inspected_head():
+    """Past the first megabyte only records_iter sees the file: the records before
+    the quote come, then the error names the quote's line."""
+    layout = file_inspect(io.BytesIO(b"product_id,name\nA1,Shirt\n"))
+    data = b'product_id,name\nA1,Shirt\nA2,"Two\nlines"\nA3,"Hat\nA4,Scarf\nA5,Sock'
+    records = records_iter(text_open(io.BytesIO(data), layout.encoding), layout)
+    assert [next(records), next(records)] == [(2, ["A1", "Shirt"]), (3, ["A2", "Two\nlines"])]
+    with pytest.raises(CatalogFileError, match=r"^Line 5: a quote .* \(the 2 line\(s\) after it\)"):
+        next(records)
+
+
+@pytest.mark.parametrize("last", [b'A2,"Hat"', b"A2,Hat", b'A2,"Hat"\r\n'])
+def test_a_last_line_without_a_line_break_or_a_closed_quote_is_read(last):
+    products, errors = _read(b"product_id,name\nA1,Shirt\n" + last)
+    assert ([p.name for p in products], errors) == (["Shirt", "Hat"], [])
+
+
+def test_cells_a_spreadsheet_would_run_as_formulas_are_quoted():
+    cells = ["=1+2", "+1", "-1", "@SUM(A1)", "\tx", "\rx", "plain", "a=b", "", 7, None]
+    assert [cell_spreadsheet_safe(c) for c in cells] == [
+        "'=1+2", "'+1", "'-1", "'@SUM(A1)", "'\tx", "'\rx", "plain", "a=b", "", 7, None
+    ]  # fmt: skip

@@ -265,3 +265,38 @@ def test_a_nul_character_rejects_its_row_only(project_a, import_bytes):
     assert list(CatalogUploadError.objects.filter(upload=upload).values_list("row", "product_id", "reason")) == [
         (2002, "X", "contains a NUL character (binary data)")
     ]
+
+
+def test_an_unterminated_quote_past_the_first_megabyte_fails_the_import_and_deactivates_nothing(
+    project_a, import_bytes
+):
+    project = project_a[0]
+    Product.objects.create(project=project, product_id="OLD", name="old")
+    rows = [f"P{i:05d},Item {i} {'x' * 30}" for i in range(1, 30_001)]
+    rows[25_000] = 'P25001,"Item with a quote never closed'  # the file's line 25,002
+    data = ("product_id,name\n" + "\n".join(rows) + "\n").encode()
+    assert len(data) > 1024 * 1024  # beyond what file_inspect reads: the upload is accepted
+    upload = import_bytes(project.pk, data, mode="replace", chunk_rows=10_000)
+    assert (upload.state, upload.rows_processed, upload.created, upload.deactivated) == ("failed", 20_000, 20_000, 0)
+    assert upload.message.startswith(
+        'Import stopped after 20000 rows: Line 25002: a quote (") opens a value that is never closed, '
+        "so the rest of the file (the 4999 line(s) after it) would be read as that one value."
+    )
+    assert Product.objects.get(project=project, product_id="OLD").is_active
+    assert not Product.objects.filter(project=project, product_id="P25001").exists()
+
+
+def test_the_error_file_escapes_cells_a_spreadsheet_would_run(project_a, import_bytes):
+    data = b"product_id,name,price\nA1,ok,1\nA2,x,=1+2\n@SUM(1),x,oops\nA4,x,-3\nA5,x,+5x\n\tA6,x\n"
+    upload = import_bytes(project_a[0].pk, data)
+    reason = "not a price (expected a number such as 19.99)"
+    assert _error_csv(upload).splitlines() == [
+        "row,product_id,column,value,reason",
+        f"3,A2,price,'=1+2,{reason}",
+        f"4,'@SUM(1),price,oops,{reason}",
+        f"5,A4,price,'-3,{reason}",
+        f"6,A5,price,'+5x,{reason}",
+        '7,A6,,\'\tA6 | x,"has 2 fields, the header has 3"',
+    ]
+    # The console shows the values as they were (its page escapes HTML, not formulas).
+    assert CatalogUploadError.objects.get(upload=upload, row=3).value == "=1+2"
