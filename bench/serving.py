@@ -212,6 +212,11 @@ def main() -> None:
     state = json.loads(STATE.read_text()) if STATE.exists() and not args.prepare else None
     if state is None or state.get("database") != args.database:
         state = prepare(args)
+    else:
+        # A data set prepared by older code: its schema brought up to this code's.
+        subprocess.run(
+            [sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=_env(state["database"]), check=True
+        )
     print(json.dumps({k: v for k, v in state.items() if "key" not in k}), flush=True)
     if args.prepare_only:
         return
