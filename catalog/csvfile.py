@@ -223,6 +223,10 @@ def property_number(value: str) -> int | float:
     if not _NUMBER.fullmatch(value):
         raise BadValue("not a number (this column's type was inferred from its first rows)")
     if "." not in value and "e" not in value and "E" not in value:
+        # The JSON column's writer (orjson) holds 64-bit integers; int() itself
+        # refuses 4,300 digits and more.
+        if len(value) > 20 or not -(2**63) <= int(value) < 2**63:
+            raise BadValue("number out of range")
         return int(value)
     number = float(value)
     if math.isinf(number):

@@ -10,9 +10,11 @@ from typing import Any
 from django.core.cache import cache
 from django.db import connection
 from django.db.models import Q, QuerySet
+from django.http import QueryDict
 
 from catalog.csvfile import property_value_candidates
 from catalog.models import CatalogUpload, CatalogUploadError, Product
+from crm.api import params
 
 # A product row as catalog.mirror keeps it in memory (a plain tuple: see there),
 # in this order: the served fields, then what the filters look at.
@@ -108,10 +110,54 @@ def product_filter(
             for name, wanted in (properties or {}).items()
         ),
     )
+    return products_matching(project_id=project_id, conditions=conditions, is_active=is_active)
+
+
+def products_matching(
+    *, project_id: int, conditions: ProductFilter, is_active: bool | None = None
+) -> QuerySet[Product]:
     qs = Product.objects.filter(project_id=project_id)
     if is_active is not None:
         qs = qs.filter(is_active=is_active)
     return qs.filter(conditions.q())
+
+
+# The query parameters product_filter_params reads, besides PROPERTY_PARAM_PREFIX + <name>.
+PRODUCT_FILTER_PARAMS = frozenset({"category", "in_stock", "min_price", "max_price"})
+PROPERTY_PARAM_PREFIX = "prop."
+_PRICE = Product._meta.get_field("price")
+
+
+def product_filter_params(query: QueryDict) -> dict[str, Any]:
+    """ProductFilter's fields as an API query string gives them, read alike by
+    the catalog API and the recommendation API (`ProductFilter(**...)`):
+    `category` (repeatable; blank ones ignored), `in_stock`, `min_price`,
+    `max_price` (blank: no bound) and `prop.<name>` (repeatable). Other
+    parameters are the caller's. Raises crm.api.params.BadParameter naming the
+    parameter at fault."""
+    fields: dict[str, Any] = {
+        "categories": tuple(params.text("category", c.strip()) for c in query.getlist("category") if c.strip()),
+    }
+    if query.get("in_stock", "").strip():
+        fields["in_stock"] = params.boolean("in_stock", query["in_stock"])
+    for name, field in (("min_price", "price_min"), ("max_price", "price_max")):
+        raw = query.get(name, "").strip()
+        if raw:
+            fields[field] = params.decimal(
+                name, raw, max_digits=_PRICE.max_digits, decimal_places=_PRICE.decimal_places
+            )
+    low, high = fields.get("price_min"), fields.get("price_max")
+    if low is not None and high is not None and low > high:
+        raise params.BadParameter("min_price", "min_price must not exceed max_price")
+    properties = []
+    for key in sorted(k for k in query if k.startswith(PROPERTY_PARAM_PREFIX)):
+        name = params.text(key, key[len(PROPERTY_PARAM_PREFIX) :])
+        if not name:
+            raise params.BadParameter(key, "property filters are written prop.<name>=<value>")
+        values = [v for raw in query.getlist(key) for v in property_filter_values(params.text(key, raw))]
+        properties.append((name, tuple(values)))
+    fields["properties"] = tuple(properties)
+    return fields
 
 
 def property_filter_values(raw: str) -> list[Any]:

@@ -12,7 +12,13 @@ from django.http import HttpRequest
 from django.utils.html import format_html, format_html_join
 
 from crm import services
-from crm.admin_base import CappedCountPaginator, ProjectScopedAdmin, ReadOnlyFactsAdmin, allowed_project_ids
+from crm.admin_base import (
+    CappedCountPaginator,
+    ConsoleAdmin,
+    ProjectScopedAdmin,
+    ReadOnlyFactsAdmin,
+    allowed_project_ids,
+)
 from crm.models import Device, Event, EventNameMapping, Membership, Profile, Project
 from crm.selectors import profile_events
 
@@ -45,7 +51,7 @@ def _show_keys(request: HttpRequest, project: Project, keys: services.ProjectKey
 
 
 @admin.register(Project)
-class ProjectAdmin(admin.ModelAdmin):
+class ProjectAdmin(ConsoleAdmin):
     list_display = ["name", "id", "timezone", "write_key_prefix", "secret_key_prefix", "keys_rotated_at"]
     readonly_fields = ["write_key_prefix", "secret_key_prefix", "keys_rotated_at", "created_at"]
     fields = ["name", "timezone", "rate_limit_write_key", "rate_limit_secret_key", *readonly_fields]

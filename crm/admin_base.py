@@ -1,4 +1,5 @@
-"""Tenant scoping for the console, shared by every app's admin.
+"""Tenant scoping for the console, shared by every app's admin, and the
+console's answer to query strings the database cannot take.
 
 A superuser sees everything. A staff user sees and changes only the rows of the
 projects they are a member of: querysets, foreign-key choices and object
@@ -10,14 +11,18 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin
+from django.contrib.admin.options import IncorrectLookupParameters
+from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
+from django.db import DataError, transaction
 from django.db.models import Model, QuerySet
 from django.http import HttpRequest
 from django.utils.functional import cached_property
 
 from crm.models import Project
 from crm.selectors import project_ids_for_user
+from crm.storable import text_problem
 
 
 def allowed_project_ids(request: HttpRequest) -> list[int] | None:
@@ -43,6 +48,41 @@ class CappedCountPaginator(Paginator):
         return self.object_list[: self.CAP].count()
 
 
+class CheckedChangeList(ChangeList):
+    """A changelist whose filters the database refuses is a bad filter, as Django
+    answers one it cannot apply itself: a redirect to `?e=1`.
+
+    Django checks each value against its field, but some pass and fail only when
+    the query runs, which was while the page rendered (a 500): a NUL (psycopg2
+    refuses it, jsonb refuses \\u0000), `day__year=99999` (no such date when the
+    SQL is built), `price__gte=1e999999` (beyond PostgreSQL's numeric). The
+    filtered count runs first, in get_results: it is run here in a savepoint, so a
+    refusal leaves the request's transaction usable, and turned into the redirect."""
+
+    def get_results(self, request: HttpRequest) -> None:
+        try:
+            with transaction.atomic(using=self.queryset.db):
+                super().get_results(request)
+        except (DataError, ValueError) as exc:
+            raise IncorrectLookupParameters(exc) from exc
+
+
+class ConsoleAdmin(admin.ModelAdmin):
+    """Base of every admin of the project (ProjectScopedAdmin derives from it):
+    no query string or search term makes a console page answer 500."""
+
+    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
+        return CheckedChangeList
+
+    def get_search_results(self, request: HttpRequest, queryset: QuerySet, search_term: str) -> tuple[QuerySet, bool]:
+        # The changelist's search form refuses a NUL itself (Django's message);
+        # the autocomplete view (admin/autocomplete/?term=) passes its term here
+        # as it came. A term the database cannot hold matches no stored text.
+        if text_problem(search_term):
+            return queryset.none(), False
+        return super().get_search_results(request, queryset, search_term)
+
+
 class ProjectFilter(admin.SimpleListFilter):
     """The marketer's own projects only: Django's related-field filter would list
     every project's name. ProjectScopedAdmin puts it in place of "project"."""
@@ -66,7 +106,7 @@ class ProjectFilter(admin.SimpleListFilter):
         return queryset
 
 
-class ProjectScopedAdmin(admin.ModelAdmin):
+class ProjectScopedAdmin(ConsoleAdmin):
     """Base admin for models with a `project` foreign key (set `project_field`
     for models that reach their project through a relation)."""
 

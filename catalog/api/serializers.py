@@ -34,19 +34,3 @@ class UploadOutSerializer(serializers.Serializer):
             else None
         )
         return data
-
-
-class ProductFilterSerializer(serializers.Serializer):
-    """Query parameters of GET /api/v1/products (prop.<name> are read separately)."""
-
-    category = serializers.ListField(child=serializers.CharField(max_length=255), required=False)
-    in_stock = serializers.BooleanField(required=False, allow_null=True, default=None)
-    is_active = serializers.BooleanField(required=False, allow_null=True, default=None)
-    min_price = serializers.DecimalField(max_digits=14, decimal_places=4, required=False, min_value=0)
-    max_price = serializers.DecimalField(max_digits=14, decimal_places=4, required=False, min_value=0)
-
-    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        low, high = attrs.get("min_price"), attrs.get("max_price")
-        if low is not None and high is not None and low > high:
-            raise serializers.ValidationError({"max_price": "must not be below min_price"})
-        return attrs

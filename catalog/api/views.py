@@ -14,32 +14,23 @@ from django.db.models import QuerySet
 from django.http import FileResponse, Http404, HttpResponse
 from rest_framework import generics, mixins, status
 from rest_framework.exceptions import ValidationError
-from rest_framework.pagination import CursorPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from catalog import selectors, services
-from catalog.api.serializers import (
-    ProductFilterSerializer,
-    ProductOutSerializer,
-    UploadInSerializer,
-    UploadOutSerializer,
-)
+from catalog.api.serializers import ProductOutSerializer, UploadInSerializer, UploadOutSerializer
 from catalog.csvfile import CatalogFileError
 from catalog.middleware import UploadTooLarge, too_large_response
 from catalog.models import CatalogUpload, Product, UploadSource
-from crm.api.base import ProjectScopedMixin, ProjectScopedViewSet
+from crm.api import params
+from crm.api.base import IdCursorPagination, ProjectScopedMixin, ProjectScopedViewSet
 from crm.authentication import HasProject, SecretKeyAuthentication, SecretKeyRateThrottle
-
-
-class ProductPagination(CursorPagination):
-    ordering = "id"
 
 
 class ProductViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectScopedViewSet):
     queryset = Product.objects.all()
     serializer_class = ProductOutSerializer
-    pagination_class = ProductPagination
+    pagination_class = IdCursorPagination
     lookup_field = "product_id"
     lookup_value_regex = "[^/]+"
 
@@ -47,31 +38,13 @@ class ProductViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectSc
         qs = super().get_queryset()
         if self.action != "list":
             return qs
-        params = self.request.query_params
-        data = ProductFilterSerializer(
-            data={
-                **{k: params[k] for k in ("in_stock", "is_active", "min_price", "max_price") if params.get(k)},
-                **({"category": params.getlist("category")} if params.getlist("category") else {}),
-            }
-        )
-        data.is_valid(raise_exception=True)
-        values = data.validated_data
-        properties = {}
-        for key in params:
-            if key.startswith("prop."):
-                name = key[len("prop.") :]
-                if not name:
-                    raise ValidationError({key: "name the property: prop.<name>=<value>"})
-                properties[name] = [v for raw in params.getlist(key) for v in selectors.property_filter_values(raw)]
+        query = self.request.query_params
+        raw_active = query.get("is_active", "").strip()
         # The selector builds the conditions; the scoped queryset keeps the project.
-        matching = selectors.product_filter(
+        matching = selectors.products_matching(
             project_id=self.project.pk,
-            categories=values.get("category", []),
-            in_stock=values.get("in_stock"),
-            is_active=values.get("is_active"),
-            price_min=values.get("min_price"),
-            price_max=values.get("max_price"),
-            properties=properties,
+            conditions=selectors.ProductFilter(**selectors.product_filter_params(query)),
+            is_active=params.boolean("is_active", raw_active) if raw_active else None,
         )
         return qs & matching
 

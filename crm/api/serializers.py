@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+from typing import Any
+
 from rest_framework import serializers
 
 from crm.models import Device, Event, Profile
+from crm.storable import json_problem
 
 
 class DeviceOutSerializer(serializers.ModelSerializer):
@@ -52,6 +55,12 @@ class ProfileUpdateSerializer(serializers.Serializer):
     email_subscribed = serializers.BooleanField(required=False, allow_null=True)
     push_subscribed = serializers.BooleanField(required=False, allow_null=True)
     sms_subscribed = serializers.BooleanField(required=False, allow_null=True)
+
+    def validate_traits(self, traits: dict[str, Any]) -> dict[str, Any]:
+        problem = json_problem(traits, path="traits")
+        if problem:
+            raise serializers.ValidationError(problem)
+        return traits
 
 
 class EventOutSerializer(serializers.ModelSerializer):

@@ -5,20 +5,15 @@ from __future__ import annotations
 from django.db.models import Prefetch, QuerySet
 from rest_framework import mixins
 from rest_framework.decorators import action
-from rest_framework.exceptions import ValidationError
-from rest_framework.pagination import CursorPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from crm import services
-from crm.api.base import ProjectScopedViewSet
+from crm.api import params
+from crm.api.base import IdCursorPagination, ProjectScopedViewSet
 from crm.api.serializers import EventOutSerializer, ProfileOutSerializer, ProfileUpdateSerializer
 from crm.models import AnonymousId, Device, Profile
 from crm.selectors import profile_events
-
-
-class ProfilePagination(CursorPagination):
-    ordering = "id"
 
 
 class ProfileViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectScopedViewSet):
@@ -27,7 +22,7 @@ class ProfileViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectSc
 
     queryset = Profile.objects.all()
     serializer_class = ProfileOutSerializer
-    pagination_class = ProfilePagination
+    pagination_class = IdCursorPagination
     lookup_field = "user_id"
     lookup_value_regex = "[^/]+"
 
@@ -42,7 +37,7 @@ class ProfileViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectSc
         )
         email = self.request.query_params.get("email")
         if email:
-            qs = qs.filter(email__iexact=email)
+            qs = qs.filter(email__iexact=params.text("email", email))
         return qs
 
     def partial_update(self, request: Request, user_id: str) -> Response:
@@ -62,9 +57,6 @@ class ProfileViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, ProjectSc
     @action(detail=True, methods=["get"])
     def events(self, request: Request, user_id: str) -> Response:
         profile = self.get_object()
-        raw = request.query_params.get("limit", "50")
-        if not raw.isdigit() or not 1 <= int(raw) <= 500:
-            raise ValidationError({"limit": "must be an integer from 1 to 500"})
-        limit = int(raw)
+        limit = params.integer("limit", request.query_params.get("limit", "50"), minimum=1, maximum=500)
         events = profile_events(profile_id=profile.pk, limit=limit)
         return Response({"events": EventOutSerializer(events, many=True).data})

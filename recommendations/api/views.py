@@ -3,32 +3,25 @@
 Plain Django views rather than DRF: these answer on every screen of every app
 (the target is 1,500 requests/s on two cores, docs/benchmarks.md), and DRF's
 request wrapping and content negotiation would cost more than the recommendation
-itself. Input is parsed by hand, every rejection names its parameter.
+itself. Input is parsed by crm.api.params, every rejection names its parameter.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import orjson
 from django.http import HttpRequest, HttpResponse, QueryDict
 from django.views.decorators.http import require_GET
 
-from catalog.selectors import product_get, property_filter_values
+from catalog.selectors import PRODUCT_FILTER_PARAMS, PROPERTY_PARAM_PREFIX, product_filter_params, product_get
+from crm.api import params
 from crm.rate_limits import rate_limit_project, rate_limit_unknown_key
 from crm.selectors import project_for_secret_key
 from recommendations import serving, tracking
 
-_FILTER_PARAMS = {"limit", "category", "in_stock", "min_price", "max_price", "exclude"}
-_BOOLS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
-
-
-class BadParameter(Exception):
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field, self.message = field, message
+_OWN_PARAMS = {"limit", "exclude"}
 
 
 def _error(status: int, code: str, message: str, field: str | None = None) -> tuple[int, bytes]:
@@ -45,56 +38,18 @@ def _project(authorization: str):  # noqa: ANN202 - Project | None
     return project_for_secret_key(key.strip())
 
 
-def _decimal(query: QueryDict, name: str) -> Decimal | None:
-    raw = query.get(name)
-    if raw is None or raw == "":
-        return None
-    try:
-        value = Decimal(raw)
-    except InvalidOperation:
-        raise BadParameter(name, f"{name} must be a number, got {raw!r}") from None
-    if not value.is_finite() or value < 0:
-        raise BadParameter(name, f"{name} must be a non-negative number, got {raw!r}")
-    return value
-
-
 def parse_filters(query: QueryDict, *, default_limit: int) -> tuple[int, serving.ServeFilters]:
-    """The query string as (limit, filters); BadParameter names what is wrong."""
+    """The query string as (limit, filters); params.BadParameter names what is wrong."""
     for name in query:
-        if name not in _FILTER_PARAMS and not name.startswith("prop."):
-            raise BadParameter(name, f"unknown parameter {name!r}; property filters are written prop.<name>=<value>")
-    raw_limit = query.get("limit", str(default_limit))
-    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 100:
-        raise BadParameter("limit", f"limit must be an integer from 1 to 100, got {raw_limit!r}")
-    in_stock = None
-    if "in_stock" in query:
-        raw = query["in_stock"].strip().lower()
-        if raw not in _BOOLS:
-            raise BadParameter("in_stock", f"in_stock must be true or false, got {query['in_stock']!r}")
-        in_stock = _BOOLS[raw]
-    price_min, price_max = _decimal(query, "min_price"), _decimal(query, "max_price")
-    if price_min is not None and price_max is not None and price_min > price_max:
-        raise BadParameter("min_price", "min_price must not exceed max_price")
-    categories = tuple(c.strip() for c in query.getlist("category") if c.strip())
-    exclude = frozenset(pid.strip() for raw in query.getlist("exclude") for pid in raw.split(",") if pid.strip())
-    properties = []
-    for name in sorted(n for n in query if n.startswith("prop.")):
-        prop = name[len("prop.") :]
-        if not prop:
-            raise BadParameter(name, "property filters are written prop.<name>=<value>")
-        values: list[Any] = []
-        for raw in query.getlist(name):
-            values.extend(property_filter_values(raw))
-        properties.append((prop, tuple(values)))
-    filters = serving.ServeFilters(
-        categories=categories,
-        in_stock=in_stock,
-        price_min=price_min,
-        price_max=price_max,
-        properties=tuple(properties),
-        exclude=exclude,
+        if name not in _OWN_PARAMS and name not in PRODUCT_FILTER_PARAMS and not name.startswith(PROPERTY_PARAM_PREFIX):
+            raise params.BadParameter(
+                name, f"unknown parameter {name!r}; property filters are written prop.<name>=<value>"
+            )
+    limit = params.integer("limit", query.get("limit", str(default_limit)), minimum=1, maximum=100)
+    exclude = frozenset(
+        params.text("exclude", pid.strip()) for raw in query.getlist("exclude") for pid in raw.split(",") if pid.strip()
     )
-    return int(raw_limit), filters
+    return limit, serving.ServeFilters(**product_filter_params(query), exclude=exclude)
 
 
 def _rate_limited(retry_after: int, message: str) -> tuple[int, bytes, dict[str, str]]:
@@ -127,10 +82,8 @@ def _result(project: Any, query: QueryDict, run: Any, default_limit: int) -> tup
     try:
         limit, filters = parse_filters(query, default_limit=default_limit)
         result = run(project, limit, filters)
-    except BadParameter as exc:
+    except params.BadParameter as exc:
         return _error(400, "invalid_parameter", exc.message, exc.field)
-    except ValueError as exc:  # a value the database driver refuses (psycopg2: a NUL character)
-        return _error(400, "invalid_parameter", str(exc), "prop")
     if isinstance(result, tuple):
         return result
     return 200, orjson.dumps(result.as_dict())
@@ -138,6 +91,7 @@ def _result(project: Any, query: QueryDict, run: Any, default_limit: int) -> tup
 
 def user_recommendations_run(user_id: str) -> Any:
     def run(project, limit: int, filters: serving.ServeFilters):  # noqa: ANN001, ANN202
+        params.text("user_id", user_id)
         served = serving.recommendations_for_user(project_id=project.pk, user_id=user_id, limit=limit, filters=filters)
         tracking.served_record(project_id=project.pk, served=served, surface="api", user_ref=user_id)
         return served
@@ -166,6 +120,7 @@ def user_recommendations(request: HttpRequest, user_id: str) -> HttpResponse:
 @require_GET
 def similar_products(request: HttpRequest, product_id: str) -> HttpResponse:
     def run(project, limit: int, filters: serving.ServeFilters):  # noqa: ANN001, ANN202
+        params.text("product_id", product_id)
         if product_get(project_id=project.pk, product_id=product_id) is None:
             return _error(404, "not_found", f"product {product_id!r} is not in the catalog", "product_id")
         served = serving.similar_products(project_id=project.pk, product_id=product_id, limit=limit, filters=filters)

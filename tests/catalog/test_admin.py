@@ -156,8 +156,10 @@ def test_product_list_has_thumbnails_filters_and_search_in_few_queries(console, 
     assert page.status_code == 200
     assert len(page.context["cl"].result_list) == 30
     assert '<img src="https://cdn.example.com/7.jpg"' in page.content.decode()
-    # Session, user, memberships, the categories of the filter, count and rows: not one per product.
-    assert len(queries) <= 10
+    # Session, user, memberships, the categories of the filter, count and rows: not one per product
+    # (nor the savepoint the filtered count runs in, crm.admin_base.CheckedChangeList).
+    statements = [q["sql"] for q in queries.captured_queries if "SAVEPOINT" not in q["sql"]]
+    assert len(statements) <= 10, statements
 
     def ids(params: dict) -> list[str]:
         return sorted(p.product_id for p in console.get("/admin/catalog/product/", params).context["cl"].result_list)

@@ -48,6 +48,42 @@ def test_fast_path_errors_name_the_field_and_need_a_key(shop):
     assert status == 401
 
 
+HOSTILE = [
+    ("min_price=1e999999", "min_price", "min_price must be below 10^10, got '1e999999'"),
+    ("prop.brand=%00", "prop.brand", "prop.brand must not contain a NUL character"),
+    ("prop.%00=1", "prop.\x00", "prop.\x00 must not contain a NUL character"),
+    ("category=%00", "category", "category must not contain a NUL character"),
+    ("exclude=p1,%00", "exclude", "exclude must not contain a NUL character"),
+    # "²".isdigit() is true, and int("²") a ValueError (answered as field "prop").
+    ("limit=%C2%B2", "limit", "limit must be an integer from 1 to 100, got '²'"),
+    ("limit=%D9%A3", "limit", "limit must be an integer from 1 to 100, got '٣'"),
+]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("query", "field", "message"), HOSTILE)
+def test_hostile_parameters_are_a_400_naming_them_on_the_fast_path_as_in_the_view(shop, query, field, message):
+    _project, keys = shop
+    expected = {"error": "invalid_parameter", "message": message, "field": field}
+    status, _h, body = call("/api/v1/users/u1/recommendations", query, auth=f"Bearer {keys.secret_key}")
+    assert (status, json.loads(body)) == (400, expected)
+    view = bearer_client(keys.secret_key).get(f"/api/v1/users/u1/recommendations?{query}")
+    assert (view.status_code, view.json()) == (400, expected)
+    assert RecommendationServed.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_a_user_id_with_a_nul_is_a_400_naming_it(shop):
+    _project, keys = shop
+    # WSGI hands the path decoded; the view gets it from %00 in the URL.
+    status, _h, body = call("/api/v1/users/u\x00/recommendations", auth=f"Bearer {keys.secret_key}")
+    expected = {"error": "invalid_parameter", "message": "user_id must not contain a NUL character", "field": "user_id"}
+    assert (status, json.loads(body)) == (400, expected)
+    view = bearer_client(keys.secret_key).get("/api/v1/users/u%00/recommendations")
+    assert (view.status_code, view.json()) == (400, expected)
+    assert RecommendationServed.objects.count() == 0
+
+
 @pytest.mark.django_db
 def test_user_ids_are_utf8_decoded(shop):
     project, keys = shop

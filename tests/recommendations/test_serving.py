@@ -211,6 +211,37 @@ def test_api_rejects_invalid_filters_naming_them(shop, project_a, query, field):
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize("path", ["/api/v1/trending", "/api/v1/products/p1/similar"])
+@pytest.mark.parametrize(
+    ("query", "field", "message"),
+    [
+        ("min_price=1e999999", "min_price", "min_price must be below 10^10, got '1e999999'"),
+        ("max_price=Infinity", "max_price", "max_price must be a number, got 'Infinity'"),
+        ("prop.brand=%00", "prop.brand", "prop.brand must not contain a NUL character"),
+        ("prop.%00=1", "prop.\x00", "prop.\x00 must not contain a NUL character"),
+        ("category=%00", "category", "category must not contain a NUL character"),
+        ("limit=%C2%B2", "limit", "limit must be an integer from 1 to 100, got '²'"),
+    ],
+)
+def test_api_hostile_parameters_are_a_400_naming_them(shop, project_a, path, query, field, message):
+    response = bearer_client(project_a[1].secret_key).get(f"{path}?{query}")
+    assert (response.status_code, response.json()) == (
+        400,
+        {"error": "invalid_parameter", "message": message, "field": field},
+    )
+    assert RecommendationServed.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_api_similar_to_a_product_id_with_a_nul_is_a_400_naming_it(shop, project_a):
+    response = bearer_client(project_a[1].secret_key).get("/api/v1/products/p%001/similar")
+    assert (response.status_code, response.json()) == (
+        400,
+        {"error": "invalid_parameter", "message": "product_id must not contain a NUL character", "field": "product_id"},
+    )
+
+
+@pytest.mark.django_db
 def test_api_property_and_category_filters(shop, project_a):
     api = bearer_client(project_a[1].secret_key)
     body = api.get("/api/v1/trending?category=Socks&category=Hats&prop.color=white").json()

@@ -1,0 +1,67 @@
+"""What the data store can hold of outside input, checked once for every entry
+point: API parameters and bodies, the console's query strings.
+
+Django accepts such values and the failure comes later, as a 500: PostgreSQL
+text cannot hold a NUL character (psycopg2 refuses the parameter with a
+ValueError), jsonb cannot hold \\u0000, NaN or Infinity, a str with a lone
+surrogate cannot be encoded as UTF-8, and orjson, which writes the JSON columns
+(crm.bulk.json_param), refuses integers beyond 64 bits and nesting deeper than
+255 levels.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+# Deeper than any trait or property a segment, a template or a filter addresses,
+# and far below orjson's 255 and Python's recursion limit.
+MAX_JSON_DEPTH = 32
+_INT64 = 2**63
+
+
+def text_problem(value: str) -> str | None:
+    """Why `value` cannot be stored as text, or None when it can."""
+    if "\x00" in value:
+        return "must not contain a NUL character"
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return "must be valid Unicode (it has a lone surrogate)"
+    return None
+
+
+def json_problem(value: Any, *, path: str, depth: int = 0) -> str | None:
+    """Why `value` (as json.loads gives it) cannot be stored in a jsonb column,
+    naming where in it (`path`, e.g. "traits['sizes'][2]: ..."); None when it can."""
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        problem = text_problem(value)
+        return f"{path}: {problem}" if problem else None
+    if isinstance(value, int):
+        return None if -_INT64 <= value < _INT64 else f"{path}: integer out of range (64 bits)"
+    if isinstance(value, float):
+        return None if math.isfinite(value) else f"{path}: must be a finite number"
+    if not isinstance(value, dict | list):
+        return f"{path}: not a JSON value ({type(value).__name__})"
+    if depth >= MAX_JSON_DEPTH:
+        return f"{path}: nested deeper than {MAX_JSON_DEPTH} levels"
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            problem = json_problem(item, path=f"{path}[{index}]", depth=depth + 1)
+            if problem:
+                return problem
+        return None
+    for key, item in value.items():
+        if not isinstance(key, str):
+            return f"{path}: keys must be strings, got {key!r}"
+        where = f"{path}[{key[:40]!r}]"
+        problem = text_problem(key)
+        if problem:
+            return f"{where}: the key {problem}"
+        problem = json_problem(item, path=where, depth=depth + 1)
+        if problem:
+            return problem
+    return None
