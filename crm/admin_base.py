@@ -20,6 +20,7 @@ from django.db.models import Model, QuerySet
 from django.http import HttpRequest
 from django.utils.functional import cached_property
 
+from crm.api import params
 from crm.models import Project
 from crm.selectors import project_ids_for_user
 from crm.storable import text_problem
@@ -68,8 +69,9 @@ class CheckedChangeList(ChangeList):
 
 
 class ConsoleAdmin(admin.ModelAdmin):
-    """Base of every admin of the project (ProjectScopedAdmin derives from it):
-    no query string or search term makes a console page answer 500."""
+    """Base of every admin of the project (ProjectScopedAdmin derives from it;
+    console_admins_checked adds it to other apps' admins): no query string or
+    search term makes a console page answer 500."""
 
     def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
         return CheckedChangeList
@@ -83,6 +85,18 @@ class ConsoleAdmin(admin.ModelAdmin):
         return super().get_search_results(request, queryset, search_term)
 
 
+def console_admins_checked(site: admin.AdminSite = admin.site) -> None:
+    """Give the admins other apps register (Django's users and groups,
+    django-celery-beat's schedules) ConsoleAdmin's checks: they are pages of the
+    same console, open to superusers. Runs once every admin module is loaded
+    (CrmConfig.ready: django.contrib.admin, listed first, loads them)."""
+    for model, model_admin in list(site._registry.items()):
+        if not isinstance(model_admin, ConsoleAdmin):
+            original = type(model_admin)
+            site.unregister(model)
+            site.register(model, type(original.__name__, (ConsoleAdmin, original), {"__module__": original.__module__}))
+
+
 class ProjectFilter(admin.SimpleListFilter):
     """The marketer's own projects only: Django's related-field filter would list
     every project's name. ProjectScopedAdmin puts it in place of "project"."""
@@ -94,16 +108,22 @@ class ProjectFilter(admin.SimpleListFilter):
         self.project_field = getattr(model_admin, "project_field", "project")
         super().__init__(request, params, model, model_admin)
 
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[int, str]]:
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
         ids = allowed_project_ids(request)
         projects = Project.objects.all() if ids is None else Project.objects.filter(pk__in=ids)
-        return [(p.pk, p.name) for p in projects]
+        # Values as the query string gives them: the facet counts ("Show counts")
+        # pass these to queryset() in place of the query string's.
+        return [(str(p.pk), p.name) for p in projects]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
         value = self.value()
-        if value and value.isdigit():
-            return queryset.filter(**{f"{self.project_field}__id": int(value)})
-        return queryset
+        if not value:
+            return queryset
+        try:
+            project_id = params.integer(self.parameter_name, value, minimum=1, maximum=params.MAX_ID)
+        except params.BadParameter as exc:
+            raise IncorrectLookupParameters(exc.message) from exc
+        return queryset.filter(**{f"{self.project_field}__id": project_id})
 
 
 class ProjectScopedAdmin(ConsoleAdmin):

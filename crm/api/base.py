@@ -13,9 +13,6 @@ from crm.api import params
 from crm.authentication import HasProject, SecretKeyAuthentication, SecretKeyRateThrottle
 from crm.models import Project
 
-# A primary key (bigint).
-_MAX_ID = 2**63 - 1
-
 
 class ProjectScopedMixin:
     """Scopes `get_queryset()` to the authenticated project. Every API view over
@@ -57,7 +54,7 @@ class IdCursorPagination(CursorPagination):
             raise invalid from None
         if cursor is not None and cursor.position is not None:
             try:
-                params.integer(name, cursor.position, minimum=0, maximum=_MAX_ID)
+                params.integer(name, cursor.position, minimum=0, maximum=params.MAX_ID)
             except params.BadParameter:
                 raise invalid from None
         return cursor

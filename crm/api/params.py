@@ -13,6 +13,8 @@ from decimal import Decimal, InvalidOperation
 
 from crm.storable import text_problem
 
+# The largest primary key (bigint).
+MAX_ID = 2**63 - 1
 _TRUE = {"true", "1", "yes"}
 _FALSE = {"false", "0", "no"}
 # Longer than any integer a parameter takes (a cursor's 64-bit id has 19 digits);

@@ -26,7 +26,7 @@ _OWN_PARAMS = {"limit", "exclude"}
 
 def _error(status: int, code: str, message: str, field: str | None = None) -> tuple[int, bytes]:
     body: dict[str, Any] = {"error": code, "message": message}
-    if field:
+    if field is not None:  # "" too: `?=x` is an unknown parameter named ""
         body["field"] = field
     return status, orjson.dumps(body)
 

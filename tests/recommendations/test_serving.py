@@ -199,6 +199,7 @@ def test_api_answers_with_catalog_fields_and_records_the_list(shop, project_a):
         ("min_price=-1", "min_price"),
         ("min_price=50&max_price=10", "min_price"),
         ("colour=red", "colour"),
+        ("=red", ""),
         ("prop.=x", "prop."),
     ],
 )
