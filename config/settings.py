@@ -177,14 +177,15 @@ CELERY_TASK_ALWAYS_EAGER = not CELERY_BROKER_URL
 # visibility timeout (docs/architecture.md, "Delivery guarantees"). Redis stays
 # possible for development, by saying so.
 _broker_scheme = CELERY_BROKER_URL.split("://", 1)[0].lower() if CELERY_BROKER_URL else ""
-if _broker_scheme in ("redis", "rediss") and not env_bool("CELERY_BROKER_ACCEPT_LOSS", False):
+_broker_is_redis = _broker_scheme in ("redis", "rediss")
+if _broker_is_redis and not env_bool("CELERY_BROKER_ACCEPT_LOSS", False):
     raise ImproperlyConfigured(
         "CELERY_BROKER_URL is a Redis broker, which can lose accepted events when a worker is killed: "
         "use RabbitMQ (amqp://…), or set CELERY_BROKER_ACCEPT_LOSS=1 to accept that (development only)"
     )
-if _broker_scheme and _broker_scheme not in ("amqp", "amqps", "pyamqp", "redis", "rediss"):
+if _broker_scheme and not _broker_is_redis and _broker_scheme not in ("amqp", "amqps", "pyamqp"):
     raise ImproperlyConfigured(f"CELERY_BROKER_URL must be amqp://… (RabbitMQ), not {_broker_scheme}://…")
-if _broker_scheme in ("redis", "rediss"):
+if _broker_is_redis:
     # What a worker killed mid-batch costs on Redis: the batch comes back after
     # this many seconds (Celery's default is an hour). Longer than any task:
     # a training run on the ml queue that outlives it would be started twice.

@@ -1,5 +1,6 @@
 """What the data store can hold of outside input, checked once for every entry
-point: API parameters and bodies, the console's query strings.
+point: API parameters and bodies, the console's query strings; and the one
+escape of text that must be kept whatever it holds (dead letters).
 
 Django accepts such values and the failure comes later, as a 500: PostgreSQL
 text cannot hold a NUL character (psycopg2 refuses the parameter with a
@@ -30,6 +31,15 @@ def text_problem(value: str) -> str | None:
         except UnicodeEncodeError:
             return "must be valid Unicode (it has a lone surrogate)"
     return None
+
+
+def text_storable(text: str) -> str:
+    """`text` as PostgreSQL's text can hold it, for reading (not reversibly): a
+    NUL as the six characters backslash-u0000, a lone surrogate as its backslash
+    escape. For what must be kept whatever it holds (a dead letter's error)."""
+    if "\x00" in text:
+        text = text.replace("\x00", "\\u0000")
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def json_problem(value: Any, *, path: str, depth: int = 0) -> str | None:

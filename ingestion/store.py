@@ -63,6 +63,7 @@ from crm.services import (
     profiles_resolve,
     write_caches_clear,
 )
+from crm.storable import text_storable
 from crm.vocabulary import ORDER_EVENTS, RECENT_VIEW_EVENTS, canonical_name
 from ingestion import hooks
 from ingestion.models import DeadLetter
@@ -384,10 +385,10 @@ def dead_letter_record(*, project_id: int, message: dict[str, Any], error: BaseE
         with transaction.atomic():  # a savepoint: the caller's transaction, if any, goes on
             return DeadLetter.objects.create(
                 project_id=project_id,
-                message_id=_storable_text(str(fields.get("messageId") or ""))[:255],
+                message_id=text_storable(str(fields.get("messageId") or ""))[:255],
                 message=_letter_json(message),
-                error=_storable_text(f"{type(error).__name__}: {error}")[:10_000],
-                traceback=_storable_text("".join(traceback.format_exception(error)))[-20_000:],
+                error=text_storable(f"{type(error).__name__}: {error}")[:10_000],
+                traceback=text_storable("".join(traceback.format_exception(error)))[-20_000:],
                 received_at=_letter_received_at(fields.get("receivedAt")),
             )
     except IntegrityError:
@@ -395,15 +396,6 @@ def dead_letter_record(*, project_id: int, message: dict[str, Any], error: BaseE
             raise
         logger.warning("dropping a dead letter of deleted project %s", project_id)
         return None
-
-
-def _storable_text(text: str) -> str:
-    """`text` as PostgreSQL's text can hold it: a NUL as the six characters
-    backslash-u0000, a lone surrogate as its backslash escape (for reading, not
-    reversibly: the message itself is kept exactly, as JSON)."""
-    if "\x00" in text:
-        text = text.replace("\x00", "\\u0000")
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _letter_json(message: Any) -> str:
@@ -419,7 +411,7 @@ def _letter_json(message: Any) -> str:
     try:
         return json.dumps(message, ensure_ascii=True, default=repr)
     except (RecursionError, TypeError, ValueError) as exc:
-        return orjson.dumps({"unencodable_message": _storable_text(f"{type(exc).__name__}: {exc}")}).decode()
+        return orjson.dumps({"unencodable_message": text_storable(f"{type(exc).__name__}: {exc}")}).decode()
 
 
 def _letter_received_at(value: Any) -> datetime:

@@ -223,38 +223,33 @@ def celery_worker_process(transactional_db: None):  # noqa: ANN201
                 proc.wait()
 
 
-@pytest.fixture
-def uwsgi_process(transactional_db: None):  # noqa: ANN201
-    """Start config.wsgi on real uWSGI processes (as the README runs them),
-    against the test database and the configured broker; returns the port.
+class WebServers:
+    """Web server processes of one test, each on a free port, their whole process
+    groups stopped after it: workers must not outlive it with their database
+    connections (the test database is dropped at the end)."""
 
-    Usage: `port = uwsgi_process("--processes", "2", "--threads", "4", env={...})`.
-    The whole process group is stopped after the test: workers must not outlive
-    it with their database connections (the test database is dropped at the end)."""
-    import contextlib
-    import signal
-    import socket
-    import subprocess
-    import sys
-    import time
-    from pathlib import Path
+    def __init__(self) -> None:
+        import subprocess
 
-    database_url = worker_database_url()
-    started: list[subprocess.Popen] = []
+        self.started: list[subprocess.Popen] = []
 
-    def start(*args: str, env: dict[str, str] | None = None) -> int:
+    def start(self, argv: Callable[[int], list[str]], *, env: dict[str, str] | None = None, what: str) -> int:
+        """Start `argv(port)` against the test database; return the port once it accepts connections."""
+        import socket
+        import subprocess
+        import time
+        from pathlib import Path
+
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
         proc = subprocess.Popen(
-            [str(Path(sys.executable).with_name("uwsgi")), "--http11-socket", f"127.0.0.1:{port}",
-             "--module", "config.wsgi:application", "--master", "--lazy-apps", "--enable-threads",
-             "--die-on-term", "--need-app", "--disable-logging", *args],
-            env={**os.environ, "DATABASE_URL": database_url, **(env or {})},
+            argv(port),
+            env={**os.environ, "DATABASE_URL": worker_database_url(), **(env or {})},
             cwd=Path(__file__).resolve().parents[1], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             start_new_session=True,
         )  # fmt: skip
-        started.append(proc)
+        self.started.append(proc)
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -262,19 +257,53 @@ def uwsgi_process(transactional_db: None):  # noqa: ANN201
                 return port
             except OSError:
                 if time.monotonic() > deadline or proc.poll() is not None:
-                    raise AssertionError("uWSGI did not start") from None
+                    raise AssertionError(f"{what} did not start") from None
                 time.sleep(0.2)
 
-    yield start
-    for proc in started:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            pass
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
+    def stop(self) -> None:
+        import contextlib
+        import signal
+        import subprocess
+
+        for proc in self.started:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def web_servers() -> Iterator[WebServers]:
+    servers = WebServers()
+    yield servers
+    servers.stop()
+
+
+@pytest.fixture
+def uwsgi_process(transactional_db: None, web_servers: WebServers):  # noqa: ANN201
+    """Start config.wsgi on real uWSGI processes (as the README runs them),
+    against the test database and the configured broker; returns the port.
+
+    Usage: `port = uwsgi_process("--processes", "2", "--threads", "4", env={...})`."""
+    import sys
+    from pathlib import Path
+
+    def start(*args: str, env: dict[str, str] | None = None) -> int:
+        return web_servers.start(
+            lambda port: [
+                str(Path(sys.executable).with_name("uwsgi")), "--http11-socket", f"127.0.0.1:{port}",
+                "--module", "config.wsgi:application", "--master", "--lazy-apps", "--enable-threads",
+                "--die-on-term", "--need-app", "--disable-logging", *args,
+            ],
+            env=env,
+            what="uWSGI",
+        )  # fmt: skip
+
+    return start
 
 
 def wsgi_call(

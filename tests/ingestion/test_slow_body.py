@@ -5,19 +5,11 @@ holding a request thread: uWSGI's --socket-timeout, gunicorn's WEB_BODY_TIMEOUT
 from __future__ import annotations
 
 import json
-import os
-import signal
 import socket
-import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
-
-from tests.conftest import worker_database_url
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def slow_post(port: int) -> tuple[float, int, dict]:
@@ -46,37 +38,18 @@ def test_uwsgi_ends_a_slow_body_after_its_socket_timeout(uwsgi_process):
 
 
 @pytest.fixture
-def gunicorn(db):  # noqa: ANN001, ANN201 - the test database's settings
-    procs: list[subprocess.Popen] = []
-
+def gunicorn(db, web_servers):  # noqa: ANN001, ANN201 - the test database's settings
     def start(**env: str) -> int:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "config/gunicorn.py", "config.wsgi:application",
-             "--bind", f"127.0.0.1:{port}", "--workers", "1", "--threads", "2"],
-            cwd=ROOT, env={**os.environ, "DATABASE_URL": worker_database_url(), **env},
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        return web_servers.start(
+            lambda port: [
+                sys.executable, "-m", "gunicorn", "-c", "config/gunicorn.py", "config.wsgi:application",
+                "--bind", f"127.0.0.1:{port}", "--workers", "1", "--threads", "2",
+            ],
+            env=env,
+            what="gunicorn",
         )  # fmt: skip
-        procs.append(proc)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                return port
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise AssertionError("gunicorn did not start") from None
-                time.sleep(0.2)
 
-    yield start
-    for proc in procs:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+    return start
 
 
 def test_gunicorn_ends_a_slow_body_after_web_body_timeout(gunicorn):
