@@ -58,3 +58,101 @@ class InAppMessage(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class SegmentStatus(models.TextChoices):
+    PENDING = "pending"  # saved, full computation queued
+    COMPUTING = "computing"
+    READY = "ready"
+    FAILED = "failed"
+
+
+class Segment(models.Model):
+    """An audience: a tree of conditions over a project's profiles, devices and
+    events (the grammar and its SQL live in campaigns.segments.rules / .compiler).
+
+    Its members are stored (SegmentMembership) and kept current as events
+    arrive and as time passes (campaigns.segments.membership); editing the rules
+    recomputes them in the background. `rules_version` counts edits, so a full
+    computation started for older rules knows it is stale and stops."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="segments")
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True, default="")
+    rules = models.JSONField(default=dict)
+    rules_version = models.PositiveIntegerField(default=1, editable=False)
+    # What the rules read, derived from them on save (campaigns.segments.rules.rules_dependencies),
+    # so the ingest hook decides which segments a batch touches without parsing rules.
+    dependencies = models.JSONField(default=dict, blank=True, editable=False)
+    status = models.CharField(max_length=10, choices=SegmentStatus.choices, default=SegmentStatus.PENDING)
+    # 0..1 while a full computation runs.
+    progress = models.FloatField(default=0.0)
+    member_count = models.PositiveIntegerField(default=0)
+    computed_at = models.DateTimeField(null=True, blank=True)
+    # Up to when the periodic time-boundary refresh has re-evaluated this segment.
+    time_checked_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["project", "name"]
+        indexes = [models.Index(fields=["project", "name"], name="segment_project_name")]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class SegmentMembership(models.Model):
+    """A profile currently in a segment. Campaigns and journeys read members by
+    (segment, profile id) ranges; leaving deletes the row (SegmentChange keeps history)."""
+
+    id = models.BigAutoField(primary_key=True)
+    segment = models.ForeignKey(Segment, on_delete=models.CASCADE, related_name="memberships", db_index=False)
+    profile = models.ForeignKey("crm.Profile", on_delete=models.CASCADE, related_name="segment_memberships")
+    entered_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            # Serves the members of a segment in profile-id order (members API, fan-out
+            # chunks by profile id range) and the membership diff of every refresh.
+            models.UniqueConstraint(fields=["segment", "profile"], name="segment_membership_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.profile_id} in {self.segment_id}"
+
+
+class SegmentChange(models.Model):
+    """A profile entering or leaving a segment, in order: journeys start on entry."""
+
+    id = models.BigAutoField(primary_key=True)
+    segment = models.ForeignKey(Segment, on_delete=models.CASCADE, related_name="changes", db_index=False)
+    profile = models.ForeignKey("crm.Profile", on_delete=models.CASCADE, related_name="+", db_index=False)
+    entered = models.BooleanField()
+    at = models.DateTimeField()
+
+    class Meta:
+        indexes = [
+            # "Who entered segment S since T" (journeys) and the profile page's history.
+            models.Index(fields=["segment", "at"], name="segment_change_segment_at"),
+            models.Index(fields=["profile", "at"], name="segment_change_profile_at"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.profile_id} {'entered' if self.entered else 'left'} {self.segment_id}"
+
+
+class SegmentSize(models.Model):
+    """A segment's member count at a time: the console's chart of size over time."""
+
+    id = models.BigAutoField(primary_key=True)
+    segment = models.ForeignKey(Segment, on_delete=models.CASCADE, related_name="sizes", db_index=False)
+    at = models.DateTimeField()
+    members = models.PositiveIntegerField()
+
+    class Meta:
+        indexes = [models.Index(fields=["segment", "at"], name="segment_size_segment_at")]
+
+    def __str__(self) -> str:
+        return f"{self.segment_id}: {self.members} at {self.at:%Y-%m-%d %H:%M}"

@@ -198,6 +198,9 @@ CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {
     "ingestion.*": {"queue": "ingest"},
     "recommendations.*": {"queue": "ml"},
+    # Segment membership refreshes: their own queue, so a full recomputation of a big
+    # segment never delays sends, and sends never delay membership.
+    "campaigns.segments.*": {"queue": "segments"},
     "campaigns.*": {"queue": "sends"},
 }
 # The ingest queue's RabbitMQ queue type: "classic" (durable, persistent
@@ -213,6 +216,7 @@ if INGEST_QUEUE_TYPE == "quorum":
         Queue("ingest", queue_arguments={"x-queue-type": "quorum"}),
         Queue("ml"),
         Queue("sends"),
+        Queue("segments"),
     ]
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
