@@ -566,7 +566,7 @@ class _Parser:
         self, value: Any, path: str, *, integer: bool = False, bounds: tuple[int, int] | None = None
     ) -> int | Decimal | None:
         if isinstance(value, bool) or not isinstance(value, int | float):
-            self.error(path, "must be a whole number" if integer else "must be a number")
+            self.error(path, "must be a number")
             return None
         if isinstance(value, float) and not math.isfinite(value):
             self.error(path, "must be a finite number")
