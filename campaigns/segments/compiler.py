@@ -138,6 +138,7 @@ def boundary_q(node: Node, *, since: datetime, now: datetime) -> Q | None:
                 # and outside at `now` exactly when since - span <= t < now - span.
                 events = Event.objects.filter(
                     profile_id=OuterRef("pk"),
+                    project_id=p["project_id"],
                     name__in=p["names"],
                     timestamp__gte=since - span,
                     timestamp__lte=now - span,
@@ -399,10 +400,12 @@ def _device_q(p: dict[str, Any], now: datetime) -> Q:
 
 
 def _event_q(p: dict[str, Any], now: datetime) -> Q:
-    # Correlated on the profile and the names: PostgreSQL probes event_profile_time
-    # (profile_id, timestamp) per profile, or turns it into a semi-join driven by
-    # event_project_name_time (project_id, name, timestamp) when the names are rare.
-    events = Event.objects.filter(profile_id=OuterRef("pk"), name__in=p["names"])
+    # Correlated on the profile, plus the project and the names: PostgreSQL probes
+    # event_profile_time (profile_id, timestamp) per profile, or turns EXISTS into a
+    # (anti-)semi-join fed by a range scan of event_project_name_time (project_id, name,
+    # timestamp). The project is redundant for correctness (a profile's events are its
+    # project's) but without it that index is only usable by skip scan.
+    events = Event.objects.filter(profile_id=OuterRef("pk"), project_id=p["project_id"], name__in=p["names"])
     window = p["window"]
     if "last_days" in window:
         events = events.filter(timestamp__gte=now - timedelta(days=window["last_days"]))

@@ -393,6 +393,9 @@ class _Parser:
             params={
                 "name": name,
                 "names": self._event_names(name),
+                # The compiler keys the event subqueries on it too, so that both event
+                # indexes apply in full (event_project_name_time leads with the project).
+                "project_id": self.project_id,
                 "where": tuple(where),
                 "count": count,
                 "window": window,

@@ -380,11 +380,16 @@ def test_project_b_profiles_never_match_project_a_rules(world):
     # The category lookup reads the profile's own project's catalog (B's SKU1 is a bag).
     assert members(world, {"recent_item": "viewed", "category": "Shoes"}, project="b") == set()
     assert members(world, {"recent_item": "viewed", "category": "Bags"}, project="b") == {"zed"}
-    # Without the caller's project filter the same Q would match both: the scoping is the caller's job.
-    node = rules_parse(rules, project_id=world["a"].pk)
+    # Scoping profiles is the caller's job: unscoped, a rule on columns matches both twins...
+    node = rules_parse(P("traits.plan", "eq", "pro"), project_id=world["a"].pk)
     assert set(Profile.objects.filter(rules_q(node, now=NOW)).values_list("user_id", "project_id")) == {
         ("u1", world["a"].pk),
         ("u1", world["b"].pk),
+    }
+    # ...but event conditions read only the parsing project's events.
+    node = rules_parse(rules, project_id=world["a"].pk)
+    assert set(Profile.objects.filter(rules_q(node, now=NOW)).values_list("user_id", "project_id")) == {
+        ("u1", world["a"].pk)
     }
 
 
