@@ -150,6 +150,11 @@ BAD: list[tuple[str, Any, list[tuple[str, str]]]] = [
         [("rules.value", 'must be {"days": N} or {"hours": N}')],
     ),  # fmt: skip
     ("not a date", {"profile": "last_seen", "op": "before", "value": "yesterday"}, [("rules.value", ISO)]),
+    (
+        "past year 9999 in UTC",
+        {"profile": "last_seen", "op": "after", "value": "9999-12-31T23:00:00-02:00"},
+        [("rules.value", ISO)],
+    ),  # fmt: skip
     ("impossible date", {"profile": "birth_date", "op": "before", "value": "2026-02-30"}, [("rules.value", ISO)]),
     (
         "dates reversed",
