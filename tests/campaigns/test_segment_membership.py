@@ -148,9 +148,11 @@ def test_invalid_rules_are_rejected_with_their_path_and_nothing_is_saved(project
     project, _ = project_a
     with pytest.raises(RulesInvalid) as caught:
         segment_save(
-            project_id=project.pk, name="Bad", rules={"all": [IN_DE_FR, {"event": "X", "count": {"value": -1}}]}
+            project_id=project.pk,
+            name="Bad",
+            rules={"all": [IN_DE_FR, {"event": "X", "count": {"op": "gte", "value": -1}}]},
         )
-    assert "rules.all[1].count" in [path for path, _ in caught.value.errors]
+    assert caught.value.errors == [("rules.all[1].count.value", "must be >= 0")]
     assert Segment.objects.count() == 0
 
 
@@ -353,23 +355,36 @@ def test_a_segment_used_by_another_cannot_be_deleted_and_one_deleted_takes_its_r
 
 
 def test_time_refresh_matches_a_full_computation_at_the_new_time(shop):
-    """Moving `now` past window edges: the boundary profiles leave/enter exactly as
-    a full computation at the new time says. Needs compiler.boundary_q (seg-rules)."""
-    project, _, people = shop
-    segment = saved(project)
-    segment_compute_full(segment_id=segment.pk, rules_version=1, now=NOW)
-    assert members(segment) == {"in-1", "in-2"}
-    # in-2's views are 6 days old: 1.5 days later they are out of the window.
+    """Moving `now` past window edges: exactly the profiles near a boundary leave or
+    enter, as a full computation at the new time says."""
+    project, _, _ = shop
+    engaged = saved(project)
+    lapsed = saved(project, {"not": {**VIEWED_3_IN_7, "count": {"op": "gte", "value": 1}}}, "Lapsed")
+    for segment in (engaged, lapsed):
+        segment_compute_full(segment_id=segment.pk, rules_version=1, now=NOW)
+    assert members(engaged) == {"in-1", "in-2"}
+    assert members(lapsed) == {"old-views", "none"}
+    # in-2's views are 6 days old: 1.5 days later they are out of the 7-day window.
     later = NOW + timedelta(days=1, hours=12)
-    changed = segments_time_refresh(now=later)
-    segment.refresh_from_db()
-    if segment.time_checked_at != later:
-        pytest.skip("compiler.boundary_q is not implemented yet (seg-rules)")
-    reference = saved(project, name="Reference")
-    segment_compute_full(segment_id=reference.pk, rules_version=1, now=later)
-    assert members(segment) == members(reference) == {"in-1"}
-    assert changed == 1
-    assert changes(segment) == [("in-1", True), ("in-2", False), ("in-2", True)]
-    assert segment.member_count == 1
-    # Nothing left to do at the same time.
+    assert segments_time_refresh(now=later) == 2
+    for segment in (engaged, lapsed):
+        segment.refresh_from_db()
+        reference = saved(project, segment.rules, f"{segment.name} at the new time")
+        segment_compute_full(segment_id=reference.pk, rules_version=1, now=later)
+        assert members(segment) == members(reference)
+        assert (segment.time_checked_at, segment.member_count) == (later, len(members(reference)))
+    assert members(engaged) == {"in-1"}
+    assert members(lapsed) == {"old-views", "none", "in-2"}
+    assert changes(engaged) == [("in-1", True), ("in-2", False), ("in-2", True)]
+    assert changes(lapsed) == [("in-2", True), ("none", True), ("old-views", True)]
+    assert set(
+        SegmentChange.objects.filter(segment__in=[engaged, lapsed], profile__user_id="in-2").values_list(
+            "at", flat=True
+        )
+    ) == {NOW, later}
+    # Nothing left to do at the same time; a little later, nobody is near an edge, and
+    # only profiles near one are evaluated: a member row removed behind its back stays gone.
     assert segments_time_refresh(now=later) == 0
+    SegmentMembership.objects.filter(segment=lapsed, profile__user_id="none").delete()
+    assert segments_time_refresh(now=later + timedelta(minutes=1)) == 0
+    assert "none" not in members(lapsed)
