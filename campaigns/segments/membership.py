@@ -38,7 +38,7 @@ mark for it yet.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -49,7 +49,7 @@ from django.utils import timezone
 
 from campaigns.models import Segment, SegmentChange, SegmentMembership, SegmentSize, SegmentStatus
 from campaigns.segments.compiler import boundary_q, rules_q
-from campaigns.segments.rules import Dependencies, rules_dependencies, rules_parse
+from campaigns.segments.rules import rules_dependencies, rules_parse
 from crm.models import Profile
 
 logger = logging.getLogger(__name__)
@@ -157,12 +157,10 @@ def segment_delete(*, project_id: int, segment_id: int) -> bool:
 # --- the one membership statement ----------------------------------------------------
 
 
-def _membership_apply(
-    *, segment_id: int, scope: QuerySet[Profile], q: Q, at: datetime, with_ids: bool = False
-) -> tuple[int, int, list[int]]:
+def _membership_apply(*, segment_id: int, scope: QuerySet[Profile], q: Q, at: datetime) -> tuple[int, int]:
     """Make the stored members among `scope` exactly those of `scope` that
-    satisfy `q`; record entering and leaving at `at`. Returns (entered, left,
-    changed profile ids: only with `with_ids`). Run under the segment's row lock.
+    satisfy `q`; record entering and leaving at `at`. Returns (entered, left).
+    Run under the segment's row lock.
 
     One statement: the scope's ids and the matching ids are materialised once,
     the INSERT skips present members (ON CONFLICT DO NOTHING) and the DELETE
@@ -172,11 +170,6 @@ def _membership_apply(
     match_sql, match_params = matching.order_by().values("pk").query.sql_with_params()
     members = SegmentMembership._meta.db_table
     changes = SegmentChange._meta.db_table
-    result = (
-        "SELECT profile_id, entered FROM changed"
-        if with_ids
-        else "SELECT count(*) FILTER (WHERE entered), count(*) FILTER (WHERE NOT entered) FROM changed"
-    )
     sql = f"""
         WITH segment_scope(id) AS MATERIALIZED ({scope_sql}),
         segment_match(id) AS MATERIALIZED ({match_sql}),
@@ -198,18 +191,15 @@ def _membership_apply(
             SELECT %s, profile_id, true, %s FROM entering
             UNION ALL
             SELECT %s, profile_id, false, %s FROM leaving
-            RETURNING profile_id, entered
+            RETURNING entered
         )
-        {result}
+        SELECT count(*) FILTER (WHERE entered), count(*) FILTER (WHERE NOT entered) FROM changed
     """  # noqa: S608 - table names from the models, values as parameters
     params = [*scope_params, *match_params, segment_id, at, segment_id, segment_id, at, segment_id, at]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        rows = cursor.fetchall()
-    if not with_ids:
-        return int(rows[0][0]), int(rows[0][1]), []
-    entered = sum(1 for _, e in rows if e)
-    return entered, len(rows) - entered, [pid for pid, _ in rows]
+        entered, left = cursor.fetchone()
+    return int(entered), int(left)
 
 
 def _member_count_add(*, segment_id: int, delta: int) -> None:
@@ -255,9 +245,13 @@ def _compute_full(*, segment_id: int, rules_version: int, now: datetime) -> int 
         segment = _locked(segment_id)
         if segment is None or segment.rules_version != rules_version:
             return None
-        Segment.objects.filter(pk=segment_id).update(status=SegmentStatus.COMPUTING, progress=0.0, error="")
-    project_id = segment.project_id
-    node = rules_parse(segment.rules, project_id=project_id, segment_id=segment_id)
+        project_id = segment.project_id
+        # Parsed now, referenced segments' current rules inlined (the compiler does):
+        # their edits since this segment was saved change its dependencies too.
+        node = rules_parse(segment.rules, project_id=project_id, segment_id=segment_id)
+        Segment.objects.filter(pk=segment_id).update(
+            status=SegmentStatus.COMPUTING, progress=0.0, error="", dependencies=rules_dependencies(node).as_json()
+        )
     q = rules_q(node, now=now)
     profiles = Profile.objects.filter(project_id=project_id)
     bounds = profiles.aggregate(lo=Min("pk"), hi=Max("pk"))
@@ -276,7 +270,7 @@ def _compute_full(*, segment_id: int, rules_version: int, now: datetime) -> int 
             segment = _locked(segment_id)
             if segment is None or segment.rules_version != rules_version:
                 return None  # edited meanwhile: the newer computation redoes it
-            entered, left, _ = _membership_apply(segment_id=segment_id, scope=scope, q=q, at=now)
+            entered, left = _membership_apply(segment_id=segment_id, scope=scope, q=q, at=now)
             if not last:
                 Segment.objects.filter(pk=segment_id).update(
                     progress=(i + 1) / len(starts), member_count=F("member_count") + entered - left
@@ -298,38 +292,15 @@ def _compute_full(*, segment_id: int, rules_version: int, now: datetime) -> int 
 
 
 def _dependents_recompute(*, project_id: int, segment_id: int) -> None:
-    """Segments whose rules refer to `segment_id` read its membership: once it
-    is recomputed, recompute them too (after this commit)."""
+    """Segments whose rules refer to `segment_id` inline its rules (the
+    compiler): once it is recomputed (its rules may have changed), recompute
+    them too, after this commit."""
     from campaigns.segments.tasks import segment_compute_full_task
 
     for dependent_id, version in Segment.objects.filter(
         project_id=project_id, dependencies__segments__contains=[segment_id]
     ).values_list("pk", "rules_version"):
         segment_compute_full_task.delay_on_commit(dependent_id, version)
-
-
-# --- refresh of touched profiles ----------------------------------------------------
-
-
-def _dependency_order(segments: Iterable[Segment]) -> list[Segment]:
-    """Segments a refresh evaluates, those that others among them refer to first
-    (a reference reads the stored membership, which must already be refreshed)."""
-    by_id = {s.pk: s for s in segments}
-    ordered: list[Segment] = []
-    placed: set[int] = set()
-
-    def place(segment: Segment, seen: frozenset[int]) -> None:
-        if segment.pk in placed or segment.pk in seen:
-            return
-        for ref in Dependencies.from_json(segment.dependencies or {}).segments:
-            if ref in by_id:
-                place(by_id[ref], seen | {segment.pk})
-        placed.add(segment.pk)
-        ordered.append(segment)
-
-    for segment in sorted(by_id.values(), key=lambda s: s.pk):
-        place(segment, frozenset())
-    return ordered
 
 
 def segments_refresh_profiles(
@@ -364,26 +335,24 @@ def segments_refresh_profiles(
         candidates = candidates.filter(pk__in=marked)
     touched = sorted(set(profile_ids))
     entered = left = 0
-    for candidate in _dependency_order(candidates.only("pk", "dependencies")):
-        ids = sorted({*touched, *new}) if candidate.pk in marked else sorted(new)
-        came, went, _ = _segment_refresh(segment_id=candidate.pk, profile_ids=ids, now=now)
+    for candidate_id in candidates.order_by("pk").values_list("pk", flat=True):
+        ids = sorted({*touched, *new}) if candidate_id in marked else sorted(new)
+        came, went = _segment_refresh(segment_id=candidate_id, profile_ids=ids, now=now)
         entered += came
         left += went
     return entered, left
 
 
-def _segment_refresh(*, segment_id: int, profile_ids: list[int], now: datetime) -> tuple[int, int, list[int]]:
+def _segment_refresh(*, segment_id: int, profile_ids: list[int], now: datetime) -> tuple[int, int]:
     with transaction.atomic():
         segment = _locked(segment_id)
         if segment is None or segment.status not in _REFRESHED:
-            return 0, 0, []
+            return 0, 0
         node = rules_parse(segment.rules, project_id=segment.project_id, segment_id=segment_id)
         scope = Profile.objects.filter(project_id=segment.project_id, pk__in=profile_ids)
-        entered, left, changed = _membership_apply(
-            segment_id=segment_id, scope=scope, q=rules_q(node, now=now), at=now, with_ids=True
-        )
+        entered, left = _membership_apply(segment_id=segment_id, scope=scope, q=rules_q(node, now=now), at=now)
         _member_count_add(segment_id=segment_id, delta=entered - left)
-    return entered, left, changed
+    return entered, left
 
 
 # --- time ----------------------------------------------------------------------------
@@ -393,52 +362,41 @@ def segments_time_refresh(*, now: datetime | None = None) -> int:
     """For every ready, time-sensitive segment, re-evaluate only the profiles
     whose result can have changed because time passed since its
     `time_checked_at` (compiler.boundary_q), then set time_checked_at = `now`.
-    Profiles that entered or left are then refreshed in the segments that refer
-    to it. Each segment in its own transaction; one that fails is logged and
+    (A segment referring to another inlines its rules, boundaries included, so
+    it needs nothing from the one it refers to.) Each segment in its own transaction; one that fails is logged and
     left for the next run. Returns how many profiles entered or left."""
     now = now or timezone.now()
     changed = 0
     due = Segment.objects.filter(
         status=SegmentStatus.READY, dependencies__time_sensitive=True, time_checked_at__lt=now
-    ).values_list("pk", "project_id")
-    for segment_id, project_id in due:
+    ).values_list("pk", flat=True)
+    for segment_id in due:
         try:
-            entered, left, ids = _segment_time_refresh(segment_id=segment_id, now=now)
+            entered, left = _segment_time_refresh(segment_id=segment_id, now=now)
         except Exception:  # noqa: BLE001 - one segment's failure must not stop the others
             logger.exception("time refresh of segment %s failed", segment_id)
             continue
         changed += entered + left
-        if ids:
-            dependents = Segment.objects.filter(
-                project_id=project_id, dependencies__segments__contains=[segment_id]
-            ).values_list("pk", flat=True)
-            came, went = segments_refresh_profiles(
-                project_id=project_id, segment_ids=list(dependents), profile_ids=ids, now=now
-            )
-            changed += came + went
     return changed
 
 
-def _segment_time_refresh(*, segment_id: int, now: datetime) -> tuple[int, int, list[int]]:
+def _segment_time_refresh(*, segment_id: int, now: datetime) -> tuple[int, int]:
     with transaction.atomic():
         segment = _locked(segment_id)
         if segment is None or segment.status != SegmentStatus.READY or segment.time_checked_at is None:
-            return 0, 0, []
+            return 0, 0
         if segment.time_checked_at >= now:
-            return 0, 0, []
+            return 0, 0
         node = rules_parse(segment.rules, project_id=segment.project_id, segment_id=segment_id)
         near = boundary_q(node, since=segment.time_checked_at, now=now)
         entered = left = 0
-        ids: list[int] = []
         if near is not None:
             scope = Profile.objects.filter(project_id=segment.project_id).filter(near)
-            entered, left, ids = _membership_apply(
-                segment_id=segment_id, scope=scope, q=rules_q(node, now=now), at=now, with_ids=True
-            )
+            entered, left = _membership_apply(segment_id=segment_id, scope=scope, q=rules_q(node, now=now), at=now)
         Segment.objects.filter(pk=segment_id).update(
             time_checked_at=now, member_count=F("member_count") + entered - left
         )
-    return entered, left, ids
+    return entered, left
 
 
 def segment_sizes_sample(*, now: datetime | None = None) -> int:

@@ -388,3 +388,30 @@ def test_time_refresh_matches_a_full_computation_at_the_new_time(shop):
     SegmentMembership.objects.filter(segment=lapsed, profile__user_id="none").delete()
     assert segments_time_refresh(now=later + timedelta(minutes=1)) == 0
     assert "none" not in members(lapsed)
+
+
+def test_editing_a_referenced_segment_recomputes_the_segments_that_use_it(
+    shop, eager_tasks, django_capture_on_commit_callbacks
+):
+    project, _, _ = shop
+    base = saved(project, IN_DE_FR, "Base")
+    with django_capture_on_commit_callbacks(execute=True):
+        user = segment_save(
+            project_id=project.pk,
+            name="Uses base",
+            rules={"all": [{"segment": base.pk, "member": True}, VIEWED_3_IN_7]},
+        )
+    user.refresh_from_db()
+    assert members(user) == {"in-1", "in-2"}
+    assert user.dependencies["segments"] == [base.pk]
+    with django_capture_on_commit_callbacks(execute=True):
+        segment_save(
+            project_id=project.pk,
+            name="Base",
+            rules={"profile": "country", "op": "in", "value": ["US"]},
+            segment_id=base.pk,
+        )
+    user.refresh_from_db()
+    assert (user.status, user.member_count) == (SegmentStatus.READY, 1)
+    assert members(user) == {"wrong-country"}
+    assert changes(user) == [("in-1", False), ("in-1", True), ("in-2", False), ("in-2", True), ("wrong-country", True)]
