@@ -9,12 +9,15 @@ profile's next event."""
 from __future__ import annotations
 
 from celery import shared_task
-from django.db import InterfaceError, OperationalError
+from django.db import IntegrityError, InterfaceError, OperationalError
 
 from campaigns.segments import membership
 
-# Database down or a deadlock victim: worth retrying. A bug is not.
+# Database down or a deadlock victim: worth retrying. So is a foreign-key
+# violation of the refresh: a profile merged away (deleted) between the
+# statement's snapshot and its insert; evaluated again, it is simply gone.
 _TRANSIENT = (OperationalError, InterfaceError)
+_REFRESH_RETRIED = (*_TRANSIENT, IntegrityError)
 
 
 @shared_task(
@@ -23,7 +26,7 @@ _TRANSIENT = (OperationalError, InterfaceError)
     ignore_result=True,
     acks_late=True,
     reject_on_worker_lost=True,
-    autoretry_for=_TRANSIENT,
+    autoretry_for=_REFRESH_RETRIED,
     retry_backoff=True,
     retry_backoff_max=60,
     retry_jitter=True,
