@@ -54,6 +54,8 @@ from crm.models import Profile
 
 logger = logging.getLogger(__name__)
 
+# Profiles per transaction of a refresh.
+REFRESH_CHUNK = 1000
 # Statuses whose stored membership events keep current (see the module docstring).
 _REFRESHED = (SegmentStatus.READY, SegmentStatus.COMPUTING)
 
@@ -337,9 +339,14 @@ def segments_refresh_profiles(
     entered = left = 0
     for candidate_id in candidates.order_by("pk").values_list("pk", flat=True):
         ids = sorted({*touched, *new}) if candidate_id in marked else sorted(new)
-        came, went = _segment_refresh(segment_id=candidate_id, profile_ids=ids, now=now)
-        entered += came
-        left += went
+        # The history import's chunks touch up to 50,000 profiles: a transaction
+        # (and a bounded list of parameters) per REFRESH_CHUNK of them.
+        for start in range(0, len(ids), REFRESH_CHUNK):
+            came, went = _segment_refresh(
+                segment_id=candidate_id, profile_ids=ids[start : start + REFRESH_CHUNK], now=now
+            )
+            entered += came
+            left += went
     return entered, left
 
 
