@@ -23,9 +23,10 @@ from typing import Any
 PLACEHOLDER = b"RQRQRQRQRQ"  # replaced by the request number, 10 digits
 
 
-def _message(rnd: random.Random, users: int, j: int) -> dict[str, Any]:
-    """A track call shaped like the mobile SDKs send it (context included)."""
-    user = rnd.randrange(users)
+def _message(rnd: random.Random, users: int, j: int, user_digits: int = 0) -> dict[str, Any]:
+    """A track call shaped like the mobile SDKs send it (context included); user ids
+    zero-padded to `user_digits` (generate_demo_data's users are user-0000042)."""
+    user = f"{rnd.randrange(users):0{user_digits}d}"
     roll = rnd.random()
     if roll < 0.75:
         event, properties = (
@@ -63,18 +64,20 @@ def _message(rnd: random.Random, users: int, j: int) -> dict[str, Any]:
     }
 
 
-def build_templates(*, mode: str, batch_size: int, users: int, count: int, seed: int) -> list[bytes]:
+def build_templates(
+    *, mode: str, batch_size: int, users: int, count: int, seed: int, user_digits: int = 0
+) -> list[bytes]:
     rnd = random.Random(seed)
     templates = []
     for _ in range(count):
         if mode == "batch":
             # sentAt equal to the messages' timestamp: no skew correction shift.
             body: Any = {
-                "batch": [_message(rnd, users, j) for j in range(batch_size)],
+                "batch": [_message(rnd, users, j, user_digits) for j in range(batch_size)],
                 "sentAt": "2026-01-01T00:00:00.000Z",
             }
         else:
-            body = _message(rnd, users, 0)
+            body = _message(rnd, users, 0, user_digits)
         templates.append(json.dumps(body, separators=(",", ":")).encode())
     return templates
 
@@ -120,7 +123,12 @@ async def _connection(
 
 async def _run(args: argparse.Namespace) -> dict[str, Any]:
     templates = build_templates(
-        mode=args.mode, batch_size=args.batch_size, users=args.users, count=args.templates, seed=args.seed
+        mode=args.mode,
+        batch_size=args.batch_size,
+        users=args.users,
+        count=args.templates,
+        seed=args.seed,
+        user_digits=args.user_digits,
     )
     auth = base64.b64encode(f"{args.write_key}:".encode()).decode()
     path = "/v1/batch" if args.mode == "batch" else "/v1/track"
@@ -186,6 +194,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=0.0, help="requests per second in all (0: as fast as answered)")
     parser.add_argument("--duration", type=float, default=20.0)
     parser.add_argument("--users", type=int, default=10_000)
+    parser.add_argument("--user-digits", type=int, default=0, help="zero-pad user numbers to this many digits")
     parser.add_argument("--templates", type=int, default=200)
     parser.add_argument("--prefix", type=int, default=0, help="first request number (unique message ids per run)")
     parser.add_argument("--seed", type=int, default=1)

@@ -182,7 +182,7 @@ def test_the_ingest_queue_type_is_checked_and_declared():
     result = _run(show, {**env, "INGEST_QUEUE_TYPE": "quorum"})
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == (
-        "[('default', None), ('ingest', {'x-queue-type': 'quorum'}), ('ml', None), ('sends', None)]"
+        "[('default', None), ('ingest', {'x-queue-type': 'quorum'}), ('ml', None), ('sends', None), ('segments', None)]"
     )
     result = _run(show, env)
     assert (result.returncode, result.stdout.strip()) == (0, "[]")
