@@ -239,8 +239,12 @@ class Event(models.Model):
         ]
         indexes = [
             # A profile's events by time: profile page, alias merges, campaign
-            # conversion windows (profile_id = ? AND timestamp BETWEEN ...).
-            models.Index(fields=["profile", "timestamp"], name="event_profile_time"),
+            # conversion windows (profile_id = ? AND timestamp BETWEEN ...), and the
+            # segment compiler's per-profile probes (EXISTS ... WHERE profile_id =
+            # crm_profile.id AND project_id = ? AND name IN (...) AND timestamp >= ?),
+            # which the included columns answer from the index alone, without a heap
+            # visit per probe (bench/segments.py, docs/benchmarks.md).
+            models.Index(fields=["profile", "timestamp"], include=["project", "name"], name="event_profile_time_names"),
             # Events by name and time within a project: segments ("did X in the
             # last N days") and the training collector (views/purchases by date range).
             models.Index(fields=["project", "name", "timestamp"], name="event_project_name_time"),

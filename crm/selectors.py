@@ -51,7 +51,7 @@ def project_ids_for_user(user) -> list[int]:  # noqa: ANN001 - any auth user
 
 
 def profile_events(*, profile_id: int, limit: int = 20) -> QuerySet[Event]:
-    """A profile's newest events (index event_profile_time)."""
+    """A profile's newest events (index event_profile_time_names)."""
     return Event.objects.filter(profile_id=profile_id).order_by("-timestamp")[:limit]
 
 

@@ -401,7 +401,8 @@ def _device_q(p: dict[str, Any], now: datetime) -> Q:
 
 def _event_q(p: dict[str, Any], now: datetime) -> Q:
     # Correlated on the profile, plus the project and the names: PostgreSQL probes
-    # event_profile_time (profile_id, timestamp) per profile, or turns EXISTS into a
+    # event_profile_time_names (profile_id, timestamp INCLUDE project_id, name) per
+    # profile, from the index alone, or turns EXISTS into a
     # (anti-)semi-join fed by a range scan of event_project_name_time (project_id, name,
     # timestamp). The project is redundant for correctness (a profile's events are its
     # project's) but without it that index is only usable by skip scan.

@@ -365,7 +365,7 @@ def _run_online(version: ModelVersion, on_progress: Progress | None) -> None:
         raise ValueError("an online update needs a parent version with artifacts")
     with _stage(version, "collect", VersionStatus.COLLECTING, on_progress):
         now = timezone.now()
-        # Users with new interactions, then their histories (index event_profile_time).
+        # Users with new interactions, then their histories (index event_profile_time_names).
         active_profiles = list(
             Event.objects.filter(
                 project_id=version.project_id,
