@@ -1,5 +1,5 @@
 """The Celery app. Queues: ingest (collectors' batches), ml (training), sends (campaign
-delivery), default (everything else). See CELERY_TASK_ROUTES in settings."""
+delivery), segments (segment membership), default (everything else). See CELERY_TASK_ROUTES in settings."""
 
 import os
 import time
@@ -14,6 +14,9 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 app = Celery("engage")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+# Each app's `tasks` module above; the segments' tasks live in their package
+# (campaigns.segments.tasks), beside the services they call.
+app.autodiscover_tasks(["campaigns.segments"])
 
 # Celery's Django fixup closes the database connection before and after every
 # task unless this is set: a new PostgreSQL backend (fork, authentication, cold

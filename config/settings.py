@@ -221,6 +221,31 @@ if INGEST_QUEUE_TYPE == "quorum":
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_WORKER_PREFETCH_MULTIPLIER = env_int("CELERY_WORKER_PREFETCH_MULTIPLIER", 4)
+# --- Segments (campaigns.segments.membership) ---------------------------------------
+# Profile ids per transaction of a full computation (one membership statement each).
+SEGMENTS_COMPUTE_CHUNK = env_int("SEGMENTS_COMPUTE_CHUNK", 50_000)
+# Seconds the ingest workers' hook keeps a project's segment dependencies; a
+# saved segment's full computation starts this long (+1 s) after the save.
+SEGMENTS_DEPENDENCIES_CACHE_SECONDS = env_int("SEGMENTS_DEPENDENCIES_CACHE_SECONDS", 3)
+# A profile the ingest hook had not seen, created less than this long ago, is
+# evaluated against all the project's segments (it may match without events).
+SEGMENTS_NEW_PROFILE_SECONDS = env_int("SEGMENTS_NEW_PROFILE_SECONDS", 3600)
+# How often the profiles near a time boundary are re-evaluated, and segment sizes sampled.
+SEGMENTS_TIME_REFRESH_SECONDS = env_int("SEGMENTS_TIME_REFRESH_SECONDS", 60)
+SEGMENTS_SIZE_SAMPLE_SECONDS = env_int("SEGMENTS_SIZE_SAMPLE_SECONDS", 3600)
+for _name in (
+    "SEGMENTS_COMPUTE_CHUNK",
+    "SEGMENTS_NEW_PROFILE_SECONDS",
+    "SEGMENTS_TIME_REFRESH_SECONDS",
+    "SEGMENTS_SIZE_SAMPLE_SECONDS",
+):
+    if globals()[_name] < 1:
+        raise ImproperlyConfigured(f"{_name} must be at least 1, got {globals()[_name]}")
+if SEGMENTS_DEPENDENCIES_CACHE_SECONDS < 0:
+    raise ImproperlyConfigured(
+        f"SEGMENTS_DEPENDENCIES_CACHE_SECONDS must be 0 or more, got {SEGMENTS_DEPENDENCIES_CACHE_SECONDS}"
+    )
+
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 # Static entries; the DatabaseScheduler copies them into the admin's periodic tasks.
 CELERY_BEAT_SCHEDULE = {
@@ -229,6 +254,19 @@ CELERY_BEAT_SCHEDULE = {
         "task": "recommendations.schedules_ensure_all",
         "schedule": 3600.0,
         "options": {"queue": "ml"},
+    },
+    # Segment conditions that change as time passes ("in the last 7 days"): only
+    # the profiles near a boundary are re-evaluated (campaigns.segments.membership).
+    "segments: time boundaries": {
+        "task": "campaigns.segments.time_refresh",
+        "schedule": float(SEGMENTS_TIME_REFRESH_SECONDS),
+        "options": {"queue": "segments"},
+    },
+    # The console's chart of each segment's size over time.
+    "segments: size samples": {
+        "task": "campaigns.segments.sizes_sample",
+        "schedule": float(SEGMENTS_SIZE_SAMPLE_SECONDS),
+        "options": {"queue": "segments"},
     },
 }
 CELERY_TIMEZONE = "UTC"
@@ -242,7 +280,10 @@ INGEST_RETRY_AFTER = env_int("INGEST_RETRY_AFTER", 10)
 INGEST_PUBLISH_LINGER_MS = env_int("INGEST_PUBLISH_LINGER_MS", 10)
 # Later stages plugged into ingestion (see ingestion/hooks.py).
 INGEST_RESPONSE_HOOKS = ["campaigns.channels.inapp.collector_response"]
-INGEST_STORED_EVENT_HOOKS = ["recommendations.tracking.attribution.events_stored_hook"]
+INGEST_STORED_EVENT_HOOKS = [
+    "recommendations.tracking.attribution.events_stored_hook",
+    "campaigns.segments.hooks.events_stored_hook",
+]
 
 # --- Recommendation serving (recommendations/serving/) -----------------------------
 # A user's recommendations come from their newest RECS_SERVE_RECENT items, each older

@@ -1,18 +1,60 @@
 """Rule trees to SQL: one query over a project's profiles (Django Q objects with
-EXISTS / aggregate subqueries on events and devices), an explanation of which
-conditions a profile met, and the profiles whose result time can change.
+EXISTS / aggregate subqueries on events, devices and products), an explanation
+of which conditions a profile met, and the profiles whose result time can change.
 
-INTERFACE STUB (to be completed)."""
+Every condition compiles to a two-valued expression (true or false, never
+NULL): a missing trait, a profile without events or a NULL column makes a
+condition false, and `not` of it true. Nullable operands are wrapped in
+COALESCE(..., false); plain column lookups rely on Django's negation, which adds
+the IS NOT NULL itself. So `{"not": X}` is always the exact complement of X.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
 
-from django.db.models import Count, Q
+from django.contrib.postgres.fields import ArrayField
+from django.db.models import (
+    BooleanField,
+    Case,
+    CharField,
+    DateTimeField,
+    DecimalField,
+    Exists,
+    Expression,
+    ExpressionWrapper,
+    F,
+    Func,
+    IntegerField,
+    JSONField,
+    OuterRef,
+    Q,
+    Subquery,
+    Value,
+    When,
+)
+from django.db.models.fields.json import DataContains, KeyTextTransform, KeyTransform
+from django.db.models.functions import Coalesce
+from django.db.models.lookups import (
+    Exact,
+    GreaterThan,
+    GreaterThanOrEqual,
+    IContains,
+    In,
+    IStartsWith,
+    LessThan,
+    LessThanOrEqual,
+)
 
-from campaigns.segments.rules import Node
-from crm.models import Event
+from campaigns.segments.buckets import bucket_sql
+from campaigns.segments.rules import Node, rules_label, walk
+from catalog.models import Product
+from crm.models import Device, Event, Profile
+
+__all__ = ["ConditionResult", "boundary_q", "rules_explain", "rules_label", "rules_q"]
 
 
 @dataclass(frozen=True)
@@ -26,46 +68,408 @@ class ConditionResult:
 
 def rules_q(node: Node, *, now: datetime) -> Q:
     """The filter over crm.Profile of the profiles that satisfy `node` at `now`;
-    the caller scopes it to the project (Profile.objects.filter(project_id=...))."""
+    the caller scopes it to the project (Profile.objects.filter(project_id=...)).
+    Pure: builds the expression, runs no query."""
     if node.kind == "all":
         q = Q()
         for child in node.children:
             q &= rules_q(child, now=now)
         return q
     if node.kind == "any":
-        q = Q(pk__in=[])
-        for child in node.children:
+        q = rules_q(node.children[0], now=now)
+        for child in node.children[1:]:
             q |= rules_q(child, now=now)
         return q
     if node.kind == "not":
         return ~rules_q(node.children[0], now=now)
-    if node.kind == "profile":
-        p = node.params
-        return Q(**{p["field"] if p["op"] == "eq" else f"{p['field']}__in": p["value"]})
-    if node.kind == "event":
-        p = node.params
-        events = Event.objects.filter(name=p["name"])
-        if isinstance(p["window"], dict) and "last_days" in p["window"]:
-            events = events.filter(timestamp__gte=now - timedelta(days=p["window"]["last_days"]))
-        counts = events.order_by().values("profile_id").annotate(n=Count("*"))
-        op, value = p["count"]["op"], p["count"]["value"]
-        if op == "gte" and value >= 1:
-            return Q(pk__in=counts.filter(n__gte=value).values("profile_id"))
-        if op == "lte":  # includes the profiles with none
-            return ~Q(pk__in=counts.filter(n__gt=value).values("profile_id"))
-        raise ValueError(f"count op {op} is not in the stub")
-    raise ValueError(f"unknown node kind {node.kind}")
+    if node.kind == "segment":
+        # The referenced segment's rules inline: always current, and still one query.
+        inner = rules_q(node.children[0], now=now)
+        return inner if node.params["member"] else ~inner
+    return _LEAVES[node.kind](node.params, now)
 
 
 def rules_explain(
     node: Node, *, project_id: int, profile_ids: list[int], now: datetime
 ) -> dict[int, list[ConditionResult]]:
-    """For each of `profile_ids`, every condition (leaf) of `node` and whether the profile meets it."""
-    raise NotImplementedError
+    """For each of `profile_ids` in the project, every condition of `node` (groups
+    and leaves, depth first; a referenced segment as one condition) and whether
+    the profile meets it, in one query. Profiles of another project, or gone, are absent."""
+    nodes = list(_explained(node))
+    annotations = {
+        f"c{i}": ExpressionWrapper(rules_q(n, now=now), output_field=BooleanField()) for i, n in enumerate(nodes)
+    }
+    labels = [rules_label(n) for n in nodes]
+    rows = Profile.objects.filter(project_id=project_id, pk__in=list(profile_ids)).annotate(**annotations)
+    result: dict[int, list[ConditionResult]] = {}
+    for row in rows.values("pk", *annotations):
+        result[row["pk"]] = [
+            ConditionResult(path=n.path, label=labels[i], met=bool(row[f"c{i}"])) for i, n in enumerate(nodes)
+        ]
+    return result
+
+
+def _explained(node: Node):  # noqa: ANN202 - a generator of Node
+    yield node
+    if node.is_group:
+        for child in node.children:
+            yield from _explained(child)
 
 
 def boundary_q(node: Node, *, since: datetime, now: datetime) -> Q | None:
     """The profiles whose result for `node` may differ between `since` and `now`
     only because time passed (an event leaving a "last 7 days" window, a birthday);
-    None when time cannot change the result."""
-    raise NotImplementedError
+    None when time cannot change the result. A superset: property filters are
+    ignored, and every edge crossed between the two instants counts."""
+    qs: list[Q] = []
+    for n in walk(node):
+        p = n.params
+        if n.kind == "profile":
+            qs.extend(_profile_boundaries(p, since, now))
+        elif n.kind == "event":
+            spans = []
+            if "last_days" in p["window"]:
+                spans.append(timedelta(days=p["window"]["last_days"]))
+            for which in ("first", "last"):
+                if p[which] is not None and p[which]["op"] in ("within_last", "more_than_ago"):
+                    spans.append(p[which]["value"])
+            for span in spans:
+                # An event at timestamp t is inside "t >= now - span" at `since`
+                # and outside at `now` exactly when since - span <= t < now - span.
+                events = Event.objects.filter(
+                    profile_id=OuterRef("pk"),
+                    name__in=p["names"],
+                    timestamp__gte=since - span,
+                    timestamp__lte=now - span,
+                )
+                qs.append(Q(Exists(events)))
+    if not qs:
+        return None
+    q = qs[0]
+    for more in qs[1:]:
+        q |= more
+    return q
+
+
+def _profile_boundaries(p: dict[str, Any], since: datetime, now: datetime) -> list[Q]:
+    column, op, value = p["field"], p["op"], p["value"]
+    if column == "age":
+        out = []
+        for years in _age_cutoff_years(op, value):
+            # The condition reads birth_date against cutoff(today, years): it can
+            # change only for the birth dates the cutoff moved over.
+            low, high = _age_cutoff(_day(since), years), _age_cutoff(_day(now), years)
+            out.append(Q(birth_date__gt=low, birth_date__lte=high))
+        return out
+    if op not in ("within_last", "more_than_ago"):
+        return []
+    if column == "birth_date":
+        return [Q(birth_date__gte=_day(since - value), birth_date__lte=_day(now - value))]
+    return [Q(**{f"{column}__gte": since - value, f"{column}__lte": now - value})]
+
+
+def _age_cutoff_years(op: str, value: Any) -> list[int]:
+    if op in ("exists", "missing"):
+        return []
+    values = value if isinstance(value, tuple) else (value,)
+    return sorted({v for v in values} | {v + 1 for v in values})
+
+
+# Leaves ------------------------------------------------------------------------
+
+
+def _two_valued(q: Q) -> Q:
+    """`q` as an expression that is false where SQL would say NULL."""
+    return Q(Coalesce(ExpressionWrapper(q, output_field=BooleanField()), Value(False)))
+
+
+def _cmp(expr: Expression, op: str, value: Any) -> Q:
+    """`expr <op> value` for the ordered operators (numbers, times, versions)."""
+    if op == "eq":
+        return Q(Exact(expr, value))
+    if op == "ne":
+        return ~Q(Exact(expr, value))
+    if op == "in":
+        return Q(In(expr, list(value)))
+    if op == "not_in":
+        return ~Q(In(expr, list(value)))
+    if op in ("lt", "before"):
+        return Q(LessThan(expr, value))
+    if op == "lte":
+        return Q(LessThanOrEqual(expr, value))
+    if op in ("gt", "after"):
+        return Q(GreaterThan(expr, value))
+    if op == "gte":
+        return Q(GreaterThanOrEqual(expr, value))
+    if op == "between":
+        return Q(GreaterThanOrEqual(expr, value[0])) & Q(LessThanOrEqual(expr, value[1]))
+    raise ValueError(f"operator {op} is not an ordered comparison")
+
+
+def _column_q(column: str, kind: str, op: str, value: Any, now: datetime) -> Q:
+    """A condition on a plain column of the queried model (Profile or Device).
+    Django's negation of a field lookup adds `IS NOT NULL` for nullable columns,
+    so ne / not_in include the missing values (the complement of eq / in)."""
+    empty = Q(**{column: ""}) | Q(**{f"{column}__isnull": True})
+    if op == "exists":
+        return Q(**{f"{column}__isnull": False}) if kind in ("time", "bool") else ~empty
+    if op == "missing":
+        return Q(**{f"{column}__isnull": True}) if kind in ("time", "bool") else empty
+    if op == "eq":
+        return Q(**{column: value})
+    if op == "ne":
+        return ~Q(**{column: value})
+    if op == "in":
+        return Q(**{f"{column}__in": list(value)})
+    if op == "not_in":
+        return ~Q(**{f"{column}__in": list(value)})
+    if op == "contains":
+        return Q(**{f"{column}__icontains": value})
+    if op == "starts_with":
+        return Q(**{f"{column}__istartswith": value})
+    if kind == "time":
+        return _time_q(column, op, value, now)
+    raise ValueError(f"operator {op} on {column}")
+
+
+def _time_q(column: str, op: str, value: Any, now: datetime) -> Q:
+    dated = column == "birth_date"
+    if op == "within_last":
+        return Q(**{f"{column}__gte": _day(now - value) if dated else now - value})
+    if op == "more_than_ago":
+        return Q(**{f"{column}__lt": _day(now - value) if dated else now - value})
+    if op == "before":
+        return Q(**{f"{column}__lt": value})
+    if op == "after":
+        return Q(**{f"{column}__gt": value})
+    if op == "between":
+        return Q(**{f"{column}__gte": value[0], f"{column}__lte": value[1]})
+    raise ValueError(f"operator {op} on {column}")
+
+
+def _time_expr_q(expr: Expression, op: str, value: Any, now: datetime) -> Q:
+    if op == "within_last":
+        return Q(GreaterThanOrEqual(expr, now - value))
+    if op == "more_than_ago":
+        return Q(LessThan(expr, now - value))
+    return _cmp(expr, op, value)
+
+
+class _Numeric(Func):
+    template = "(%(expressions)s)::numeric"
+    output_field = DecimalField()
+
+
+def _json_path(column: str, keys: tuple[str, ...]) -> tuple[Expression, Expression, Expression]:
+    """The JSON value at `keys` of `column`, its jsonb_typeof, and its number
+    (NULL unless it is a JSON number: CASE evaluates the type check first, so a
+    text never reaches the cast and a rule never raises on odd data)."""
+    value = KeyTransform(keys[-1], _json_parent(column, keys))
+    text = KeyTextTransform(keys[-1], _json_parent(column, keys))
+    typeof = Func(value, function="jsonb_typeof", output_field=CharField())
+    number = Case(When(Exact(typeof, "number"), then=_Numeric(text)), default=None, output_field=DecimalField())
+    return value, typeof, number
+
+
+def _json_q(column: str, keys: tuple[str, ...], op: str, value: Any) -> Q:
+    """A condition on a JSON value of unknown type (a trait, an event property).
+    eq / in compare JSON values (the text "5" is not the number 5); ordered
+    operators compare numbers only; contains / starts_with texts only."""
+    node, typeof, number = _json_path(column, keys)
+    if op in ("exists", "missing"):
+        # A JSON null counts as missing.
+        present = _two_valued(Q(In(typeof, ["string", "number", "boolean", "object", "array"])))
+        return present if op == "exists" else ~present
+    if op in ("eq", "ne", "in", "not_in"):
+        values = value if op in ("in", "not_in") else (value,)
+        matched = _two_valued(Q(In(node, [Value(_json_scalar(v), output_field=JSONField()) for v in values])))
+        return matched if op in ("eq", "in") else ~matched
+    if op in ("contains", "starts_with"):
+        text = KeyTextTransform(keys[-1], _json_parent(column, keys))
+        lookup = IContains if op == "contains" else IStartsWith
+        return _two_valued(Q(Exact(typeof, "string")) & Q(lookup(text, value)))
+    return _two_valued(_cmp(number, op, value))
+
+
+def _json_parent(column: str, keys: tuple[str, ...]) -> Expression:
+    parent: Expression = F(column)
+    for key in keys[:-1]:
+        parent = KeyTransform(key, parent)
+    return parent
+
+
+def _json_scalar(value: Any) -> Any:
+    # A Decimal is not JSON-serialisable; its float is exact enough for equality
+    # of the numbers people type (jsonb compares 5 and 5.0 as equal).
+    return float(value) if isinstance(value, Decimal) else value
+
+
+def _profile_q(p: dict[str, Any], now: datetime) -> Q:
+    if p["type"] == "json":
+        return _json_q("traits", p["keys"], p["op"], p["value"])
+    if p["field"] == "age":
+        return _age_q(p["op"], p["value"], _day(now))
+    return _column_q(p["field"], p["type"], p["op"], p["value"], now)
+
+
+def _day(moment: datetime) -> date:
+    return moment.astimezone(UTC).date()
+
+
+def age_on(birth_date: date, today: date) -> int:
+    """Whole years from `birth_date` to `today` (a 29 February birthday comes on
+    1 March in other years); the SQL of age conditions agrees with it."""
+    return today.year - birth_date.year - ((today.month, today.day) < (birth_date.month, birth_date.day))
+
+
+def _age_cutoff(today: date, years: int) -> date:
+    """The latest birth date of a person who is at least `years` old `today`."""
+    try:
+        return today.replace(year=today.year - years)
+    except ValueError:  # 29 February today, and that year has none
+        return date(today.year - years, 2, 28)
+
+
+def _age_q(op: str, value: Any, today: date) -> Q:
+    """Age as a range of birth dates (no per-row date arithmetic in SQL):
+    age >= N exactly when birth_date <= cutoff(N)."""
+    if op == "exists":
+        return Q(birth_date__isnull=False)
+    if op == "missing":
+        return Q(birth_date__isnull=True)
+
+    def at_least(n: int) -> Q:
+        return Q(birth_date__lte=_age_cutoff(today, n))
+
+    def below(n: int) -> Q:
+        return Q(birth_date__gt=_age_cutoff(today, n))
+
+    def equal(n: int) -> Q:
+        return Q(birth_date__gt=_age_cutoff(today, n + 1), birth_date__lte=_age_cutoff(today, n))
+
+    if op == "eq":
+        return equal(value)
+    if op == "ne":
+        return ~equal(value)
+    if op in ("in", "not_in"):
+        q = equal(value[0])
+        for v in value[1:]:
+            q |= equal(v)
+        return q if op == "in" else ~q
+    if op == "lt":
+        return below(value)
+    if op == "lte":
+        return below(value + 1)
+    if op == "gt":
+        return at_least(value + 1)
+    if op == "gte":
+        return at_least(value)
+    if op == "between":
+        return Q(birth_date__gt=_age_cutoff(today, value[1] + 1), birth_date__lte=_age_cutoff(today, value[0]))
+    raise ValueError(f"operator {op} on age")
+
+
+class _Version(Func):
+    # The numeric prefix of a stored version ("2.10.0-beta" -> "2.10.0"), without
+    # trailing zero parts (as rules.version_key), as int[]: arrays compare part by
+    # part, so 2.10 > 2.9.1. A version without a numeric start is NULL and matches
+    # no comparison; parts are at most 9 digits, so the cast cannot overflow.
+    template = (
+        "string_to_array(regexp_replace(substring(%(expressions)s from '^[0-9]{1,9}(?:[.][0-9]{1,9})*'),"
+        " '([.]0+)+$', ''), '.')::int[]"
+    )
+    output_field = ArrayField(IntegerField())
+
+
+def _device_q(p: dict[str, Any], now: datetime) -> Q:
+    devices = Device.objects.filter(profile_id=OuterRef("pk"))
+    for c in p["conditions"]:
+        if c["type"] == "version" and c["op"] not in ("exists", "missing"):
+            version = _Version(F(c["field"]))
+            array = ArrayField(IntegerField())
+            if c["op"] == "between":
+                value: Any = tuple(Value(list(v), output_field=array) for v in c["value"])
+            else:
+                value = Value(list(c["value"]), output_field=array)
+            devices = devices.filter(_cmp(version, c["op"], value))
+        else:
+            kind = "text" if c["type"] in ("version", "presence") else c["type"]
+            devices = devices.filter(_column_q(c["field"], kind, c["op"], c["value"], now))
+    return Q(Exists(devices))
+
+
+def _event_q(p: dict[str, Any], now: datetime) -> Q:
+    # Correlated on the profile and the names: PostgreSQL probes event_profile_time
+    # (profile_id, timestamp) per profile, or turns it into a semi-join driven by
+    # event_project_name_time (project_id, name, timestamp) when the names are rare.
+    events = Event.objects.filter(profile_id=OuterRef("pk"), name__in=p["names"])
+    window = p["window"]
+    if "last_days" in window:
+        events = events.filter(timestamp__gte=now - timedelta(days=window["last_days"]))
+    elif "between" in window:
+        events = events.filter(timestamp__gte=window["between"][0], timestamp__lte=window["between"][1])
+    for w in p["where"]:
+        events = events.filter(_json_q("properties", w["keys"], w["op"], w["value"]))
+    events = events.order_by()
+    q = Q()
+    count = p["count"]
+    if count is not None:
+        op, n = count["op"], count["value"]
+        if (op == "gte" and n == 1) or (op == "gt" and n == 0):
+            q &= Q(Exists(events))
+        elif (op == "eq" and n == 0) or (op == "lt" and n == 1) or (op == "lte" and n == 0):
+            # NOT EXISTS: the profiles with no such event at all are included.
+            q &= ~Q(Exists(events))
+        else:
+            # COUNT without GROUP BY: one row even for no events, so 0, not NULL.
+            counted = Subquery(
+                events.annotate(n=Func(F("id"), function="COUNT")).values("n"), output_field=IntegerField()
+            )
+            q &= _cmp(counted, op, n)
+    aggregate = p["aggregate"]
+    if aggregate is not None:
+        _, _, number = _json_path("properties", aggregate["keys"])
+        fn = aggregate["fn"].upper()
+        total: Expression = Subquery(
+            events.annotate(v=Func(number, function=fn, output_field=DecimalField())).values("v"),
+            output_field=DecimalField(),
+        )
+        if fn == "SUM":
+            # The sum over no events is 0; avg / min / max over none have no value (not met).
+            total = Coalesce(total, Value(Decimal(0)), output_field=DecimalField())
+        q &= _two_valued(_cmp(total, aggregate["op"], aggregate["value"]))
+    for which, fn in (("first", "MIN"), ("last", "MAX")):
+        spec = p[which]
+        if spec is not None:
+            moment = Subquery(
+                events.annotate(t=Func(F("timestamp"), function=fn, output_field=DateTimeField())).values("t"),
+                output_field=DateTimeField(),
+            )
+            q &= _two_valued(_time_expr_q(moment, spec["op"], spec["value"], now))
+    return q
+
+
+def _recent_item_q(p: dict[str, Any], now: datetime) -> Q:
+    column = f"recent_{p['list']}"
+    if "product" in p:
+        # JSON containment of a one-item array: recent_viewed @> '["SKU1"]'.
+        return Q(**{f"{column}__contains": [p["product"]]})
+    # A product of the project's catalog in that category (any level of its path,
+    # GIN index product_categories_gin) whose id is among the profile's recent items.
+    products = Product.objects.filter(project_id=OuterRef("project_id"), categories__contains=[p["category"]]).filter(
+        DataContains(OuterRef(column), Func(F("product_id"), function="jsonb_build_array", output_field=JSONField()))
+    )
+    return Q(Exists(products.order_by()))
+
+
+def _bucket_q(p: dict[str, Any], now: datetime) -> Q:
+    return _cmp(bucket_sql(), p["op"], p["value"])
+
+
+_LEAVES = {
+    "profile": _profile_q,
+    "device": _device_q,
+    "event": _event_q,
+    "recent_item": _recent_item_q,
+    "bucket": _bucket_q,
+}

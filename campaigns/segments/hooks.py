@@ -1,0 +1,158 @@
+"""The ingest workers' stored-events hook (settings.INGEST_STORED_EVENT_HOOKS):
+which segments a batch of new events can change, and for which profiles.
+
+It runs inside the ingest batch's transaction, on the hot path, so it does no
+evaluation: it matches the batch against each segment's stored dependencies
+(Segment.dependencies, derived from the rules on save) and enqueues ONE
+refresh task for the touched segments and profiles, after the batch commits
+(the refresh must see the events). The project's dependencies are cached per
+process for SEGMENTS_DEPENDENCIES_CACHE_SECONDS: at most one query per batch
+when the cache is cold, none when warm. A segment saved meanwhile is unknown to
+the cache for that long; its full computation starts only after it (see
+campaigns.segments.membership), so no event is missed.
+
+What an ingest batch changes (crm.services: profiles_apply_activity,
+devices_upsert): events of each name; on `identify`, traits and the profile
+columns filled from them; on any event, first/last seen, locale, time zone and
+the device of its context; on the e-commerce events, recent items.
+
+A new profile can belong to a segment without any event it depends on ("did
+not Order Completed"), so the first event of a profile this process has not
+seen before also asks the refresh to evaluate that profile against all the
+project's segments (`new_profile_ids`); the refresh keeps only the profiles
+actually created recently (one query, off the hot path). The memory of seen
+profiles is filled after commit and bounded like crm.services.write_caches.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+
+from campaigns.models import Segment
+from campaigns.segments.rules import Dependencies
+from campaigns.segments.tasks import segments_refresh_task
+from crm.vocabulary import ORDER_EVENTS, RECENT_VIEW_EVENTS
+
+# Profile columns that any stored event can move (profiles_apply_activity); the
+# other profile fields and the traits change only with an identify.
+_ACTIVITY_FIELDS = frozenset({"first_seen", "last_seen", "locale", "timezone"})
+_RECENT_ITEM_EVENTS = RECENT_VIEW_EVENTS | ORDER_EVENTS
+
+
+@dataclass(frozen=True)
+class _Watches:
+    """A project's segments, indexed by what can touch them; each set already
+    includes the segments that refer to a touched one (transitively)."""
+
+    any_event: frozenset[int]
+    on_identify: frozenset[int]
+    on_recent_items: frozenset[int]
+    by_event_name: dict[str, frozenset[int]]
+
+
+_EMPTY = _Watches(frozenset(), frozenset(), frozenset(), {})
+_cache: dict[int, tuple[float, _Watches]] = {}
+# Profile ids whose events this process has handed to a refresh (see the module docstring).
+_profiles_seen: set[int] = set()
+_PROFILES_SEEN_MAX = 200_000
+
+
+def dependencies_forget(project_id: int | None = None) -> None:
+    """Drop this process's cached dependencies of one project (all when None;
+    then also the memory of seen profiles)."""
+    if project_id is None:
+        _cache.clear()
+        _profiles_seen.clear()
+    else:
+        _cache.pop(project_id, None)
+
+
+def _watches_build(rows: Sequence[tuple[int, dict[str, Any]]]) -> _Watches:
+    deps = {segment_id: Dependencies.from_json(data or {}) for segment_id, data in rows}
+    referrers: dict[int, set[int]] = {}
+    for segment_id, d in deps.items():
+        for ref in d.segments:
+            referrers.setdefault(ref, set()).add(segment_id)
+
+    def closure(ids: set[int]) -> frozenset[int]:
+        out, todo = set(ids), list(ids)
+        while todo:
+            for referrer in referrers.get(todo.pop(), ()):
+                if referrer not in out:
+                    out.add(referrer)
+                    todo.append(referrer)
+        return frozenset(out)
+
+    names: dict[str, set[int]] = {}
+    any_event, on_identify, on_recent = set(), set(), set()
+    for segment_id, d in deps.items():
+        for name in d.event_names:
+            names.setdefault(name, set()).add(segment_id)
+        if d.devices or d.profile_fields & _ACTIVITY_FIELDS:
+            any_event.add(segment_id)
+        if d.profile_fields:
+            on_identify.add(segment_id)
+        if d.recent_items:
+            on_recent.add(segment_id)
+    return _Watches(
+        any_event=closure(any_event),
+        on_identify=closure(on_identify),
+        on_recent_items=closure(on_recent),
+        by_event_name={name: closure(ids) for name, ids in names.items()},
+    )
+
+
+def _watches(project_id: int) -> _Watches:
+    now = time.monotonic()
+    cached = _cache.get(project_id)
+    if cached is not None and cached[0] > now:
+        return cached[1]
+    rows = list(Segment.objects.filter(project_id=project_id).values_list("pk", "dependencies"))
+    watches = _watches_build(rows) if rows else _EMPTY
+    _cache[project_id] = (now + settings.SEGMENTS_DEPENDENCIES_CACHE_SECONDS, watches)
+    return watches
+
+
+def events_stored_hook(project_id: int, events: Sequence[Any]) -> None:
+    """ingestion's stored-events hook: `events` are ingestion.hooks.StoredEvent
+    (profile_id, type, name: canonical). Enqueues segments_refresh_task once,
+    on commit, when the batch touches any segment or has a profile this process
+    has not seen; otherwise does nothing. No query with a warm cache."""
+    watches = _watches(project_id)
+    if watches is _EMPTY:
+        return
+    segment_ids: set[int] = set()
+    profile_ids: set[int] = set()
+    unseen: set[int] = set()
+    by_name = watches.by_event_name
+    seen = _profiles_seen
+    for event in events:
+        if event.profile_id not in seen:
+            unseen.add(event.profile_id)
+        hit = watches.any_event
+        named = by_name.get(event.name)
+        if named:
+            hit = hit | named
+        if event.type == "identify" and watches.on_identify:
+            hit = hit | watches.on_identify
+        if event.name in _RECENT_ITEM_EVENTS and watches.on_recent_items:
+            hit = hit | watches.on_recent_items
+        if hit:
+            segment_ids |= hit
+            profile_ids.add(event.profile_id)
+    if segment_ids or unseen:
+        segments_refresh_task.delay_on_commit(project_id, sorted(segment_ids), sorted(profile_ids), sorted(unseen))
+        if unseen:
+            transaction.on_commit(lambda: _seen_add(unseen))
+
+
+def _seen_add(profile_ids: set[int]) -> None:
+    if len(_profiles_seen) + len(profile_ids) > _PROFILES_SEEN_MAX:
+        _profiles_seen.clear()
+    _profiles_seen.update(profile_ids)

@@ -1,0 +1,180 @@
+"""Membership kept current as events arrive: the ingest workers' stored-events
+hook (which segments and profiles a batch marks, at most one query per batch),
+and the whole path through the real collectors, broker and worker."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from datetime import UTC, datetime
+
+import pytest
+
+from campaigns.models import Segment, SegmentChange, SegmentMembership, SegmentStatus
+from campaigns.segments import hooks
+from campaigns.segments.membership import segment_save
+from campaigns.segments.tasks import segments_refresh_task
+from crm.models import Profile
+from ingestion.hooks import StoredEvent
+from tests.conftest import basic_header
+
+VIEWED_3_IN_7 = {"event": "Product Viewed", "count": {"op": "gte", "value": 3}, "window": {"last_days": 7}}
+IN_DE_FR = {"profile": "country", "op": "in", "value": ["DE", "FR"]}
+NO_ORDER = {"not": {"event": "Order Completed", "count": {"op": "gte", "value": 1}, "window": "ever"}}
+T = datetime(2026, 3, 1, tzinfo=UTC)
+
+
+def stored(profile_id: int, name: str, kind: str = "track") -> StoredEvent:
+    return StoredEvent(
+        profile_id=profile_id, type=kind, name=name, properties={}, timestamp=T, message_id=f"{profile_id}-{name}"
+    )
+
+
+@pytest.fixture
+def enqueued(monkeypatch):
+    """The refresh tasks the hook enqueues (recorded when the batch commits)."""
+    hooks.dependencies_forget()
+    calls: list[tuple] = []
+    monkeypatch.setattr(segments_refresh_task, "delay", lambda *args: calls.append(args))
+    yield calls
+    hooks.dependencies_forget()
+
+
+@pytest.fixture
+def segments(project_a, project_b):
+    project, other = project_a[0], project_b[0]
+    out = {
+        "viewed": segment_save(project_id=project.pk, name="Viewed", rules=VIEWED_3_IN_7),
+        "country": segment_save(project_id=project.pk, name="Country", rules=IN_DE_FR),
+        "no order": segment_save(project_id=project.pk, name="No order", rules=NO_ORDER),
+        "other project": segment_save(project_id=other.pk, name="Viewed B", rules=VIEWED_3_IN_7),
+    }
+    p1, p2 = (Profile.objects.create(project=project, user_id=u) for u in ("p1", "p2"))
+    return project, out, p1.pk, p2.pk
+
+
+@pytest.mark.django_db
+def test_a_batch_marks_the_segments_its_events_touch_for_its_profiles(
+    segments, enqueued, django_capture_on_commit_callbacks
+):
+    project, s, p1, p2 = segments
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        hooks.events_stored_hook(project.pk, [stored(p1, "Product Viewed"), stored(p2, "Signed Up")])
+    assert enqueued == []  # nothing before the batch commits
+    for callback in callbacks:
+        callback()
+    # Both profiles are new to this process: evaluated against every segment by the refresh.
+    assert enqueued == [(project.pk, [s["viewed"].pk], [p1], [p1, p2])]
+
+    enqueued.clear()
+    with django_capture_on_commit_callbacks(execute=True):
+        hooks.events_stored_hook(project.pk, [stored(p2, "identify", "identify"), stored(p1, "Order Completed")])
+    assert enqueued == [(project.pk, sorted([s["country"].pk, s["no order"].pk]), [p1, p2], [])]
+
+
+@pytest.mark.django_db
+def test_unrelated_events_of_known_profiles_enqueue_nothing(segments, enqueued, django_capture_on_commit_callbacks):
+    project, _, p1, p2 = segments
+    with django_capture_on_commit_callbacks(execute=True):
+        hooks.events_stored_hook(project.pk, [stored(p1, "Signed Up"), stored(p2, "Signed Up")])
+    enqueued.clear()
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        hooks.events_stored_hook(project.pk, [stored(p1, "Page Viewed", "page"), stored(p2, "Signed Up")])
+    assert (callbacks, enqueued) == ([], [])
+
+
+@pytest.mark.django_db
+def test_a_project_without_segments_enqueues_nothing(project_a, enqueued, django_capture_on_commit_callbacks):
+    project, _ = project_a
+    p = Profile.objects.create(project=project, user_id="p")
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        hooks.events_stored_hook(project.pk, [stored(p.pk, "Product Viewed")])
+    assert (callbacks, enqueued) == ([], [])
+
+
+@pytest.mark.django_db
+def test_at_most_one_query_per_batch_cold_and_none_warm(
+    segments, enqueued, django_assert_num_queries, django_capture_on_commit_callbacks
+):
+    project, s, p1, _ = segments
+    with django_capture_on_commit_callbacks(execute=True):
+        with django_assert_num_queries(1):
+            hooks.events_stored_hook(project.pk, [stored(p1, "Product Viewed")])
+        with django_assert_num_queries(0):
+            hooks.events_stored_hook(project.pk, [stored(p1, "Product Viewed")] * 500)
+    assert enqueued[1] == (project.pk, [s["viewed"].pk], [p1], [p1])  # p1 is seen only once committed
+    # A save in this process forgets the project's cached dependencies at once.
+    hooks.dependencies_forget(project.pk)
+    with django_assert_num_queries(1):
+        hooks.events_stored_hook(project.pk, [stored(p1, "Signed Up")])
+
+
+# --- through the real stack -----------------------------------------------------------
+
+
+def _post(url: str, write_key: str, body: dict) -> dict:
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json", "Authorization": basic_header(write_key)},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def _until(check, *, within: float, what: str) -> float:
+    """Poll `check` until true; return the seconds it took."""
+    started = time.monotonic()
+    while not check():
+        assert time.monotonic() - started < within, f"{what} did not happen within {within} s"
+        time.sleep(0.05)
+    return time.monotonic() - started
+
+
+def _member(segment: Segment, user_id: str) -> bool:
+    return SegmentMembership.objects.filter(segment=segment, profile__user_id=user_id).exists()
+
+
+@pytest.mark.broker
+@pytest.mark.django_db(transaction=True)
+def test_events_posted_to_the_collector_move_profiles_in_and_out_of_segments(
+    live_server, celery_worker_process, make_project
+):
+    project, keys = make_project("Live shop")
+    celery_worker_process(queues=["ingest", "segments"], pool="solo")
+    viewed = segment_save(project_id=project.pk, name="Viewed 3 times", rules=VIEWED_3_IN_7)
+    no_order = segment_save(project_id=project.pk, name="Never ordered", rules=NO_ORDER)
+    # The full computations start after the hooks' dependency cache has expired (a few seconds).
+    _until(
+        lambda: Segment.objects.filter(pk__in=[viewed.pk, no_order.pk], status=SegmentStatus.READY).count() == 2,
+        within=30,
+        what="the full computations",
+    )
+    batch = live_server.url + "/v1/batch"
+
+    def view(n: int) -> dict:
+        return {"type": "track", "userId": "u1", "event": "Product Viewed", "properties": {"product_id": f"p{n}"}}
+
+    assert _post(batch, keys.write_key, {"batch": [view(1), view(2)]}) == {"success": True}
+    # A new profile, evaluated against every segment: it has never ordered.
+    _until(lambda: _member(no_order, "u1"), within=10, what="u1 entering 'Never ordered'")
+    assert not _member(viewed, "u1")  # two views only
+
+    assert _post(batch, keys.write_key, {"batch": [view(3)]}) == {"success": True}
+    took = _until(lambda: _member(viewed, "u1"), within=10, what="u1 entering 'Viewed 3 times'")
+    assert took < 5
+    u1 = Profile.objects.get(project=project, user_id="u1")
+    assert list(SegmentChange.objects.filter(segment=viewed).values_list("profile_id", "entered")) == [(u1.pk, True)]
+
+    order = {"type": "track", "userId": "u1", "event": "Order Completed", "properties": {"order_id": "o1"}}
+    assert _post(batch, keys.write_key, {"batch": [order]}) == {"success": True}
+    _until(lambda: not _member(no_order, "u1"), within=10, what="u1 leaving 'Never ordered'")
+    assert list(SegmentChange.objects.filter(segment=no_order).order_by("id").values_list("profile_id", "entered")) == [
+        (u1.pk, True),
+        (u1.pk, False),
+    ]
+    assert _member(viewed, "u1")
+    viewed.refresh_from_db()
+    no_order.refresh_from_db()
+    assert (viewed.member_count, no_order.member_count) == (1, 0)
