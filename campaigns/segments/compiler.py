@@ -33,10 +33,11 @@ from django.db.models import (
     OuterRef,
     Q,
     Subquery,
+    TextField,
     Value,
     When,
 )
-from django.db.models.fields.json import DataContains, KeyTextTransform, KeyTransform
+from django.db.models.fields.json import DataContains
 from django.db.models.functions import Coalesce
 from django.db.models.lookups import (
     Exact,
@@ -138,6 +139,7 @@ def boundary_q(node: Node, *, since: datetime, now: datetime) -> Q | None:
                 # and outside at `now` exactly when since - span <= t < now - span.
                 events = Event.objects.filter(
                     profile_id=OuterRef("pk"),
+                    project_id=p["project_id"],
                     name__in=p["names"],
                     timestamp__gte=since - span,
                     timestamp__lte=now - span,
@@ -260,22 +262,37 @@ class _Numeric(Func):
     output_field = DecimalField()
 
 
-def _json_path(column: str, keys: tuple[str, ...]) -> tuple[Expression, Expression, Expression]:
-    """The JSON value at `keys` of `column`, its jsonb_typeof, and its number
-    (NULL unless it is a JSON number: CASE evaluates the type check first, so a
-    text never reaches the cast and a rule never raises on odd data)."""
-    value = KeyTransform(keys[-1], _json_parent(column, keys))
-    text = KeyTextTransform(keys[-1], _json_parent(column, keys))
+class _JsonAt(Func):
+    # column #> '{a,b}': one operator for one key or many, so a key of digits is an
+    # object key or an array position alike (Django's KeyTransform turns a single
+    # digit key into `-> 0`, which reads arrays only).
+    arg_joiner = " #> "
+    template = "(%(expressions)s::text[])"
+    output_field = JSONField()
+
+
+class _JsonTextAt(_JsonAt):
+    arg_joiner = " #>> "
+    output_field = TextField()
+
+
+def _json_path(column: str, keys: tuple[str, ...]) -> tuple[Expression, Expression, Expression, Expression]:
+    """The JSON value at `keys` of `column`, the same as text, its jsonb_typeof,
+    and its number (NULL unless it is a JSON number: CASE evaluates the type check
+    first, so a text never reaches the cast and a rule never raises on odd data)."""
+    path = Value(list(keys), output_field=ArrayField(TextField()))
+    value = _JsonAt(F(column), path)
+    text = _JsonTextAt(F(column), path)
     typeof = Func(value, function="jsonb_typeof", output_field=CharField())
     number = Case(When(Exact(typeof, "number"), then=_Numeric(text)), default=None, output_field=DecimalField())
-    return value, typeof, number
+    return value, text, typeof, number
 
 
 def _json_q(column: str, keys: tuple[str, ...], op: str, value: Any) -> Q:
     """A condition on a JSON value of unknown type (a trait, an event property).
     eq / in compare JSON values (the text "5" is not the number 5); ordered
     operators compare numbers only; contains / starts_with texts only."""
-    node, typeof, number = _json_path(column, keys)
+    node, text, typeof, number = _json_path(column, keys)
     if op in ("exists", "missing"):
         # A JSON null counts as missing.
         present = _two_valued(Q(In(typeof, ["string", "number", "boolean", "object", "array"])))
@@ -285,17 +302,9 @@ def _json_q(column: str, keys: tuple[str, ...], op: str, value: Any) -> Q:
         matched = _two_valued(Q(In(node, [Value(_json_scalar(v), output_field=JSONField()) for v in values])))
         return matched if op in ("eq", "in") else ~matched
     if op in ("contains", "starts_with"):
-        text = KeyTextTransform(keys[-1], _json_parent(column, keys))
         lookup = IContains if op == "contains" else IStartsWith
         return _two_valued(Q(Exact(typeof, "string")) & Q(lookup(text, value)))
     return _two_valued(_cmp(number, op, value))
-
-
-def _json_parent(column: str, keys: tuple[str, ...]) -> Expression:
-    parent: Expression = F(column)
-    for key in keys[:-1]:
-        parent = KeyTransform(key, parent)
-    return parent
 
 
 def _json_scalar(value: Any) -> Any:
@@ -399,10 +408,12 @@ def _device_q(p: dict[str, Any], now: datetime) -> Q:
 
 
 def _event_q(p: dict[str, Any], now: datetime) -> Q:
-    # Correlated on the profile and the names: PostgreSQL probes event_profile_time
-    # (profile_id, timestamp) per profile, or turns it into a semi-join driven by
-    # event_project_name_time (project_id, name, timestamp) when the names are rare.
-    events = Event.objects.filter(profile_id=OuterRef("pk"), name__in=p["names"])
+    # Correlated on the profile, plus the project and the names: PostgreSQL probes
+    # event_profile_time (profile_id, timestamp) per profile, or turns EXISTS into a
+    # (anti-)semi-join fed by a range scan of event_project_name_time (project_id, name,
+    # timestamp). The project is redundant for correctness (a profile's events are its
+    # project's) but without it that index is only usable by skip scan.
+    events = Event.objects.filter(profile_id=OuterRef("pk"), project_id=p["project_id"], name__in=p["names"])
     window = p["window"]
     if "last_days" in window:
         events = events.filter(timestamp__gte=now - timedelta(days=window["last_days"]))
@@ -428,7 +439,7 @@ def _event_q(p: dict[str, Any], now: datetime) -> Q:
             q &= _cmp(counted, op, n)
     aggregate = p["aggregate"]
     if aggregate is not None:
-        _, _, number = _json_path("properties", aggregate["keys"])
+        number = _json_path("properties", aggregate["keys"])[3]
         fn = aggregate["fn"].upper()
         total: Expression = Subquery(
             events.annotate(v=Func(number, function=fn, output_field=DecimalField())).values("v"),

@@ -393,6 +393,9 @@ class _Parser:
             params={
                 "name": name,
                 "names": self._event_names(name),
+                # The compiler keys the event subqueries on it too, so that both event
+                # indexes apply in full (event_project_name_time leads with the project).
+                "project_id": self.project_id,
                 "where": tuple(where),
                 "count": count,
                 "window": window,
@@ -538,7 +541,7 @@ class _Parser:
                 self.error(vpath, "must be a list of two values [low, high]")
                 return op, None, False
             low, high = check(raw[0], f"{vpath}[0]"), check(raw[1], f"{vpath}[1]")
-            if low is not None and high is not None and _sort_key(low) > _sort_key(high):
+            if low is not None and high is not None and low > high:
                 self.error(vpath, "low must not be greater than high")
             return op, (low, high), self._clean(vpath)
         if kind == "json" and op in ("lt", "lte", "gt", "gte"):
@@ -566,7 +569,7 @@ class _Parser:
         self, value: Any, path: str, *, integer: bool = False, bounds: tuple[int, int] | None = None
     ) -> int | Decimal | None:
         if isinstance(value, bool) or not isinstance(value, int | float):
-            self.error(path, "must be a whole number" if integer else "must be a number")
+            self.error(path, "must be a number")
             return None
         if isinstance(value, float) and not math.isfinite(value):
             self.error(path, "must be a finite number")
@@ -647,10 +650,10 @@ class _Parser:
                 moment = datetime.combine(day, time.max if end_of_day else time.min, tzinfo=UTC)
                 return moment
             moment = datetime.fromisoformat(raw)
-        except ValueError:
+            moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+        except (ValueError, OverflowError):  # overflow: 9999-12-31T23:00-02:00 is past year 9999 in UTC
             self.error(path, "must be an ISO date (2026-01-31) or time (2026-01-31T12:00:00+02:00)")
             return None
-        moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
         return moment.date() if date_only else moment
 
     def _window(self, raw: Any, path: str) -> dict[str, Any] | None:
@@ -706,10 +709,6 @@ _NODE_KEYS = ("all", "any", "not", "profile", "device", "event", "recent_item", 
 
 def _keys(data: dict) -> str:
     return ", ".join(repr(k) for k in list(data)[:5])
-
-
-def _sort_key(value: Any) -> Any:
-    return value
 
 
 def version_key(version: str) -> tuple[int, ...]:

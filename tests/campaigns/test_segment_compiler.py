@@ -50,7 +50,7 @@ def world(project_a, project_b) -> dict[str, Any]:
         name="Ann Lee",
         country="DE",
         city="Berlin",
-        traits={"plan": "pro", "score": 10, "address": {"city": "Berlin"}},
+        traits={"plan": "pro", "score": 10, "address": {"city": "Berlin"}, "2024": "gold", "tags": ["a", "b"]},
         birth_date=date(2000, 6, 15),
         email_subscribed=True,
         push_subscribed=True,
@@ -241,6 +241,9 @@ CASES: list[tuple[str, Any, set[str]]] = [
     ("trait contains any case", P("traits.plan", "contains", "RO"), {"ann", "eve"}),
     ("nested trait", P("traits.address.city", "eq", "Berlin"), {"ann"}),
     ("nested trait starts_with", P("traits.address.city", "starts_with", "ber"), {"ann"}),
+    ("a key of digits is an object key", P("traits.2024", "eq", "gold"), {"ann"}),
+    ("a key of digits is an array position", P("traits.tags.1", "eq", "b"), {"ann"}),
+    ("a trait holding an array is not a number", P("traits.tags", "gt", 0), set()),
     ("nested trait missing", P("traits.address.city", "missing"), {"bob", "cat", "dan", "eve"}),
     # Behaviour. Names: "Viewed Item" is mapped onto Product Viewed in project A.
     # Edges: ann's third view is exactly NOW-7d (inside), bob's old one NOW-7d-1s (outside).
@@ -380,11 +383,16 @@ def test_project_b_profiles_never_match_project_a_rules(world):
     # The category lookup reads the profile's own project's catalog (B's SKU1 is a bag).
     assert members(world, {"recent_item": "viewed", "category": "Shoes"}, project="b") == set()
     assert members(world, {"recent_item": "viewed", "category": "Bags"}, project="b") == {"zed"}
-    # Without the caller's project filter the same Q would match both: the scoping is the caller's job.
-    node = rules_parse(rules, project_id=world["a"].pk)
+    # Scoping profiles is the caller's job: unscoped, a rule on columns matches both twins...
+    node = rules_parse(P("traits.plan", "eq", "pro"), project_id=world["a"].pk)
     assert set(Profile.objects.filter(rules_q(node, now=NOW)).values_list("user_id", "project_id")) == {
         ("u1", world["a"].pk),
         ("u1", world["b"].pk),
+    }
+    # ...but event conditions read only the parsing project's events.
+    node = rules_parse(rules, project_id=world["a"].pk)
+    assert set(Profile.objects.filter(rules_q(node, now=NOW)).values_list("user_id", "project_id")) == {
+        ("u1", world["a"].pk)
     }
 
 
