@@ -28,7 +28,7 @@ from django.views.decorators.http import require_POST
 
 from campaigns.models import InAppMessage, Segment, SegmentSize, SegmentStatus
 from campaigns.segments import selectors
-from campaigns.segments.membership import segment_delete, segment_save
+from campaigns.segments.membership import SegmentInUse, segment_delete, segment_save
 from campaigns.segments.rules import RulesInvalid, rules_parse
 from crm.admin import profile_section_register
 from crm.admin_base import ProjectScopedAdmin, allowed_project_ids
@@ -195,12 +195,40 @@ class SegmentAdmin(ProjectScopedAdmin):
         obj.pk = saved.pk
         obj.refresh_from_db()
 
+    def get_deleted_objects(self, objs: Any, request: HttpRequest) -> tuple[list[str], dict[str, int], set, list[str]]:
+        """The confirmation page: the segments only (their members, changes and
+        sizes go with them; Django's collector would list every member row), and
+        as protected the other segments whose rules refer to them (segment_delete
+        refuses those: SegmentInUse)."""
+        segments = list(objs)
+        ids = [s.pk for s in segments]
+        protected = []
+        for segment in segments:
+            users = (
+                Segment.objects.filter(project_id=segment.project_id, dependencies__segments__contains=[segment.pk])
+                .exclude(pk__in=ids)
+                .values_list("name", flat=True)
+            )
+            protected += [f"{name} (its rules refer to {segment})" for name in users]
+        return [str(s) for s in segments], {"segments": len(segments)}, set(), protected
+
     def delete_model(self, request: HttpRequest, obj: Segment) -> None:
         segment_delete(project_id=obj.project_id, segment_id=obj.pk)
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Segment]) -> None:
-        for segment in queryset:
-            segment_delete(project_id=segment.project_id, segment_id=segment.pk)
+        # Segments that refer to others of the selection go first: each pass
+        # deletes those no remaining segment refers to.
+        pending = list(queryset)
+        while pending:
+            left = []
+            for segment in pending:
+                try:
+                    segment_delete(project_id=segment.project_id, segment_id=segment.pk)
+                except SegmentInUse:
+                    left.append(segment)
+            if len(left) == len(pending):
+                raise SegmentInUse(left[0].pk, [s.name for s in left])
+            pending = left
 
     # --- the builder, the preview, the members page ---------------------------------
 

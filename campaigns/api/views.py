@@ -25,7 +25,7 @@ from campaigns.api.serializers import (
 )
 from campaigns.models import Segment, SegmentMembership
 from campaigns.segments import selectors
-from campaigns.segments.membership import segment_delete, segment_save
+from campaigns.segments.membership import SegmentInUse, segment_delete, segment_save
 from campaigns.segments.rules import RulesInvalid
 from crm.api import params
 from crm.api.base import IdCursorPagination, ProjectScopedMixin, ProjectScopedViewSet
@@ -80,7 +80,11 @@ class SegmentViewSet(
 
     def destroy(self, request: Request, pk: str) -> Response:
         segment = self.get_object()
-        segment_delete(project_id=self.project.pk, segment_id=segment.pk)
+        try:
+            segment_delete(project_id=self.project.pk, segment_id=segment.pk)
+        except SegmentInUse as exc:
+            # Deleting it would change the segments whose rules refer to it.
+            return Response({"detail": str(exc), "used_by": exc.used_by}, status=status.HTTP_409_CONFLICT)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 

@@ -141,7 +141,7 @@ def test_bad_rules_are_form_errors_naming_paths_and_save_nothing(console, projec
         {"project": project_a[0].pk, "name": "Bad", "description": "", "rules": json.dumps(rules)},
     )
     assert response.status_code == 200
-    assert response.context["adminform"].form.errors == {"rules": ["rules.all[1].count: must be >= 0"]}
+    assert response.context["adminform"].form.errors == {"rules": ["rules.all[1].count.value: must be >= 0"]}
     assert 'id="rules-errors"' in response.content.decode()
     not_json = console.post(
         "/admin/campaigns/segment/add/", {"project": project_a[0].pk, "name": "Bad", "rules": "{not json"}
@@ -175,7 +175,7 @@ def test_preview_answers_the_count_reach_and_sample_for_the_marketers_project(co
     assert status == 200
     assert (body["count"], body["reachable"]) == (2, {"email": 2, "push": 1, "sms": 1})
     assert [s["profile_id"] for s in body["sample"]] == [p["u1"].pk, p["u4"].pk]
-    assert [c["met"] for c in body["sample"][0]["conditions"]] == [True, True]
+    assert [c["met"] for c in body["sample"][0]["conditions"]] == [True, True, True]
 
 
 def test_preview_of_another_project_is_404(console, project_b):
@@ -203,7 +203,7 @@ def test_preview_bad_rules_are_400_naming_the_path(console, project_a):
     status, body = _preview(
         console, {"project": project_a[0].pk, "rules": {"any": [{"event": "X", "count": {"op": "gte", "value": -1}}]}}
     )
-    assert (status, body) == (400, {"rules": ["rules.any[0].count: must be >= 0"]})
+    assert (status, body) == (400, {"rules": ["rules.any[0].count.value: must be >= 0"]})
 
 
 def test_preview_needs_a_staff_session_and_the_csrf_token(project_a, marketer_a):
@@ -293,6 +293,7 @@ def test_profile_page_lists_its_segments_and_why_for_the_chosen_one(console, pro
     why = console.get(f"{url}?segment={germans.pk}").content.decode()
     assert "Active Germans: in it" in why
     assert re.findall(r'<li class="(met|not-met)" data-path="([^"]+)">', why) == [
+        ("met", "rules"),
         ("met", "rules.all[0]"),
         ("met", "rules.all[1]"),
     ]
@@ -322,3 +323,35 @@ def test_a_marketer_of_two_projects_sees_only_the_profiles_project_segments(mark
     _segment(project_b[0].pk, "B's")
     html = client.get(f"/admin/crm/profile/{profile.pk}/change/").content.decode()
     assert "B&#x27;s" in html and "A&#x27;s" not in html
+
+
+def test_deleting_lists_the_segments_that_refer_to_it_and_refuses(console, project_a):
+    from campaigns.segments.membership import segment_save
+
+    project_id = project_a[0].pk
+    germans = segment_save(project_id=project_id, name="Germans", rules=RULES)
+    segment_save(project_id=project_id, name="Outsiders", rules={"segment": germans.pk, "member": False})
+    page = console.get(f"/admin/campaigns/segment/{germans.pk}/delete/")
+    assert page.status_code == 200
+    assert page.context["protected"] == ["Outsiders (its rules refer to Germans)"]
+    refused = console.post(f"/admin/campaigns/segment/{germans.pk}/delete/", {"post": "yes"})
+    assert refused.status_code in (200, 403)
+    assert Segment.objects.filter(pk=germans.pk).exists()
+
+
+def test_bulk_delete_of_a_segment_and_the_one_referring_to_it(console, project_a):
+    from campaigns.segments.membership import segment_save
+
+    project_id = project_a[0].pk
+    germans = segment_save(project_id=project_id, name="Germans", rules=RULES)
+    outsiders = segment_save(project_id=project_id, name="Outsiders", rules={"segment": germans.pk, "member": False})
+    SegmentMembership.objects.create(
+        segment=germans, profile=Profile.objects.create(project_id=project_id), entered_at=timezone.now()
+    )
+    response = console.post(
+        "/admin/campaigns/segment/",
+        {"action": "delete_selected", "_selected_action": [germans.pk, outsiders.pk], "post": "yes"},
+    )
+    assert response.status_code == 302
+    assert Segment.objects.count() == 0
+    assert SegmentMembership.objects.count() == 0

@@ -126,7 +126,7 @@ def test_invalid_rules_are_a_400_naming_each_path_and_store_nothing(api_a):
     messages = response.json()["rules"]
     assert len(messages) == 2
     assert messages[0].startswith("rules.all[1].op: ")
-    assert messages[1] == "rules.all[2].count: must be >= 0"
+    assert messages[1] == "rules.all[2].count.value: must be >= 0"
     assert Segment.objects.count() == 0
 
 
@@ -164,6 +164,7 @@ def test_list_shows_counts_status_and_progress_in_pages_of_its_project_only(
 
 
 def test_update_and_patch_go_through_the_service(api_a, project_a):
+    # New rules are a new version (recomputed); a new description alone is not.
     segment = _segment(project_a[0].pk)
     put = api_a.put(
         f"/api/v1/segments/{segment.pk}",
@@ -179,7 +180,7 @@ def test_update_and_patch_go_through_the_service(api_a, project_a):
         "French",
         "only this",
         {"profile": "country", "op": "eq", "value": "FR"},
-        3,
+        2,
     )
 
 
@@ -190,7 +191,7 @@ def test_a_bad_update_is_a_400_naming_the_path_and_changes_nothing(api_a, projec
         {"rules": {"any": [{"event": "X", "count": {"op": "gte", "value": -2}}]}},
         format="json",
     )
-    assert (response.status_code, response.json()) == (400, {"rules": ["rules.any[0].count: must be >= 0"]})
+    assert (response.status_code, response.json()) == (400, {"rules": ["rules.any[0].count.value: must be >= 0"]})
     segment.refresh_from_db()
     assert (segment.rules, segment.rules_version) == (RULES, 1)
 
@@ -242,7 +243,11 @@ def test_preview_counts_members_and_reachable_per_channel_with_a_sample(api_a, a
         (p["u4"].pk, "u4", "u4@x.io"),
     ]
     for sample in body["sample"]:
-        assert [(c["path"], c["met"]) for c in sample["conditions"]] == [("rules.all[0]", True), ("rules.all[1]", True)]
+        assert [(c["path"], c["met"]) for c in sample["conditions"]] == [
+            ("rules", True),
+            ("rules.all[0]", True),
+            ("rules.all[1]", True),
+        ]
         assert all(c["label"] for c in sample["conditions"])
     assert Segment.objects.count() == 0  # a preview stores nothing
 
@@ -268,6 +273,7 @@ def test_preview_sample_is_the_first_20_by_id_and_the_count_is_all(api_a, projec
     ids = list(Profile.objects.filter(project_id=project_id).order_by("pk").values_list("pk", flat=True)[:20])
     assert [s["profile_id"] for s in body["sample"]] == ids
     assert [(c["path"], c["met"]) for c in body["sample"][0]["conditions"]] == [
+        ("rules", True),
         ("rules.any[0]", True),
         ("rules.any[1]", False),
     ]
@@ -279,7 +285,7 @@ def test_preview_of_invalid_rules_is_a_400_naming_the_path(api_a):
         {"rules": {"all": [RULES, {"not": {"event": "X", "count": {"op": "gte", "value": -5}}}]}},
         format="json",
     )
-    assert (response.status_code, response.json()) == (400, {"rules": ["rules.all[1].not.count: must be >= 0"]})
+    assert (response.status_code, response.json()) == (400, {"rules": ["rules.all[1].not.count.value: must be >= 0"]})
     missing = api_a.post("/api/v1/segments/preview", {}, format="json")
     assert (missing.status_code, list(missing.json())) == (400, ["rules"])
 
@@ -357,3 +363,17 @@ def test_another_projects_user_is_404(api_a, api_b, project_a):
     assert api_a.get("/api/v1/users/alice/segments").status_code == 200
     assert api_b.get("/api/v1/users/alice/segments").status_code == 404
     assert api_a.get("/api/v1/users/nobody/segments").status_code == 404
+
+
+def test_a_segment_other_rules_refer_to_is_409_and_kept(api_a, project_a):
+    germans = api_a.post("/api/v1/segments", {"name": "Germans", "rules": RULES}, format="json").json()
+    outsiders = api_a.post(
+        "/api/v1/segments", {"name": "Outsiders", "rules": {"segment": germans["id"], "member": False}}, format="json"
+    ).json()
+    response = api_a.delete(f"/api/v1/segments/{germans['id']}")
+    assert response.status_code == 409
+    assert response.json()["used_by"] == ["Outsiders"]
+    assert Segment.objects.filter(pk=germans["id"]).exists()
+    assert api_a.delete(f"/api/v1/segments/{outsiders['id']}").status_code == 204
+    assert api_a.delete(f"/api/v1/segments/{germans['id']}").status_code == 204
+    assert Segment.objects.count() == 0

@@ -2,15 +2,18 @@
 Playwright, against a live server, with a real Celery worker on the segments
 queue (saving queues the full computation). Two conditions in an `all` group
 are built row by row, previewed (the exact count, reach per channel and the
-sample), saved, and the segment is in the list."""
+sample), saved; the segment is in the list, and once the worker has computed
+it, so are its two members."""
 
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
 from campaigns.models import Segment
+from campaigns.segments.rules import rules_label, rules_parse
 from tests.campaigns.test_segment_api import audience
 
 pytestmark = [pytest.mark.browser, pytest.mark.broker]
@@ -41,6 +44,8 @@ def test_build_preview_and_save_a_segment_in_chromium(
     profiles = audience(project.pk)
     audience(project_b[0].pk, prefix="b-")  # another project's people: never counted
     celery_worker_process(queues=["segments"])
+    tree = rules_parse(BUILT, project_id=project.pk)
+    labels = [rules_label(tree), *(rules_label(c) for c in tree.children)]
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_ARGS)
@@ -92,12 +97,24 @@ def test_build_preview_and_save_a_segment_in_chromium(
             profiles["u1"].email,
             profiles["u4"].email,
         ]
-        assert sample.nth(0).locator("li.met").count() == 2
+        # The tree, then each condition: all met by both.
+        assert sample.nth(0).locator("li").all_inner_texts() == ["✓ " + label for label in labels]
+        assert sample.nth(1).locator("li.met").count() == 3
 
         page.click("input[name=_save]")
         page.wait_for_url("**/admin/campaigns/segment/")
         row = page.locator("#result_list tbody tr", has_text="Active Germans")
         expect(row).to_have_count(1)
+        # The worker computes the members in the background (after the
+        # dependencies cache's few seconds); the list shows them on a reload.
+        deadline = time.monotonic() + 60
+        while "2 members" not in row.inner_text() and time.monotonic() < deadline:
+            time.sleep(1)
+            page.reload()
+        expect(row.locator(".segment-members-link")).to_have_text("2 members")
+        row.locator(".segment-members-link").click()
+        expect(page.locator("#members-table tbody tr")).to_have_count(2)
+        assert page.locator("#members-table tbody tr td:nth-child(2)").all_inner_texts() == ["u1", "u4"]
         assert errors == []
         browser.close()
 
