@@ -28,6 +28,7 @@ from django.views.decorators.http import require_POST
 
 from campaigns.models import InAppMessage, Segment, SegmentSize, SegmentStatus
 from campaigns.segments import selectors
+from campaigns.segments.catalogue import segment_rule_catalogue
 from campaigns.segments.membership import SegmentInUse, segment_delete, segment_save
 from campaigns.segments.rules import RulesInvalid, rules_parse
 from crm.admin import profile_section_register
@@ -254,7 +255,7 @@ class SegmentAdmin(ProjectScopedAdmin):
         if obj is not None:
             others = others.filter(project_id=obj.project_id).exclude(pk=obj.pk)
         context["builder"] = {
-            "catalogue": json.dumps(selectors.segment_rule_catalogue()),
+            "catalogue": json.dumps(segment_rule_catalogue()),
             "segments": json.dumps(list(others.order_by("name").values("id", "name", "project_id"))),
             "preview_url": reverse("admin:campaigns_segment_preview"),
             "project_id": obj.project_id if obj else "",

@@ -7,11 +7,8 @@ project's segments or profiles by id."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet
@@ -23,15 +20,6 @@ from campaigns.segments.rules import RulesInvalid, rules_parse
 from crm.models import Device, Profile
 
 PREVIEW_SAMPLE_SIZE = 20
-CATALOGUE_PATH = Path(__file__).with_name("catalogue.json")
-
-
-@lru_cache(maxsize=1)
-def segment_rule_catalogue() -> dict[str, Any]:
-    """The fields, operators and value kinds the console's rule builder offers,
-    read from catalogue.json: the builder gets it from the page (the Python side
-    serves it), so the catalogue is written once."""
-    return json.loads(CATALOGUE_PATH.read_text(encoding="utf-8"))
 
 
 @dataclass(frozen=True)

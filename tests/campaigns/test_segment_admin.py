@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import re
 from datetime import UTC, datetime, timedelta
+from html import unescape as html_unescape
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -15,6 +16,8 @@ from django.test import Client
 from django.utils import timezone
 
 from campaigns.models import Segment, SegmentMembership, SegmentSize, SegmentStatus
+from campaigns.segments import rules
+from campaigns.segments.catalogue import segment_rule_catalogue
 from crm.models import Profile
 from crm.services import membership_add
 from tests.campaigns.test_segment_api import RULES, audience
@@ -99,15 +102,9 @@ def test_add_form_carries_the_builder_its_catalogue_and_no_inline_script(console
     assert re.search(r"<script(?![^>]*\bsrc=)[^>]*>", html) is None  # no inline script anywhere
     assert " style=" not in html
     assert page.headers["Content-Security-Policy"].startswith("default-src 'self'; script-src 'self'")
-    catalogue = json.loads(re.search(r'data-catalogue="([^"]*)"', html).group(1).replace("&quot;", '"'))
-    assert [f["field"] for f in catalogue["device_fields"]] == [
-        "platform",
-        "push_token",
-        "app_version",
-        "os_name",
-        "os_version",
-    ]
-    segments = json.loads(re.search(r'data-segments="([^"]*)"', html).group(1).replace("&quot;", '"'))
+    catalogue = json.loads(html_unescape(re.search(r'data-catalogue="([^"]*)"', html).group(1)))
+    assert catalogue == json.loads(json.dumps(segment_rule_catalogue()))
+    segments = json.loads(html_unescape(re.search(r'data-segments="([^"]*)"', html).group(1)))
     assert [s["name"] for s in segments] == ["Buyers"]
 
 
@@ -355,3 +352,76 @@ def test_bulk_delete_of_a_segment_and_the_one_referring_to_it(console, project_a
     assert response.status_code == 302
     assert Segment.objects.count() == 0
     assert SegmentMembership.objects.count() == 0
+
+
+# --- the builder's catalogue against the grammar ---------------------------------------------
+
+_SAMPLES = {
+    "text": {"value": "2.1"},
+    "number": {"value": 5},
+    "list": {"value": ["a", "b"]},
+    "list_number": {"value": [1, 2]},
+    "pair": {"value": ["1.0", "2.0"]},
+    "pair_number": {"value": [1, 2]},
+    "pair_datetime": {"value": ["2026-01-01", "2026-02-01"]},
+    "days": {"value": {"days": 7}},
+    "datetime": {"value": "2026-01-01"},
+    "boolean": {"value": True},
+    "none": {},
+}
+
+
+def _offered_trees() -> list[dict]:
+    """One tree for every field, operator, window, function and kind the builder offers."""
+    c = segment_rule_catalogue()
+    ops = c["operators"]
+    trees = []
+    for f in c["profile_fields"]:
+        field = f["field"] + "plan" if f.get("keyed") else f["field"]
+        trees += [{"profile": field, "op": o["op"], **_SAMPLES[o["value"]]} for o in ops[f["type"]]]
+    for f in c["device_fields"]:
+        trees += [{"device": [{"field": f["field"], "op": o["op"], **_SAMPLES[o["value"]]}]} for o in ops[f["type"]]]
+    trees += [{"event": "X", "count": {"op": o["op"], "value": 3}} for o in ops["count"]]
+    trees += [
+        {"event": "X", "where": [{"property": "p", "op": o["op"], **_SAMPLES[o["value"]]}]}
+        for o in ops[c["property_type"]]
+    ]
+    trees += [
+        {"event": "X", "aggregate": {"fn": fn, "property": "price", "op": o["op"], **_SAMPLES[o["value"]]}}
+        for fn in c["event"]["aggregate_functions"]
+        for o in ops["aggregate"]
+    ]
+    trees += [
+        {"event": "X", fl["key"]: {"op": o["op"], **_SAMPLES[o["value"]]}}
+        for fl in c["event"]["first_last"]
+        for o in ops["event_time"]
+    ]
+    windows = {"ever": "ever", "last_days": {"last_days": 7}, "between": {"between": ["2026-01-01", "2026-02-01"]}}
+    trees += [{"event": "X", "did": False, "window": windows[w["key"]]} for w in c["event"]["windows"]]
+    trees += [
+        {"recent_item": lst["key"], t["key"]: "SKU1"}
+        for lst in c["recent_items"]["lists"]
+        for t in c["recent_items"]["targets"]
+    ]
+    trees += [{"bucket": {"op": o["op"], **_SAMPLES[o["value"]]}} for o in ops["bucket"]]
+    trees += [
+        {g["key"]: {"profile": "country", "op": "exists"}}
+        if g["key"] == "not"
+        else {g["key"]: [{"profile": "country", "op": "exists"}]}
+        for g in c["groups"]
+    ]
+    return trees
+
+
+def test_every_field_and_operator_the_builder_offers_is_one_the_grammar_accepts(project_a):
+    trees = _offered_trees()
+    refused = []
+    for tree in trees:
+        try:
+            rules.rules_parse(tree, project_id=project_a[0].pk)
+        except rules.RulesInvalid as exc:
+            refused.append((tree, exc.errors))
+    assert refused == []
+    assert len(trees) > 150
+    kinds = {c["key"] for c in segment_rule_catalogue()["conditions"]}
+    assert kinds == {"profile", "device", "event", "recent_item", "segment", "bucket"}

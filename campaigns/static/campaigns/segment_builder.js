@@ -4,7 +4,8 @@
  * edit in the rows (or in the JSON view) is written back there, so the form
  * posts exactly what the builder shows. Fields, operators and value kinds come
  * from the catalogue the server puts on #segment-builder (data-catalogue,
- * campaigns/segments/catalogue.json), so they are written once. Condition kinds
+ * campaigns/segments/catalogue.py, built from the grammar's own tables), so
+ * they are written once. Condition kinds
  * the builder does not know are kept as raw JSON rows. A static file: the
  * console's Content-Security-Policy runs no inline script.
  */
@@ -203,7 +204,7 @@
     }
 
     function opsOf(type) {
-      return catalogue.operators[type] || catalogue.operators.any;
+      return catalogue.operators[type] || catalogue.operators[catalogue.property_type];
     }
 
     function opSpec(type, op) {
@@ -365,7 +366,7 @@
         var line = el("div", "builder-row builder-where");
         line.appendChild(el("span", "", "where property"));
         line.appendChild(input("builder-property", "text", clause.property, function (raw) { clause.property = raw; }));
-        opAndValue(line, clause, "any");
+        opAndValue(line, clause, catalogue.property_type);
         line.appendChild(button("builder-remove", "×", function () {
           data.where.splice(index, 1);
           if (!data.where.length) {
@@ -393,7 +394,7 @@
         }
         var line = el("div", "builder-row builder-" + fl.key);
         line.appendChild(el("span", "", "and the " + fl.label + " was"));
-        opAndValue(line, data[fl.key], "time");
+        opAndValue(line, data[fl.key], "event_time");
         line.appendChild(button("builder-remove", "×", function () { delete data[fl.key]; }));
         sub.appendChild(line);
       });
@@ -448,9 +449,8 @@
 
     function bucketRow(row, data) {
       var bucket = data.bucket && typeof data.bucket === "object" ? data.bucket : (data.bucket = { op: "between", value: [0, 99] });
-      bucket.op = "between";
-      row.appendChild(el("span", "", "bucket (" + catalogue.bucket.min + "–" + catalogue.bucket.max + ") between"));
-      row.appendChild(valueInputs(bucket, "value", "pair_number"));
+      row.appendChild(el("span", "", "bucket (" + catalogue.bucket.min + "–" + catalogue.bucket.max + ")"));
+      opAndValue(row, bucket, "bucket");
     }
 
     function rawRow(row, item) {
