@@ -27,6 +27,29 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+# Every kind of condition the builder draws; opened in the builder, it must come back unchanged.
+EVERY_KIND = {
+    "all": [
+        {"profile": "traits.plan", "op": "in", "value": ["pro", "team"]},
+        {"profile": "last_seen", "op": "within_last", "value": {"days": 7}},
+        {"profile": "age", "op": "between", "value": [18, 30]},
+        {"profile": "email_subscribed", "op": "eq", "value": False},
+        {"device": [{"field": "platform", "op": "eq", "value": "ios"}, {"field": "push_token", "op": "exists"}]},
+        {
+            "event": "Order Completed",
+            "where": [{"property": "price", "op": "gt", "value": 50}],
+            "count": {"op": "eq", "value": 2},
+            "window": {"between": ["2026-01-01", "2026-02-01"]},
+            "aggregate": {"fn": "sum", "property": "price", "op": "gt", "value": 100},
+            "last": {"op": "within_last", "value": {"days": 3}},
+        },
+        {"event": "App Opened", "did": False, "window": {"last_days": 30}},
+        {"recent_item": "purchased", "category": "Shoes"},
+        {"bucket": {"op": "between", "value": [0, 99]}},
+        {"not": {"any": [{"profile": "country", "op": "eq", "value": "FR"}, {"profile": "city", "op": "exists"}]}},
+        {"not": {"profile": "country", "op": "eq", "value": "IT"}},
+    ]
+}
 BUILT = {
     "all": [
         {"profile": "country", "op": "eq", "value": "DE"},
@@ -44,6 +67,8 @@ def test_build_preview_and_save_a_segment_in_chromium(
     profiles = audience(project.pk)
     audience(project_b[0].pk, prefix="b-")  # another project's people: never counted
     celery_worker_process(queues=["segments"])
+    # Stored as it is (not through segment_save: nothing to compute), for the builder to open.
+    every = Segment.objects.create(project=project, name="Every kind", rules=EVERY_KIND)
     tree = rules_parse(BUILT, project_id=project.pk)
     labels = [rules_label(tree), *(rules_label(c) for c in tree.children)]
 
@@ -115,8 +140,19 @@ def test_build_preview_and_save_a_segment_in_chromium(
         row.locator(".segment-members-link").click()
         expect(page.locator("#members-table tbody tr")).to_have_count(2)
         assert page.locator("#members-table tbody tr td:nth-child(2)").all_inner_texts() == ["u1", "u4"]
+
+        # Opened again, the builder shows the saved tree and leaves it as it was,
+        # for every kind of condition it draws.
+        page.go_back()
+        page.click("#result_list a:text-is('Active Germans')")
+        page.wait_for_url("**/admin/campaigns/segment/*/change/")
+        expect(page.locator(".builder-condition")).to_have_count(2)
+        assert json.loads(page.locator("#id_rules").input_value()) == BUILT
+        page.goto(f"{live_server.url}/admin/campaigns/segment/{every.pk}/change/")
+        expect(page.locator(".builder-condition")).to_have_count(12)
+        assert json.loads(page.locator("#id_rules").input_value()) == EVERY_KIND
         assert errors == []
         browser.close()
 
-    segment = Segment.objects.get(project=project)
+    segment = Segment.objects.get(project=project, name="Active Germans")
     assert (segment.name, segment.rules) == ("Active Germans", BUILT)
