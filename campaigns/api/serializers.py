@@ -47,21 +47,24 @@ class RulesField(serializers.JSONField):
     here only that PostgreSQL's jsonb can hold it (no NUL, bounded depth)."""
 
     def to_internal_value(self, data: Any) -> Any:
-        value = super().to_internal_value(data)
-        problem = json_problem(value, path="rules")
+        # The body is parsed JSON already; json_problem names where a value is
+        # one jsonb cannot hold (1e999 parses as inf: "rules.all[0].value: must
+        # be a finite number"), where DRF's own check says only "valid JSON".
+        problem = json_problem(data, path="rules")
         if problem:
             raise serializers.ValidationError(problem)
-        return value
+        return data
 
 
 class SegmentInSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=200, validators=[_storable_text])
     description = serializers.CharField(required=False, allow_blank=True, default="", validators=[_storable_text])
-    rules = RulesField()
+    # null passes to the grammar, which names the path like every other bad tree.
+    rules = RulesField(allow_null=True)
 
 
 class PreviewInSerializer(serializers.Serializer):
-    rules = RulesField()
+    rules = RulesField(allow_null=True)
 
 
 class MemberOutSerializer(serializers.Serializer):

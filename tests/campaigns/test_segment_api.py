@@ -377,3 +377,64 @@ def test_a_segment_other_rules_refer_to_is_409_and_kept(api_a, project_a):
     assert api_a.delete(f"/api/v1/segments/{outsiders['id']}").status_code == 204
     assert api_a.delete(f"/api/v1/segments/{germans['id']}").status_code == 204
     assert Segment.objects.count() == 0
+
+
+# --- hostile rule trees -----------------------------------------------------------------
+
+_LEAF_KEYS = ["profile", "op", "value", "device", "field", "event", "count", "window", "where", "did", "aggregate",
+              "first", "last", "recent_item", "product", "category", "segment", "member", "bucket", "last_days",
+              "between", "days", "fn", "property", "all", "any", "not"]  # fmt: skip
+
+
+def _trees():  # noqa: ANN202 - a hypothesis strategy
+    from hypothesis import strategies as st
+
+    from tests.test_fuzz import json_values
+
+    leaves = st.one_of(
+        st.dictionaries(st.sampled_from(_LEAF_KEYS), json_values(deep=False), max_size=4),
+        st.sampled_from(RULES["all"]).flatmap(
+            lambda leaf: st.dictionaries(st.sampled_from(sorted(leaf)), json_values(deep=False), max_size=2).map(
+                lambda changes: {**leaf, **changes}
+            )
+        ),
+        json_values(deep=False),
+    )
+    return st.recursive(
+        leaves,
+        lambda inner: st.one_of(
+            st.lists(inner, max_size=3).map(lambda items: {"all": items}),
+            st.lists(inner, max_size=3).map(lambda items: {"any": items}),
+            inner.map(lambda item: {"not": item}),
+        ),
+        max_leaves=8,
+    )
+
+
+def test_hostile_rule_trees_are_answered_never_with_a_5xx(api_a, project_a):
+    from hypothesis import given
+    from hypothesis import strategies as st
+
+    from tests.test_fuzz import FUZZ, dumps
+
+    audience(project_a[0].pk)
+
+    @FUZZ
+    @given(tree=_trees(), endpoint=st.sampled_from(["/api/v1/segments", "/api/v1/segments/preview"]))
+    def check(tree: Any, endpoint: str) -> None:
+        from django.db import transaction
+
+        with transaction.atomic():
+            body = dumps({"name": "Fuzzed", "rules": tree})
+            response = api_a.generic("POST", endpoint, body, content_type="application/json")
+            assert response.status_code < 500, (tree, response.content[:300])
+            if response.status_code == 400:
+                answer = response.json()
+                assert isinstance(answer, dict) and answer, response.content
+                if list(answer) == ["rules"]:
+                    assert all(isinstance(m, str) and m.startswith("rules") for m in answer["rules"]), answer
+            else:
+                assert response.status_code in (200, 201)
+            transaction.set_rollback(True)
+
+    check()
