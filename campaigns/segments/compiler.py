@@ -21,7 +21,6 @@ from django.db.models import (
     BooleanField,
     Case,
     CharField,
-    DateTimeField,
     DecimalField,
     Exists,
     Expression,
@@ -249,14 +248,6 @@ def _time_q(column: str, op: str, value: Any, now: datetime) -> Q:
     raise ValueError(f"operator {op} on {column}")
 
 
-def _time_expr_q(expr: Expression, op: str, value: Any, now: datetime) -> Q:
-    if op == "within_last":
-        return Q(GreaterThanOrEqual(expr, now - value))
-    if op == "more_than_ago":
-        return Q(LessThan(expr, now - value))
-    return _cmp(expr, op, value)
-
-
 class _Numeric(Func):
     template = "(%(expressions)s)::numeric"
     output_field = DecimalField()
@@ -425,18 +416,7 @@ def _event_q(p: dict[str, Any], now: datetime) -> Q:
     q = Q()
     count = p["count"]
     if count is not None:
-        op, n = count["op"], count["value"]
-        if (op == "gte" and n == 1) or (op == "gt" and n == 0):
-            q &= Q(Exists(events))
-        elif (op == "eq" and n == 0) or (op == "lt" and n == 1) or (op == "lte" and n == 0):
-            # NOT EXISTS: the profiles with no such event at all are included.
-            q &= ~Q(Exists(events))
-        else:
-            # COUNT without GROUP BY: one row even for no events, so 0, not NULL.
-            counted = Subquery(
-                events.annotate(n=Func(F("id"), function="COUNT")).values("n"), output_field=IntegerField()
-            )
-            q &= _cmp(counted, op, n)
+        q &= _count_q(events, count["op"], count["value"])
     aggregate = p["aggregate"]
     if aggregate is not None:
         number = _json_path("properties", aggregate["keys"])[3]
@@ -449,15 +429,76 @@ def _event_q(p: dict[str, Any], now: datetime) -> Q:
             # The sum over no events is 0; avg / min / max over none have no value (not met).
             total = Coalesce(total, Value(Decimal(0)), output_field=DecimalField())
         q &= _two_valued(_cmp(total, aggregate["op"], aggregate["value"]))
-    for which, fn in (("first", "MIN"), ("last", "MAX")):
+    for which in ("first", "last"):
         spec = p[which]
         if spec is not None:
-            moment = Subquery(
-                events.annotate(t=Func(F("timestamp"), function=fn, output_field=DateTimeField())).values("t"),
-                output_field=DateTimeField(),
-            )
-            q &= _two_valued(_time_expr_q(moment, spec["op"], spec["value"], now))
+            q &= _first_last_q(events, which, spec["op"], spec["value"], now)
     return q
+
+
+def _at_least(events: Any, n: int) -> Q:
+    """The profiles with at least `n` of `events`. EXISTS, with OFFSET n-1 beyond one
+    event: a probe reads at most n index entries, where COUNT would read them all;
+    plain EXISTS (n = 1) can become a semi-join."""
+    if n <= 0:
+        return Q(pk__isnull=False)  # always true, and still an expression `not` can negate
+    return Q(Exists(events if n == 1 else events[n - 1 : n]))
+
+
+def _count_q(events: Any, op: str, n: int) -> Q:
+    """count(events) <op> n, by "at least" probes only. NOT EXISTS includes the
+    profiles with no such event at all: no NULL from a missing aggregate row."""
+    if op == "gte":
+        return _at_least(events, n)
+    if op == "gt":
+        return _at_least(events, n + 1)
+    if op == "lt":
+        return ~_at_least(events, n)
+    if op == "lte":
+        return ~_at_least(events, n + 1)
+    exactly = ~_at_least(events, 1) if n == 0 else _at_least(events, n) & ~_at_least(events, n + 1)
+    if op == "eq":
+        return exactly
+    if op == "ne":
+        return ~exactly
+    raise ValueError(f"count operator {op}")
+
+
+def _first_last_q(events: Any, which: str, op: str, value: Any, now: datetime) -> Q:
+    """min(timestamp) (first) or max(timestamp) (last) of `events` compared with a time
+    operator, as EXISTS / NOT EXISTS on timestamp ranges rather than an aggregate
+    per profile: "last done more than 30 days ago" = did it, and not since now-30d.
+    A profile that never did it has no first or last time: not met."""
+    if op == "within_last":
+        op, value = "gte", now - value
+    elif op == "more_than_ago":
+        op, value = "before", now - value
+    elif op == "after":
+        op = "gt"
+    some = Q(Exists(events))
+
+    def any_with(**bounds: datetime) -> Q:
+        return Q(Exists(events.filter(**bounds)))
+
+    if which == "last":
+        if op == "gt":
+            return any_with(timestamp__gt=value)
+        if op == "gte":
+            return any_with(timestamp__gte=value)
+        if op == "before":
+            return some & ~any_with(timestamp__gte=value)
+        if op == "between":
+            return any_with(timestamp__gte=value[0], timestamp__lte=value[1]) & ~any_with(timestamp__gt=value[1])
+    else:
+        if op == "before":
+            return any_with(timestamp__lt=value)
+        if op == "gt":
+            return some & ~any_with(timestamp__lte=value)
+        if op == "gte":
+            return some & ~any_with(timestamp__lt=value)
+        if op == "between":
+            return any_with(timestamp__gte=value[0], timestamp__lte=value[1]) & ~any_with(timestamp__lt=value[0])
+    raise ValueError(f"{which} operator {op}")
 
 
 def _recent_item_q(p: dict[str, Any], now: datetime) -> Q:

@@ -1,20 +1,24 @@
 """Celery tasks of the `segments` queue: stored membership kept current. Each
 takes ids and calls one service of campaigns.segments.membership.
 
-The refresh is acknowledged late: it is an idempotent re-evaluation, so a
-worker killed mid-task (kill -9, OOM) gets it redelivered and the replay
-records nothing twice, while a lost one would leave members stale until the
-profile's next event."""
+The refresh and the full computation are acknowledged late: both are
+idempotent re-evaluations, so a worker killed mid-task (kill -9, OOM) gets them
+redelivered and the replay records nothing twice, while a lost refresh would
+leave members stale until the profile's next event, and a lost computation a
+segment `computing` for good."""
 
 from __future__ import annotations
 
 from celery import shared_task
-from django.db import InterfaceError, OperationalError
+from django.db import IntegrityError, InterfaceError, OperationalError
 
 from campaigns.segments import membership
 
-# Database down or a deadlock victim: worth retrying. A bug is not.
+# Database down or a deadlock victim: worth retrying. So is a foreign-key
+# violation of the refresh: a profile merged away (deleted) between the
+# statement's snapshot and its insert; evaluated again, it is simply gone.
 _TRANSIENT = (OperationalError, InterfaceError)
+_REFRESH_RETRIED = (*_TRANSIENT, IntegrityError)
 
 
 @shared_task(
@@ -23,7 +27,7 @@ _TRANSIENT = (OperationalError, InterfaceError)
     ignore_result=True,
     acks_late=True,
     reject_on_worker_lost=True,
-    autoretry_for=_TRANSIENT,
+    autoretry_for=_REFRESH_RETRIED,
     retry_backoff=True,
     retry_backoff_max=60,
     retry_jitter=True,
@@ -40,7 +44,13 @@ def segments_refresh_task(
     )
 
 
-@shared_task(name="campaigns.segments.compute_full", queue="segments", ignore_result=True)
+@shared_task(
+    name="campaigns.segments.compute_full",
+    queue="segments",
+    ignore_result=True,
+    acks_late=True,
+    reject_on_worker_lost=True,
+)
 def segment_compute_full_task(segment_id: int, rules_version: int) -> None:
     """A segment's membership from scratch (after a save); stops by itself when
     the rules changed since, and records a failure on the segment."""

@@ -10,11 +10,13 @@ from itertools import count
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
 
 from campaigns.models import Segment
 from campaigns.segments.buckets import bucket_sql, profile_bucket
 from campaigns.segments.compiler import ConditionResult, age_on, boundary_q, rules_explain, rules_q
-from campaigns.segments.rules import RulesInvalid, rules_parse
+from campaigns.segments.rules import RulesInvalid, rules_label, rules_parse
 from catalog.models import Product
 from crm.models import Device, Event, EventNameMapping, Profile
 from crm.selectors import event_name_mappings_cache_clear
@@ -313,6 +315,27 @@ CASES: list[tuple[str, Any, set[str]]] = [
         {"ann", "eve"},
     ),
     ("last before", OC(last={"op": "before", "value": "2026-06-01"}), {"ann"}),
+    ("last between", OC(last={"op": "between", "value": ["2026-06-09", "2026-06-10"]}), {"dan"}),
+    ("last between, a later one outside", OC(last={"op": "between", "value": ["2026-05-01", "2026-06-09"]}), {"ann"}),
+    ("first between", OC(first={"op": "between", "value": ["2026-05-26", "2026-06-10"]}), {"dan"}),
+    (
+        "first between, an earlier one outside",
+        OC(first={"op": "between", "value": ["2026-06-09", "2026-06-10"]}),
+        set(),
+    ),
+    ("first after", OC(first={"op": "after", "value": "2026-05-20"}), {"dan"}),
+    ("last after a day is after its end", OC(last={"op": "after", "value": "2026-06-10"}), set()),
+    ("last after", OC(last={"op": "after", "value": "2026-06-09"}), {"dan"}),
+    ("first before (to the second)", PV(first={"op": "before", "value": "2026-06-08T12:00:00Z"}), {"bob"}),
+    ("first within the last 30 days", OC(first={"op": "within_last", "value": {"days": 30}}), {"dan"}),
+    (
+        "first within a window, on the edge",
+        OC(window={"last_days": 10}, first={"op": "more_than_ago", "value": {"days": 6}}),
+        set(),
+    ),
+    ("count eq 3 ever", PV(count={"op": "eq", "value": 3}), {"ann", "bob"}),
+    ("count gte 0 is everyone", PV(count={"op": "gte", "value": 0}), ALL),
+    ("count lt 0 is no one", PV(count={"op": "lt", "value": 0}), set()),
     ("window between days", PV(window={"between": ["2026-06-08", "2026-06-08"]}), {"ann", "bob", "eve"}),
     ("window between times", PV(window={"between": ["2026-06-08T12:00:00Z", "2026-06-09"]}), {"ann", "eve"}),
     # Devices: one device meets all the conditions.
@@ -606,3 +629,163 @@ def test_boundary_of_profile_times_and_birthdays(world):
     q = boundary_q(node, since=NOW, now=NOW + D + S)
     got = set(Profile.objects.filter(project_id=a.pk).filter(q).values_list("id", flat=True))
     assert got == {p["bob"].pk, p["cat"].pk}
+
+
+# --- Hostile trees: parse raises RulesInvalid with paths, or the query runs --------------
+
+_ANY_VALUE = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(10**20), max_value=10**20),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=12),
+    st.sampled_from(
+        ["2026-06-08", "2026-06-08T12:00:00+02:00", "2.10.0", "Shoes", "\x00", "9999-12-31T23:00:00-05:00"]
+    ),
+    st.lists(st.one_of(st.integers(-5, 5), st.text(max_size=4), st.sampled_from(["2026-01-01", "2.9"])), max_size=3),
+    st.fixed_dictionaries({}, optional={"days": st.integers(-2, 40), "hours": st.integers(-2, 40)}),
+)
+_OPS = st.sampled_from(
+    ["eq", "ne", "in", "not_in", "contains", "starts_with", "exists", "missing", "lt", "lte", "gt", "gte", "between",
+     "before", "after", "within_last", "more_than_ago", "near"]
+)  # fmt: skip
+_FIELDS = st.sampled_from(
+    ["country", "email", "user_id", "age", "birth_date", "last_seen", "email_subscribed", "traits.plan", "traits.score",
+     "traits.a.b", "traits.", "colour"]
+)  # fmt: skip
+
+
+_WELL_TYPED = st.sampled_from(
+    [
+        {"op": "eq", "value": "DE"}, {"op": "ne", "value": "x"}, {"op": "in", "value": ["DE", "FR"]},
+        {"op": "not_in", "value": [1, 2]}, {"op": "contains", "value": "o"}, {"op": "exists"}, {"op": "missing"},
+        {"op": "gt", "value": 5}, {"op": "lte", "value": 2}, {"op": "between", "value": [1, 30]},
+        {"op": "eq", "value": True}, {"op": "gte", "value": "2.10"}, {"op": "lt", "value": "3"},
+        {"op": "between", "value": ["2.9", "2.10"]}, {"op": "within_last", "value": {"days": 7}},
+        {"op": "more_than_ago", "value": {"hours": 3}}, {"op": "before", "value": "2026-06-08"},
+        {"op": "after", "value": "2026-06-08T12:00:00+02:00"}, {"op": "between", "value": ["2026-06-01", "2026-06-09"]},
+        {"op": "eq", "value": 0}, {"op": "gte", "value": 1},
+    ]
+)  # fmt: skip
+
+
+def _op_value() -> st.SearchStrategy[dict[str, Any]]:
+    hostile = st.fixed_dictionaries({"op": _OPS}, optional={"value": _ANY_VALUE})
+    return st.one_of(_WELL_TYPED, _WELL_TYPED, _WELL_TYPED, hostile)
+
+
+_LEAF = st.one_of(
+    st.builds(lambda f, ov: {"profile": f, **ov}, _FIELDS, _op_value()),
+    st.builds(
+        lambda f, ov: {"device": [{"field": f, **ov}]},
+        st.sampled_from(["platform", "app_version", "os_version", "push_token", "os_name", "x"]),
+        _op_value(),
+    ),
+    st.builds(
+        lambda name, extra: {"event": name, **extra},
+        st.sampled_from(["Product Viewed", "Order Completed", "Product Viewed", "", 5]),
+        st.fixed_dictionaries(
+            {},
+            optional={
+                "count": _op_value(),
+                "did": st.one_of(st.booleans(), st.booleans(), _ANY_VALUE),
+                "window": st.one_of(
+                    st.just("ever"),
+                    st.fixed_dictionaries({"last_days": st.one_of(st.integers(1, 30), _ANY_VALUE)}),
+                    st.fixed_dictionaries({"between": _ANY_VALUE}),
+                ),
+                "where": st.lists(
+                    st.builds(
+                        lambda prop, ov: {"property": prop, **ov},
+                        st.sampled_from(["price", "category", "a.b"]),
+                        _op_value(),
+                    ),
+                    max_size=2,
+                ),
+                "aggregate": st.builds(
+                    lambda fn, ov: {"fn": fn, "property": "revenue", **ov},
+                    st.sampled_from(["sum", "avg", "max", "x"]),
+                    _op_value(),
+                ),
+                "last": _op_value(),
+            },
+        ),
+    ),
+    st.builds(
+        lambda w, v: {"recent_item": w, **v},
+        st.sampled_from(["viewed", "purchased", "x"]),
+        st.fixed_dictionaries({}, optional={"product": _ANY_VALUE, "category": _ANY_VALUE}),
+    ),  # fmt: skip
+    st.builds(lambda ov: {"bucket": ov}, _op_value()),
+)
+_TREE = st.recursive(
+    st.one_of(_LEAF, _LEAF, _LEAF, _ANY_VALUE),
+    lambda children: st.one_of(
+        st.builds(lambda xs: {"all": xs}, st.lists(children, min_size=1, max_size=3)),
+        st.builds(lambda xs: {"any": xs}, st.lists(children, min_size=1, max_size=3)),
+        st.builds(lambda x: {"not": x}, children),
+    ),
+    max_leaves=6,
+)
+
+
+@pytest.mark.django_db
+@settings(
+    max_examples=150,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    print_blob=False,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(tree=_TREE)
+def test_hostile_trees_are_rejected_with_paths_or_run(world, tree):
+    try:
+        node = rules_parse(tree, project_id=world["a"].pk)
+    except RulesInvalid as exc:
+        event("rejected")
+        assert exc.errors
+        assert all(isinstance(m, str) and m and p.startswith("rules") for p, m in exc.errors)
+        return
+    event("compiled and ran")
+    got = members(world, tree)
+    assert got <= ALL
+    assert members(world, {"not": tree}) == ALL - got
+    assert isinstance(rules_label(node), str)
+
+
+_CASE_LEAVES = [c[1] for c in CASES if not any(k in c[1] for k in ("all", "any", "not"))]
+_VALID_TREE = st.recursive(
+    st.sampled_from(_CASE_LEAVES),
+    lambda children: st.one_of(
+        st.builds(lambda xs: {"all": xs}, st.lists(children, min_size=1, max_size=3)),
+        st.builds(lambda xs: {"any": xs}, st.lists(children, min_size=1, max_size=3)),
+        st.builds(lambda x: {"not": x}, children),
+    ),
+    max_leaves=8,
+)
+
+
+def _expected(tree: dict[str, Any], leaf_members: dict[str, set[str]]) -> set[str]:
+    if "all" in tree:
+        return set.intersection(*(_expected(t, leaf_members) for t in tree["all"]))
+    if "any" in tree:
+        return set.union(*(_expected(t, leaf_members) for t in tree["any"]))
+    if "not" in tree:
+        return ALL - _expected(tree["not"], leaf_members)
+    return leaf_members[repr(tree)]
+
+
+@pytest.mark.django_db
+@settings(
+    max_examples=60,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    print_blob=False,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(tree=_VALID_TREE)
+def test_combined_trees_agree_with_the_set_algebra_of_their_conditions(world, tree):
+    leaf_members = {repr(rules): expected for _, rules, expected in CASES}
+    assert members(world, tree) == _expected(tree, leaf_members)

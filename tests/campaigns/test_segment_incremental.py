@@ -178,3 +178,35 @@ def test_events_posted_to_the_collector_move_profiles_in_and_out_of_segments(
     viewed.refresh_from_db()
     no_order.refresh_from_db()
     assert (viewed.member_count, no_order.member_count) == (1, 0)
+
+
+@pytest.mark.django_db
+def test_a_save_forgets_the_cached_dependencies_and_computes_after_the_cache_expired(
+    project_a, enqueued, monkeypatch, settings, django_assert_num_queries, django_capture_on_commit_callbacks
+):
+    from campaigns.segments.tasks import segment_compute_full_task
+
+    project, _ = project_a
+    p = Profile.objects.create(project=project, user_id="p")
+    computations: list[tuple] = []
+    monkeypatch.setattr(segment_compute_full_task, "apply_async", lambda args, **kw: computations.append((args, kw)))
+    hooks.events_stored_hook(project.pk, [stored(p.pk, "Product Viewed")])  # caches "no segments"
+    with django_capture_on_commit_callbacks(execute=True):
+        segment = segment_save(project_id=project.pk, name="Viewed", rules=VIEWED_3_IN_7)
+    assert computations == [((segment.pk, 1), {"countdown": settings.SEGMENTS_DEPENDENCIES_CACHE_SECONDS + 1})]
+    with django_capture_on_commit_callbacks(execute=True), django_assert_num_queries(1):
+        hooks.events_stored_hook(project.pk, [stored(p.pk, "Product Viewed")])
+    assert enqueued == [(project.pk, [segment.pk], [p.pk], [p.pk])]
+
+
+def test_the_segments_schedules_name_registered_tasks_on_the_segments_queue(settings):
+    from config.celery import app
+
+    app.loader.import_default_modules()
+    entries = {k: v for k, v in settings.CELERY_BEAT_SCHEDULE.items() if k.startswith("segments:")}
+    assert {e["task"]: (e["schedule"], e["options"]) for e in entries.values()} == {
+        "campaigns.segments.time_refresh": (60.0, {"queue": "segments"}),
+        "campaigns.segments.sizes_sample": (3600.0, {"queue": "segments"}),
+    }
+    for name in ("refresh", "compute_full", "time_refresh", "sizes_sample"):
+        assert app.tasks[f"campaigns.segments.{name}"].queue == "segments"

@@ -236,8 +236,10 @@ def test_a_failing_computation_records_status_failed_and_the_error(shop):
     ) == (0, 0)
 
 
-def test_refresh_applies_entries_and_exits_with_exact_counts(shop):
+@pytest.mark.parametrize("refresh_chunk", [1000, 3])
+def test_refresh_applies_entries_and_exits_with_exact_counts(shop, refresh_chunk, monkeypatch):
     project, other, people = shop
+    monkeypatch.setattr(membership, "REFRESH_CHUNK", refresh_chunk)  # 3: the 4 profiles in two transactions
     segment = saved(project)
     segment_compute_full(segment_id=segment.pk, rules_version=1, now=NOW)
     views(project, people["few-views"], 1)  # its third view: enters
