@@ -11,6 +11,7 @@ the IS NOT NULL itself. So `{"not": X}` is always the exact complement of X.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -109,7 +110,7 @@ def rules_explain(
     return result
 
 
-def _explained(node: Node):  # noqa: ANN202 - a generator of Node
+def _explained(node: Node) -> Iterator[Node]:
     yield node
     if node.is_group:
         for child in node.children:
