@@ -438,3 +438,15 @@ def test_hostile_rule_trees_are_answered_never_with_a_5xx(api_a, project_a):
             transaction.set_rollback(True)
 
     check()
+
+
+def test_rules_cannot_refer_to_another_projects_segment(api_a, project_b):
+    theirs = _segment(project_b[0].pk, "Theirs")
+    for endpoint in ("/api/v1/segments", "/api/v1/segments/preview"):
+        response = api_a.post(endpoint, {"name": "x", "rules": {"segment": theirs.pk, "member": True}}, format="json")
+        assert response.status_code == 400
+        assert list(response.json()) == ["rules"]
+        assert len(response.json()["rules"]) == 1
+        assert response.json()["rules"][0].startswith("rules.segment: ")
+        assert f"no segment {theirs.pk} in this project" in response.json()["rules"][0]
+    assert Segment.objects.count() == 1
