@@ -18,4 +18,5 @@ urlpatterns = [
     path("", include("ingestion.urls")),
     path("api/v1/", include("catalog.api.urls")),
     path("api/v1/", include("recommendations.api.urls")),
+    path("api/v1/", include("campaigns.api.urls")),
 ]

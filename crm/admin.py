@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from axes.admin import AccessAttemptAdmin, AccessFailureLogAdmin, AccessLogAdmin
@@ -10,6 +11,7 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
 
 from crm import services
 from crm.admin_base import (
@@ -21,6 +23,18 @@ from crm.admin_base import (
 )
 from crm.models import Device, Event, EventNameMapping, Membership, Profile, Project
 from crm.selectors import profile_events
+
+# Sections that later apps add at the foot of the profile page (campaigns: the
+# profile's segments, and why it is or is not in one), so that crm imports none
+# of them: imports between apps run one way. A section gets the request (its
+# query string chooses what to show) and the profile, and returns safe HTML.
+ProfileSection = Callable[[HttpRequest, Profile], SafeString]
+_profile_sections: list[ProfileSection] = []
+
+
+def profile_section_register(section: ProfileSection) -> None:
+    if section not in _profile_sections:
+        _profile_sections.append(section)
 
 
 class MembershipInline(admin.TabularInline):
@@ -142,8 +156,22 @@ class ProfileAdmin(ProjectScopedAdmin):
         ("Activity", {"fields": ["recent_viewed", "recent_purchased", "last_events", "traits"]}),
     ]
 
+    change_form_template = "admin/crm/profile/change_form.html"
+
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # profiles come from the collectors and imports
+
+    def render_change_form(
+        self,
+        request: HttpRequest,
+        context: dict[str, Any],
+        add: bool = False,
+        change: bool = False,
+        form_url: str = "",
+        obj: Profile | None = None,
+    ) -> Any:
+        context["profile_sections"] = [section(request, obj) for section in _profile_sections] if obj else []
+        return super().render_change_form(request, context, add=add, change=change, form_url=form_url, obj=obj)
 
     @admin.display(description="Anonymous ids")
     def anonymous_id_list(self, obj: Profile) -> str:
