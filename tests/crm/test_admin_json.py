@@ -1,0 +1,101 @@
+"""JSON typed into a console form that the store cannot hold is a form error
+naming the field (crm.admin_base.ConsoleAdmin's JSON form field), not a 500;
+and a JSON field a model has is edited with that check on every admin."""
+
+import json
+
+import pytest
+from django.contrib import admin
+from django.db import models
+from django.test import Client, RequestFactory
+
+from catalog.csvfile import ProductIn
+from catalog.models import Product
+from catalog.services import products_upsert
+from crm.storable import MAX_JSON_DEPTH
+
+pytestmark = pytest.mark.django_db
+
+
+def _nested(depth: int) -> str:
+    """A JSON object `depth` levels deep: {"a": {"a": ... 1}}."""
+    return '{"a": ' * depth + "1" + "}" * depth
+
+
+@pytest.fixture
+def product(project_a) -> Product:
+    products_upsert(project_id=project_a[0].pk, products=[ProductIn("P1", "Shirt", ["Clothes"])])
+    return Product.objects.get(product_id="P1")
+
+
+@pytest.fixture
+def console(marketer_a) -> Client:
+    client = Client()
+    client.force_login(marketer_a)
+    return client
+
+
+def _product_form(product: Product, **changes: str) -> dict[str, str]:
+    form = {
+        "name": product.name,
+        "categories": json.dumps(product.categories),
+        "price": "",
+        "currency": product.currency,
+        "rating": "",
+        "description": product.description,
+        "image_url": product.image_url,
+        "deeplink": product.deeplink,
+        "in_stock": "on",
+        "is_active": "on",
+        "properties": json.dumps(product.properties),
+    }
+    return {**form, **changes}
+
+
+@pytest.mark.parametrize(
+    ("field", "typed", "message"),
+    [
+        ("properties", '{"brand": "a\\u0000b"}', "properties['brand']: must not contain a NUL character"),
+        ("properties", '{"a\\u0000": 1}', "properties['a\\x00']: the key must not contain a NUL character"),
+        ("properties", '{"size": 1e999}', "properties['size']: must be a finite number"),
+        ("properties", '{"size": NaN}', "properties['size']: must be a finite number"),
+        ("properties", '{"size": -Infinity}', "properties['size']: must be a finite number"),
+        ("properties", '{"x": "\\ud800"}', "properties['x']: must be valid Unicode (it has a lone surrogate)"),
+        ("properties", '{"n": 99999999999999999999}', "properties['n']: integer out of range (64 bits)"),
+        ("properties", _nested(MAX_JSON_DEPTH + 1), f"nested deeper than {MAX_JSON_DEPTH} levels"),
+        ("properties", "[" * 100_000 + "]" * 100_000, f"properties: nested deeper than {MAX_JSON_DEPTH} levels"),
+        ("categories", '["Clothes", "\\u0000"]', "categories[1]: must not contain a NUL character"),
+    ],
+)
+def test_json_the_store_cannot_hold_is_a_form_error_naming_the_field(console, product, field, typed, message):
+    url = f"/admin/catalog/product/{product.pk}/change/"
+    response = console.post(url, _product_form(product, name="Renamed", **{field: typed}))
+    assert response.status_code == 200
+    errors = response.context["adminform"].form.errors
+    assert list(errors) == [field]
+    assert message in errors[field][0]
+    product.refresh_from_db()
+    assert (product.name, product.categories, product.properties) == ("Shirt", ["Clothes"], {})
+
+
+def test_json_at_the_limit_is_saved_from_the_console(console, product):
+    url = f"/admin/catalog/product/{product.pk}/change/"
+    typed = _nested(MAX_JSON_DEPTH)
+    response = console.post(url, _product_form(product, properties=typed))
+    assert (response.status_code, response["Location"]) == (302, "/admin/catalog/product/")
+    product.refresh_from_db()
+    assert product.properties == json.loads(typed)
+
+
+def test_every_json_field_of_every_admin_form_has_the_check():
+    from crm.admin_base import StorableJSONField
+
+    request = RequestFactory().get("/")
+    checked = []
+    for model, model_admin in admin.site._registry.items():
+        for db_field in model._meta.concrete_fields:
+            if isinstance(db_field, models.JSONField) and db_field.editable:
+                form_field = model_admin.formfield_for_dbfield(db_field, request)
+                assert isinstance(form_field, StorableJSONField), db_field
+                checked.append(f"{model._meta.label}.{db_field.name}")
+    assert "catalog.Product.properties" in checked and "crm.Profile.traits" in checked
