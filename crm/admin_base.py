@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Callable
 from typing import Any
 
 from django import forms
@@ -77,11 +78,12 @@ class StorableJSONField(forms.JSONField):
     hold, as a form error naming the field and where in the value
     (crm.storable.json_problem): json.loads accepts a NUL (\\u0000), 1e999, NaN,
     a lone surrogate, any depth, and the save failed with a 500. `path` is the
-    field's name, as the errors name it."""
+    field's name, as the errors name it; `empty` makes the value of an empty box
+    (the column's default where it is NOT NULL: Django's None was a 500)."""
 
-    def __init__(self, *, path: str, **kwargs: Any) -> None:
+    def __init__(self, *, path: str, empty: Callable[[], Any] | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.path = path
+        self.path, self.empty = path, empty
 
     def _loaded(self, value: Any) -> Any:
         # json.loads recurses once a level: "[" * 100000 is a RecursionError,
@@ -92,6 +94,8 @@ class StorableJSONField(forms.JSONField):
             raise ValidationError(f"{self.path}: nested deeper than {MAX_JSON_DEPTH} levels", code="invalid") from None
 
     def to_python(self, value: Any) -> Any:
+        if self.empty is not None and value in self.empty_values:
+            return self.empty()  # {} or [] are empty values too: `required` still holds
         converted = self._loaded(value)
         problem = json_problem(converted, path=self.path)
         if problem:
@@ -120,7 +124,8 @@ class ConsoleAdmin(admin.ModelAdmin):
 
     def formfield_for_dbfield(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
         if isinstance(db_field, JSONField):
-            kwargs.setdefault("form_class", functools.partial(StorableJSONField, path=db_field.name))
+            empty = None if db_field.null else db_field.get_default
+            kwargs.setdefault("form_class", functools.partial(StorableJSONField, path=db_field.name, empty=empty))
         return super().formfield_for_dbfield(db_field, request, **kwargs)
 
     def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:

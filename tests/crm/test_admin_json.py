@@ -99,3 +99,14 @@ def test_every_json_field_of_every_admin_form_has_the_check():
                 assert isinstance(form_field, StorableJSONField), db_field
                 checked.append(f"{model._meta.label}.{db_field.name}")
     assert "catalog.Product.properties" in checked and "crm.Profile.traits" in checked
+
+
+def test_a_cleared_json_field_saves_the_columns_default_not_a_null(console, product):
+    # The column is NOT NULL: Django's form field reads an empty box as None (a 500).
+    Product.objects.filter(pk=product.pk).update(properties={"brand": "x"})
+    product.refresh_from_db()
+    url = f"/admin/catalog/product/{product.pk}/change/"
+    response = console.post(url, _product_form(product, properties="", categories=""))
+    assert (response.status_code, response["Location"]) == (302, "/admin/catalog/product/")
+    product.refresh_from_db()
+    assert (product.properties, product.categories) == ({}, [])
