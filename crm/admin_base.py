@@ -63,7 +63,15 @@ class CheckedChangeList(ChangeList):
     refuses it, jsonb refuses \\u0000), `day__year=99999` (no such date when the
     SQL is built), `price__gte=1e999999` (beyond PostgreSQL's numeric). The
     filtered count runs first, in get_results: it is run here in a savepoint, so a
-    refusal leaves the request's transaction usable, and turned into the redirect."""
+    refusal leaves the request's transaction usable, and turned into the redirect.
+    Django's date hierarchy (`attempt_time__year=9999`) fails before that, when
+    it builds the range's end (year 10000): get_filters."""
+
+    def get_filters(self, request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().get_filters(request, *args, **kwargs)
+        except (ValueError, OverflowError) as exc:
+            raise IncorrectLookupParameters(exc) from exc
 
     def get_results(self, request: HttpRequest) -> None:
         try:

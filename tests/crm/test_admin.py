@@ -196,6 +196,19 @@ def _hostile_queries(changelist: str) -> list[str]:
     for spec in cl.filter_specs:
         if isinstance(spec, DateFieldListFilter):
             queries.append(f"{spec.field_path}__year=99999")
+    if model_admin.date_hierarchy:
+        # The date hierarchy's links: the last year, month and day, whose end is past any date.
+        field = model_admin.date_hierarchy
+        queries += [
+            f"{field}__year=9999",
+            f"{field}__year=9999&{field}__month=12",
+            f"{field}__year=9999&{field}__month=12&{field}__day=31",
+            f"{field}__year=99999",
+            f"{field}__year=0",
+            f"{field}__year=%C2%B2",
+            f"{field}__year=2026&{field}__month=13",
+            f"{field}__year=2026&{field}__month=%00",
+        ]
     return queries
 
 
@@ -212,3 +225,15 @@ def test_every_changelists_filters_refuse_what_the_database_cannot_take(db, chan
         assert (query, outcome) in {(query, (302, f"{url}?e=1")), (query, (200, None))}
     response = client.get(f"{url}?q=%00")
     assert response.status_code == 200
+
+
+def test_the_date_hierarchy_still_filters_and_its_last_year_is_a_bad_filter(every_table):
+    client = _superuser_console()
+    attempt = AccessAttempt.objects.get()
+    url = "/admin/axes/accessattempt/"
+    year = attempt.attempt_time.year
+    assert [a.pk for a in client.get(f"{url}?attempt_time__year={year}").context["cl"].result_list] == [attempt.pk]
+    assert list(client.get(f"{url}?attempt_time__year={year - 1}").context["cl"].result_list) == []
+    # Its range would end in year 10000 (a ValueError while the filters were built: a 500).
+    response = client.get(f"{url}?attempt_time__year=9999&attempt_time__month=12")
+    assert (response.status_code, response["Location"]) == (302, f"{url}?e=1")
