@@ -130,6 +130,7 @@ def test_products_cursor_pagination_walks_every_page(project_a):
         ("min_price=cheap", {"min_price": ["min_price must be a number, got 'cheap'"]}),
         ("min_price=10&max_price=5", {"min_price": ["min_price must not exceed max_price"]}),
         ("prop.=x", {"prop.": ["property filters are written prop.<name>=<value>"]}),
+        ("prop.%20=x", {"prop. ": ["property filters are written prop.<name>=<value>"]}),
         # Hostile input that used to reach the database (a 500):
         ("min_price=1e999999", {"min_price": ["min_price must be below 10^10, got '1e999999'"]}),
         ("max_price=NaN", {"max_price": ["max_price must be a number, got 'NaN'"]}),
