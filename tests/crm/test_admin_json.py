@@ -12,6 +12,7 @@ from django.test import Client, RequestFactory
 from catalog.csvfile import ProductIn
 from catalog.models import Product
 from catalog.services import products_upsert
+from crm import services
 from crm.storable import MAX_JSON_DEPTH
 
 pytestmark = pytest.mark.django_db
@@ -110,3 +111,16 @@ def test_a_cleared_json_field_saves_the_columns_default_not_a_null(console, prod
     assert (response.status_code, response["Location"]) == (302, "/admin/catalog/product/")
     product.refresh_from_db()
     assert (product.properties, product.categories) == ({}, [])
+
+
+def test_profile_traits_are_read_only_in_the_console_and_a_crafted_post_cannot_write_them(console, project_a):
+    # Traits come from the collectors and PATCH /api/v1/profiles (which check them,
+    # crm.storable); the console shows them only, so no form field takes them.
+    profile = services.profile_upsert(project_id=project_a[0].pk, user_id="alice", traits={"plan": "pro"})
+    form = {"email": "alice@x.io", "phone": "", "name": "Alice", "gender": "", "birth_date": "", "locale": "",
+            "country": "", "city": "", "timezone": "", "email_subscribed": "unknown", "push_subscribed": "unknown",
+            "sms_subscribed": "unknown", "traits": '{"plan": "a\\u0000b", "n": 1e999}'}  # fmt: skip
+    response = console.post(f"/admin/crm/profile/{profile.pk}/change/", form)
+    assert (response.status_code, response["Location"]) == (302, "/admin/crm/profile/")
+    profile.refresh_from_db()
+    assert (profile.name, profile.traits) == ("Alice", {"plan": "pro"})
