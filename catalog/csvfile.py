@@ -105,10 +105,12 @@ class BadValue(ValueError):
     """A value that cannot go into its column; the message is the reason shown."""
 
 
-_NUMBER = re.compile(r"-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?")
-_PRICE = re.compile(r"\+?\d+(?:[.,]\d+)?|\+?[.,]\d+")
+_NUMBER = re.compile(r"-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?", re.ASCII)
+# ASCII digits only (re.ASCII): Decimal reads other scripts' digits ("٣" is 3),
+# which no catalog means.
+_PRICE = re.compile(r"\+?\d+(?:[.,]\d+)?|\+?[.,]\d+", re.ASCII)
 # What a valid price almost always is: checked first, so Decimal is made only once.
-_PRICE_FAST = re.compile(r"\d{1,10}(?:[.,]\d{1,4})?")
+_PRICE_FAST = re.compile(r"\d{1,10}(?:[.,]\d{1,4})?", re.ASCII)
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _DATETIME = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?(?:Z|[+-]\d{2}:?\d{2})?")
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:")
@@ -167,6 +169,9 @@ def parse_currency(value: str) -> str:
 
 
 def parse_rating(value: str) -> float:
+    # float() also reads other scripts' digits and "4_5" (45).
+    if not value.isascii() or "_" in value:
+        raise BadValue("not a number")
     try:
         rating = float(value.replace(",", "."))
     except ValueError:
@@ -185,10 +190,18 @@ def parse_bool(value: str) -> bool:
     raise BadValue("not a boolean (expected true/false, yes/no or 1/0)")
 
 
+# A quantity fits a bigint with room to spare; longer runs of digits are not a
+# count of anything (and int() refuses 4,300 digits and more).
+_MAX_STOCK_DIGITS = 18
+
+
 def parse_stock(value: str) -> bool:
-    """A stock column holds a flag ("yes", "out of stock") or a quantity (0 = out)."""
-    if value.isdigit():
-        return int(value) > 0
+    """A stock column holds a flag ("yes", "out of stock") or a quantity (0 = out),
+    in ASCII digits: str.isdigit() also admits "²", which int() refuses."""
+    if value.isascii() and value.isdigit():
+        if len(value) > _MAX_STOCK_DIGITS:
+            raise BadValue(f"not a stock quantity (more than {_MAX_STOCK_DIGITS} digits)")
+        return value.strip("0") != ""
     return parse_bool(value)
 
 

@@ -152,7 +152,9 @@ def product_filter_params(query: QueryDict) -> dict[str, Any]:
     properties = []
     for key in sorted(k for k in query if k.startswith(PROPERTY_PARAM_PREFIX)):
         name = params.text(key, key[len(PROPERTY_PARAM_PREFIX) :])
-        if not name:
+        # No property is named " ": an import strips its headers. A dot is part
+        # of the name (properties are flat): prop.a.b filters the property "a.b".
+        if not name.strip():
             raise params.BadParameter(key, "property filters are written prop.<name>=<value>")
         values = [v for raw in query.getlist(key) for v in property_filter_values(params.text(key, raw))]
         properties.append((name, tuple(values)))

@@ -8,22 +8,27 @@ permissions are all narrowed here, so an admin class cannot forget one.
 
 from __future__ import annotations
 
+import functools
+import json
+from collections.abc import Callable
 from typing import Any
 
+from django import forms
 from django.contrib import admin
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.views.main import ChangeList
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
 from django.db import DataError, transaction
-from django.db.models import Model, QuerySet
+from django.db.models import JSONField, Model, QuerySet
+from django.forms.fields import InvalidJSONInput
 from django.http import HttpRequest
 from django.utils.functional import cached_property
 
 from crm.api import params
 from crm.models import Project
 from crm.selectors import project_ids_for_user
-from crm.storable import text_problem
+from crm.storable import MAX_JSON_DEPTH, json_problem, text_problem
 
 
 def allowed_project_ids(request: HttpRequest) -> list[int] | None:
@@ -58,7 +63,15 @@ class CheckedChangeList(ChangeList):
     refuses it, jsonb refuses \\u0000), `day__year=99999` (no such date when the
     SQL is built), `price__gte=1e999999` (beyond PostgreSQL's numeric). The
     filtered count runs first, in get_results: it is run here in a savepoint, so a
-    refusal leaves the request's transaction usable, and turned into the redirect."""
+    refusal leaves the request's transaction usable, and turned into the redirect.
+    Django's date hierarchy (`attempt_time__year=9999`) fails before that, when
+    it builds the range's end (year 10000): get_filters."""
+
+    def get_filters(self, request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().get_filters(request, *args, **kwargs)
+        except (ValueError, OverflowError) as exc:
+            raise IncorrectLookupParameters(exc) from exc
 
     def get_results(self, request: HttpRequest) -> None:
         try:
@@ -68,10 +81,60 @@ class CheckedChangeList(ChangeList):
             raise IncorrectLookupParameters(exc) from exc
 
 
+class StorableJSONField(forms.JSONField):
+    """A console form's JSON field that refuses what the jsonb column cannot
+    hold, as a form error naming the field and where in the value
+    (crm.storable.json_problem): json.loads accepts a NUL (\\u0000), 1e999, NaN,
+    a lone surrogate, any depth, and the save failed with a 500. `path` is the
+    field's name, as the errors name it; `empty` makes the value of an empty box
+    (the column's default where it is NOT NULL: Django's None was a 500)."""
+
+    def __init__(self, *, path: str, empty: Callable[[], Any] | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.path, self.empty = path, empty
+
+    def _loaded(self, value: Any) -> Any:
+        # json.loads recurses once a level: "[" * 100000 is a RecursionError,
+        # which forms.JSONField does not catch (a 500 on clean and on render).
+        try:
+            return super().to_python(value)
+        except RecursionError:
+            raise ValidationError(f"{self.path}: nested deeper than {MAX_JSON_DEPTH} levels", code="invalid") from None
+
+    def to_python(self, value: Any) -> Any:
+        if self.empty is not None and value in self.empty_values:
+            return self.empty()  # {} or [] are empty values too: `required` still holds
+        converted = self._loaded(value)
+        problem = json_problem(converted, path=self.path)
+        if problem:
+            raise ValidationError(problem, code="invalid")
+        return converted
+
+    def bound_data(self, data: Any, initial: Any) -> Any:
+        # A refused value is shown again as it was typed: re-encoding it would
+        # put the lone surrogate into the page (a UnicodeEncodeError).
+        if self.disabled:
+            return initial
+        if data is None:
+            return None
+        try:
+            loaded = json.loads(data, cls=self.decoder)
+        except (json.JSONDecodeError, RecursionError):
+            return InvalidJSONInput(data)
+        return InvalidJSONInput(data) if json_problem(loaded, path=self.path) else loaded
+
+
 class ConsoleAdmin(admin.ModelAdmin):
     """Base of every admin of the project (ProjectScopedAdmin derives from it;
     console_admins_checked adds it to other apps' admins): no query string or
-    search term makes a console page answer 500."""
+    search term makes a console page answer 500, and no JSON typed into a form
+    a save that fails."""
+
+    def formfield_for_dbfield(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        if isinstance(db_field, JSONField):
+            empty = None if db_field.null else db_field.get_default
+            kwargs.setdefault("form_class", functools.partial(StorableJSONField, path=db_field.name, empty=empty))
+        return super().formfield_for_dbfield(db_field, request, **kwargs)
 
     def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
         return CheckedChangeList

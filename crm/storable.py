@@ -15,9 +15,13 @@ from __future__ import annotations
 import math
 from typing import Any
 
-# Deeper than any trait or property a segment, a template or a filter addresses,
-# and far below orjson's 255 and Python's recursion limit.
-MAX_JSON_DEPTH = 32
+# The one nesting limit of stored JSON, for every entry point: the collectors
+# (ingestion.spec), the profiles API and the console. Counted in containers, the
+# field's own object or array being level 1 ({"a": [1]} is 2 levels). A trait a
+# collector stored can so be sent back unchanged. Far more than any SDK sends,
+# and far below orjson's 255 (with the few levels the bulk writers wrap around a
+# value) and Python's recursion limit.
+MAX_JSON_DEPTH = 64
 _INT64 = 2**63
 
 
@@ -40,6 +44,19 @@ def text_storable(text: str) -> str:
     if "\x00" in text:
         text = text.replace("\x00", "\\u0000")
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def json_nested_deeper_than(value: Any, levels: int = MAX_JSON_DEPTH) -> bool:
+    """Whether `value` nests objects and arrays more than `levels` levels deep
+    (a scalar is level 0), counted as json_problem counts. Stops descending at
+    the limit, so a value nested as deep as the JSON parser allows (1,024) costs
+    no deep recursion."""
+    kind = type(value)
+    if kind is not dict and kind is not list:
+        return False
+    if levels <= 0:
+        return True
+    return any(json_nested_deeper_than(child, levels - 1) for child in (value.values() if kind is dict else value))
 
 
 def json_problem(value: Any, *, path: str, depth: int = 0) -> str | None:

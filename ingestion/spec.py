@@ -39,6 +39,8 @@ from typing import Any
 
 import orjson
 
+from crm.storable import MAX_JSON_DEPTH, json_nested_deeper_than
+
 # Limits of the Segment HTTP API.
 MAX_MESSAGE_BYTES = 32 * 1024
 MAX_REQUEST_BYTES = 500 * 1024
@@ -51,8 +53,10 @@ MESSAGE_TYPES = ("identify", "track", "page", "screen", "group", "alias")
 # The accepted event times (see the module docstring).
 EARLIEST_TIMESTAMP = datetime(2000, 1, 1, tzinfo=UTC)
 MAX_FUTURE = timedelta(hours=24)
-# The deepest nesting of objects and arrays in a message's field (see the module docstring).
-MAX_NESTING_DEPTH = 64
+# The deepest nesting of objects and arrays in a message's field (see the module
+# docstring): the store's one limit, so what a collector stored can be sent back
+# through the profiles API and the console unchanged.
+MAX_NESTING_DEPTH = MAX_JSON_DEPTH
 
 
 class MessageError(ValueError):
@@ -126,23 +130,11 @@ def corrected_timestamp(*, timestamp: datetime | None, sent_at: datetime | None,
     return corrected
 
 
-def _deeper_than(value: Any, levels: int) -> bool:
-    """Whether `value` nests objects and arrays more than `levels` levels deep
-    (a scalar is level 0). Stops descending at the limit, so a value nested as
-    deep as the JSON parser allows (1,024) costs no deep recursion."""
-    kind = type(value)
-    if kind is not dict and kind is not list:
-        return False
-    if levels <= 0:
-        return True
-    return any(_deeper_than(child, levels - 1) for child in (value.values() if kind is dict else value))
-
-
 def nesting_check(fields: dict[str, Any]) -> None:
     """Raise MessageError naming the first field of `fields` (a message, or the
     batch envelope's parts) nested deeper than MAX_NESTING_DEPTH."""
     for name, value in fields.items():
-        if _deeper_than(value, MAX_NESTING_DEPTH):
+        if json_nested_deeper_than(value, MAX_NESTING_DEPTH):
             shown = name if len(name) <= 100 else name[:100] + "…"
             raise MessageError(shown, f"{shown} is nested more than {MAX_NESTING_DEPTH} levels deep")
 

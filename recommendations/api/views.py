@@ -41,6 +41,14 @@ def _project(authorization: str):  # noqa: ANN202 - Project | None
 def parse_filters(query: QueryDict, *, default_limit: int) -> tuple[int, serving.ServeFilters]:
     """The query string as (limit, filters); params.BadParameter names what is wrong."""
     for name in query:
+        # Unknown parameters are refused here (a misspelt filter would serve an
+        # unfiltered list), a nameless one (`?=x`) with its own message; the DRF
+        # APIs (products, profiles) ignore unknown parameters, nameless ones too.
+        if not name.strip():
+            written = f"{name}={query.get(name)}"[:40]
+            raise params.BadParameter(
+                name, f"a query parameter has no name (the query string has {written!r}); write <name>=<value>"
+            )
         if name not in _OWN_PARAMS and name not in PRODUCT_FILTER_PARAMS and not name.startswith(PROPERTY_PARAM_PREFIX):
             raise params.BadParameter(
                 name, f"unknown parameter {name!r}; property filters are written prop.<name>=<value>"

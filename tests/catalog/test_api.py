@@ -130,10 +130,15 @@ def test_products_cursor_pagination_walks_every_page(project_a):
         ("min_price=cheap", {"min_price": ["min_price must be a number, got 'cheap'"]}),
         ("min_price=10&max_price=5", {"min_price": ["min_price must not exceed max_price"]}),
         ("prop.=x", {"prop.": ["property filters are written prop.<name>=<value>"]}),
+        ("prop.%20=x", {"prop. ": ["property filters are written prop.<name>=<value>"]}),
         # Hostile input that used to reach the database (a 500):
         ("min_price=1e999999", {"min_price": ["min_price must be below 10^10, got '1e999999'"]}),
         ("max_price=NaN", {"max_price": ["max_price must be a number, got 'NaN'"]}),
         ("max_price=0.00001", {"max_price": ["max_price must have at most 4 decimal places, got '0.00001'"]}),
+        ("max_price=Infinity", {"max_price": ["max_price must be a number, got 'Infinity'"]}),
+        ("min_price=-Infinity", {"min_price": ["min_price must be a number, got '-Infinity'"]}),
+        ("min_price=%C2%B2", {"min_price": ["min_price must be a number, got '²'"]}),
+        ("min_price=" + "9" * 5000, {"min_price": [f"min_price must be below 10^10, got '{'9' * 40}'…"]}),
         ("prop.brand=%00", {"prop.brand": ["prop.brand must not contain a NUL character"]}),
         ("prop.%00=1", {"prop.\x00": ["prop.\x00 must not contain a NUL character"]}),
         ("category=%00", {"category": ["category must not contain a NUL character"]}),
@@ -205,3 +210,27 @@ def test_product_list_costs_a_fixed_number_of_queries(project_a):
         response = client.get("/api/v1/products", {"category": "C"})
     assert len(response.json()["results"]) == 30
     assert len(queries) == 1
+
+
+def test_an_uploaded_file_with_numbers_no_column_can_hold_reports_each_with_its_line_and_column(project_a):
+    client = bearer_client(project_a[1].secret_key)
+    huge = "9" * 5000
+    data = f"id,stock,price,rating\nA,5,1,4\nB,²,1,4\nC,{huge},1,4\nD,1,{huge},4\nE,1,1,1e999\nF,1,NaN,4\n"
+    response = client.post(
+        "/api/v1/catalog/uploads",
+        {"file": SimpleUploadedFile("c.csv", data.encode(), content_type="text/csv")},
+        format="multipart",
+    )
+    assert response.status_code == 202
+    upload = catalog_import_run(upload_id=response.json()["id"])
+    assert (upload.state, upload.created, upload.rejected) == ("done", 1, 5)
+    errors = client.get(f"/api/v1/catalog/uploads/{upload.pk}/errors")
+    assert b"".join(errors.streaming_content).decode("utf-8-sig").splitlines() == [
+        "row,product_id,column,value,reason",
+        '3,B,stock,²,"not a boolean (expected true/false, yes/no or 1/0)"',
+        f"4,C,stock,{'9' * 1000}…,not a stock quantity (more than 18 digits)",
+        f"5,D,price,{'9' * 1000}…,price too large",
+        "6,E,rating,1e999,rating must be from 0 to 5",
+        "7,F,price,NaN,not a price (expected a number such as 19.99)",
+    ]
+    assert list(Product.objects.filter(project=project_a[0]).values_list("product_id", "in_stock")) == [("A", True)]

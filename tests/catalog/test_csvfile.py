@@ -252,3 +252,66 @@ def test_integers_beyond_64_bits_are_not_numbers():
     assert property_type_infer([big, "1"]) == "text"
     products, errors = _read(f"id,code\nA,{big}\nB,1\n".encode())
     assert ([p.properties for p in products], errors) == ([{"code": big}, {"code": "1"}], [])
+
+
+HUGE = "9" * 5000  # int() refuses 4,300 digits and more
+
+
+@pytest.mark.parametrize(
+    ("header", "value", "reason"),
+    [
+        # "²".isdigit() is true, int("²") a ValueError.
+        ("stock", "²", "not a boolean (expected true/false, yes/no or 1/0)"),
+        ("stock", "٣", "not a boolean (expected true/false, yes/no or 1/0)"),
+        ("stock", HUGE, "not a stock quantity (more than 18 digits)"),
+        ("price", "²", "not a price (expected a number such as 19.99)"),
+        ("price", "٣", "not a price (expected a number such as 19.99)"),
+        ("price", HUGE, "price too large"),
+        ("price", "0." + HUGE, "more than 4 decimal places"),
+        ("price", "1e999", "not a price (expected a number such as 19.99)"),
+        ("price", "NaN", "not a price (expected a number such as 19.99)"),
+        ("price", "Infinity", "not a price (expected a number such as 19.99)"),
+        ("rating", "²", "not a number"),
+        ("rating", "٣", "not a number"),
+        ("rating", "4_5", "not a number"),
+        ("rating", HUGE, "rating must be from 0 to 5"),
+        ("rating", "1e999", "rating must be from 0 to 5"),
+        ("rating", "NaN", "rating must be from 0 to 5"),
+        ("rating", "-Infinity", "rating must be from 0 to 5"),
+    ],
+)
+def test_a_number_no_column_can_hold_is_a_rejected_value_with_its_line_and_column(header, value, reason):
+    products, errors = _read(f"id,{header}\nA,1\nB,{value}\nC,2\n".encode())
+    assert [p.product_id for p in products] == ["A", "C"]
+    assert [(e.row, e.product_id, e.column, e.reason) for e in errors] == [(3, "B", header, reason)]
+
+
+def test_a_stock_quantity_in_ascii_digits_is_in_stock_unless_zero():
+    products, errors = _read(b"id,stock\nA,0\nB,000\nC,7\nD,012\nE,999999999999999999\n")
+    assert errors == []
+    assert [(p.product_id, p.in_stock) for p in products] == [
+        ("A", False),
+        ("B", False),
+        ("C", True),
+        ("D", True),
+        ("E", True),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ("²", "not a number (this column's type was inferred from its first rows)"),
+        ("٣", "not a number (this column's type was inferred from its first rows)"),
+        ("1٣", "not a number (this column's type was inferred from its first rows)"),
+        (HUGE, "number out of range"),
+        ("1e999", "number out of range"),
+        ("NaN", "not a number (this column's type was inferred from its first rows)"),
+        ("Infinity", "not a number (this column's type was inferred from its first rows)"),
+    ],
+)
+def test_a_number_property_no_json_can_hold_is_a_rejected_value(value, reason):
+    rows = "".join(f"P{i},{i}\n" for i in range(SAMPLE_ROWS))  # a number column, from its first rows
+    products, errors = _read(f"id,size\n{rows}B,{value}\n".encode())
+    assert len(products) == SAMPLE_ROWS
+    assert [(e.row, e.product_id, e.column, e.reason) for e in errors] == [(SAMPLE_ROWS + 2, "B", "size", reason)]

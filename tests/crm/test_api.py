@@ -69,8 +69,8 @@ def test_a_forged_cursor_is_a_400_naming_cursor(api, cursor):
         ),
         (b'{"traits": {"n": 123456789012345678901234567890}}', "traits['n']: integer out of range (64 bits)"),
         (
-            b'{"traits": {"deep": ' + b"[" * 40 + b"]" * 40 + b"}}",
-            "traits['deep']" + "[0]" * 31 + ": nested deeper than 32 levels",
+            b'{"traits": {"deep": ' + b"[" * 80 + b"]" * 80 + b"}}",
+            "traits['deep']" + "[0]" * 63 + ": nested deeper than 64 levels",
         ),
     ],
 )

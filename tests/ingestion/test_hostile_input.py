@@ -584,3 +584,78 @@ def test_hostile_messages_through_the_broker_are_stored_or_dead_lettered(celery_
     assert [(m, message["properties"]) for m, message in letters(project)] == [("bad", {"a": "\x00", "b": LITERAL})]
     future = Event.objects.get(message_id="future")
     assert future.timestamp == future.received_at
+
+
+# --- One nesting limit, collectors, profiles API and console ---------------------
+
+
+def _console_product_post(project, user, properties):
+    """The console's product change form, posted with `properties` as typed."""
+    from django.test import Client as ConsoleClient
+
+    from catalog.models import Product
+
+    product, _ = Product.objects.get_or_create(project=project, product_id="P1", defaults={"name": "Shirt"})
+    console = ConsoleClient()
+    console.force_login(user)
+    form = {"name": "Shirt", "categories": "[]", "currency": "", "description": "", "image_url": "", "deeplink": ""}
+    form.update({"in_stock": "on", "is_active": "on", "properties": json.dumps(properties)})
+    return console.post(f"/admin/catalog/product/{product.pk}/change/", form)
+
+
+def test_a_trait_at_the_nesting_limit_is_stored_by_the_collector_sent_back_by_patch_and_saved_in_the_console(
+    client, project_a, marketer_a, eager
+):
+    from catalog.models import Product
+    from crm.storable import MAX_JSON_DEPTH
+    from ingestion.spec import MAX_NESTING_DEPTH
+    from tests.conftest import bearer_client
+
+    assert MAX_NESTING_DEPTH == MAX_JSON_DEPTH == 64  # one limit
+    project, keys = project_a
+    # The traits object itself is level 1, as the collectors count.
+    traits = {"deep": nested(MAX_JSON_DEPTH - 2, leaf=[1])}
+    body = {"userId": "u1", "messageId": "i1", "traits": traits}
+    assert answer(client, "/v1/identify", body, keys.write_key, django=False) == (200, {"success": True})
+    stored = Profile.objects.get(project=project, user_id="u1").traits
+    assert stored == traits
+
+    api = bearer_client(keys.secret_key)
+    response = api.patch("/api/v1/profiles/u1", {"traits": stored}, format="json")
+    assert response.status_code == 200
+    assert Profile.objects.get(project=project, user_id="u1").traits == traits
+
+    response = _console_product_post(project, marketer_a, stored)
+    assert (response.status_code, response["Location"]) == (302, "/admin/catalog/product/")
+    assert Product.objects.get(project=project, product_id="P1").properties == traits
+
+
+def test_a_trait_past_the_nesting_limit_is_refused_by_the_collector_patch_and_the_console_naming_the_field(
+    client, project_a, marketer_a, eager
+):
+    from catalog.models import Product
+    from crm.storable import MAX_JSON_DEPTH
+    from tests.conftest import bearer_client
+
+    project, keys = project_a
+    traits = {"deep": nested(MAX_JSON_DEPTH - 1, leaf=[1])}  # one level more
+    status, payload = answer(client, "/v1/identify", {"userId": "u1", "traits": traits}, keys.write_key)
+    assert (status, payload["field"], payload["message"]) == (
+        400,
+        "traits",
+        "traits is nested more than 64 levels deep",
+    )
+    assert not Profile.objects.filter(project=project, user_id="u1").exists()
+
+    Profile.objects.create(project=project, user_id="u1", traits={"plan": "pro"})
+    api = bearer_client(keys.secret_key)
+    response = api.patch("/api/v1/profiles/u1", {"traits": traits}, format="json")
+    where = "traits['deep']" + "['n']" * (MAX_JSON_DEPTH - 1)
+    assert (response.status_code, response.json()) == (400, {"traits": [f"{where}: nested deeper than 64 levels"]})
+    assert Profile.objects.get(project=project, user_id="u1").traits == {"plan": "pro"}
+
+    response = _console_product_post(project, marketer_a, traits)
+    assert response.status_code == 200
+    where = "properties['deep']" + "['n']" * (MAX_JSON_DEPTH - 1)
+    assert response.context["adminform"].form.errors == {"properties": [f"{where}: nested deeper than 64 levels"]}
+    assert Product.objects.get(project=project, product_id="P1").properties == {}

@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+from catalog.models import Product
 from recommendations.models import RecommendationServed
 from tests.conftest import bearer_client, wsgi_call
 from tests.recommendations.serving_data import catalog_write, user_write, version_write
@@ -134,3 +135,64 @@ def test_fast_path_answers_on_a_new_connection_when_the_database_dropped_its_own
     assert status == 200
     assert [p["product_id"] for p in json.loads(body)["products"]] == ["p2", "p4", "p5"]
     assert connection.connection.get_backend_pid() != pid
+
+
+# Parameters without a usable name. The recommendation API refuses a parameter
+# it does not know (a misspelt filter would otherwise serve unfiltered lists),
+# so a nameless one is a 400 too; the DRF APIs (products, profiles) ignore
+# unknown parameters, a nameless one alike.
+NAMELESS = [
+    ("=x", "", "a query parameter has no name (the query string has '=x'); write <name>=<value>"),
+    ("=", "", "a query parameter has no name (the query string has '='); write <name>=<value>"),
+    ("limit=3&=x", "", "a query parameter has no name (the query string has '=x'); write <name>=<value>"),
+    ("%20=x", " ", "a query parameter has no name (the query string has ' =x'); write <name>=<value>"),
+    ("prop.=1", "prop.", "property filters are written prop.<name>=<value>"),
+    ("prop.%20=1", "prop. ", "property filters are written prop.<name>=<value>"),
+]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("query", "field", "message"), NAMELESS)
+@pytest.mark.parametrize(
+    "path", ["/api/v1/users/u1/recommendations", "/api/v1/products/p1/similar", "/api/v1/trending"]
+)
+def test_a_parameter_without_a_name_is_a_400_naming_it_on_every_path(shop, path, query, field, message):
+    _project, keys = shop
+    expected = {"error": "invalid_parameter", "message": message, "field": field}
+    if path.startswith("/api/v1/users/"):
+        status, _h, body = call(path, query, auth=f"Bearer {keys.secret_key}")
+        assert (status, json.loads(body)) == (400, expected)
+    view = bearer_client(keys.secret_key).get(f"{path}?{query}")
+    assert (view.status_code, view.json()) == (400, expected)
+    assert RecommendationServed.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_an_empty_query_string_part_is_no_parameter_and_a_dotted_property_is_its_name(shop):
+    project, keys = shop
+    Product.objects.filter(project=project, product_id="p2").update(properties={"a.b": 1, "color": "blue"})
+    auth = f"Bearer {keys.secret_key}"
+    plain = [
+        p["product_id"] for p in json.loads(call("/api/v1/users/u1/recommendations", "", auth=auth)[2])["products"]
+    ]
+    for query in ("&", "&&limit=10&"):
+        status, _h, body = call("/api/v1/users/u1/recommendations", query, auth=auth)
+        assert (status, [p["product_id"] for p in json.loads(body)["products"]]) == (200, plain)
+    # Properties are flat: prop.a.b is the property named "a.b".
+    status, _h, body = call("/api/v1/users/u1/recommendations", "prop.a.b=1", auth=auth)
+    assert (status, [p["product_id"] for p in json.loads(body)["products"]]) == (200, ["p2"])
+    view = bearer_client(keys.secret_key).get("/api/v1/users/u1/recommendations?prop.a.b=1")
+    assert [p["product_id"] for p in view.json()["products"]] == ["p2"]
+    products = bearer_client(keys.secret_key).get("/api/v1/products?prop.a.b=1")
+    assert [p["product_id"] for p in products.json()["results"]] == ["p2"]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("query", ["=x", "=", "&", "%20=x"])
+@pytest.mark.parametrize(("path", "key"), [("/api/v1/products", "product_id"), ("/api/v1/profiles", "user_id")])
+def test_the_drf_apis_ignore_a_parameter_without_a_name_as_any_unknown_one(shop, path, key, query):
+    client = bearer_client(shop[1].secret_key)
+    plain = [row[key] for row in client.get(path).json()["results"]]
+    response = client.get(f"{path}?{query}")
+    assert (response.status_code, [row[key] for row in response.json()["results"]]) == (200, plain)
+    assert len(plain) == (8 if key == "product_id" else 1)
