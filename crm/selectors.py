@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
+from django.db import connection
 from django.db.models import QuerySet
 
 from crm.models import Event, EventNameMapping, Membership, Project, key_digest
@@ -75,3 +77,42 @@ def event_name_mappings(*, project_id: int) -> dict[str, str]:
 
 def event_name_mappings_cache_clear() -> None:
     _mapping_cache.clear()
+
+
+@dataclass(frozen=True)
+class ProfileContact:
+    """What a sender needs of a profile: its addresses (the push token of its
+    most recently seen device that has one), its time zone and subscriptions."""
+
+    profile_id: int
+    email: str
+    phone: str
+    push_token: str
+    timezone: str
+    email_subscribed: bool | None
+    push_subscribed: bool | None
+    sms_subscribed: bool | None
+
+    def subscribed(self, channel: str) -> bool | None:
+        """The profile's subscription to `channel` (None: never asked; webhooks have none)."""
+        return {"email": self.email_subscribed, "push": self.push_subscribed, "sms": self.sms_subscribed}.get(channel)
+
+
+def profiles_contact(*, project_id: int, profile_ids: Sequence[int]) -> dict[int, ProfileContact]:
+    """The contact facts of the project's profiles among `profile_ids` (others
+    are left out), in one query: the latest device with a token by the
+    devices' profile index, one probe per profile (LATERAL)."""
+    if not profile_ids:
+        return {}
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT p.id, p.email, p.phone, COALESCE(d.push_token, ''), p.timezone, "
+            "p.email_subscribed, p.push_subscribed, p.sms_subscribed "
+            "FROM crm_profile p LEFT JOIN LATERAL ("
+            "  SELECT push_token FROM crm_device WHERE profile_id = p.id AND push_token <> '' "
+            "  ORDER BY last_seen DESC, id DESC LIMIT 1"
+            ") d ON true "
+            "WHERE p.id = ANY(%s) AND p.project_id = %s",
+            [list(profile_ids), project_id],
+        )
+        return {row[0]: ProfileContact(*row) for row in cursor.fetchall()}

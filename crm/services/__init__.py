@@ -7,7 +7,13 @@ subscriptions), devices, events, and the ingest writers' per-process memory
 (write_caches).
 """
 
-from crm.services.devices import DEVICE_LAST_SEEN_STEP, DeviceIn, devices_upsert, platform_from
+from crm.services.devices import (
+    DEVICE_LAST_SEEN_STEP,
+    DeviceIn,
+    devices_clear_push_tokens,
+    devices_upsert,
+    platform_from,
+)
 from crm.services.events import events_insert_new
 from crm.services.identity import IdentityIn, profile_merge, profiles_resolve
 from crm.services.profiles import (
@@ -32,6 +38,7 @@ __all__ = [
     "ProfilesGone",
     "ProjectKeys",
     "demographics_from_traits",
+    "devices_clear_push_tokens",
     "devices_upsert",
     "events_insert_new",
     "membership_add",

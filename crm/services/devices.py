@@ -104,3 +104,23 @@ def devices_upsert(*, project_id: int, devices: Sequence[DeviceIn]) -> None:
         )
     # After the statement: outside a transaction on_commit runs at once.
     transaction.on_commit(lambda: write_cache_update(devices_written, written))
+
+
+def devices_clear_push_tokens(*, project_id: int, tokens: Sequence[tuple[int, str]]) -> int:
+    """Forget push tokens the provider called dead (FCM UNREGISTERED /
+    INVALID_ARGUMENT): each (profile_id, token) pair's devices in the project
+    get an empty token, so no later message is sent to it. A device that has
+    since reported a new token keeps it (only the exact token is cleared).
+    Returns how many devices were changed. One statement, by the devices'
+    profile index."""
+    if not tokens:
+        return 0
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE crm_device AS d SET push_token = '' "
+            "FROM jsonb_array_elements(%s::jsonb) AS e "
+            "WHERE d.project_id = %s AND d.profile_id = (e->>0)::bigint AND d.push_token = e->>1 "
+            "AND d.push_token <> ''",
+            [json_param([[profile_id, token] for profile_id, token in tokens]), project_id],
+        )
+        return cursor.rowcount
