@@ -47,6 +47,7 @@ INSTALLED_APPS = [
     "crm",
     "catalog",
     "recommendations",
+    "delivery",
     "campaigns",
     "ingestion",
 ]
@@ -202,6 +203,7 @@ CELERY_TASK_ROUTES = {
     # segment never delays sends, and sends never delay membership.
     "campaigns.segments.*": {"queue": "segments"},
     "campaigns.*": {"queue": "sends"},
+    "delivery.*": {"queue": "sends"},
 }
 # The ingest queue's RabbitMQ queue type: "classic" (durable, persistent
 # messages) or "quorum" (a Raft log, fsynced in batches; see
@@ -246,6 +248,34 @@ if SEGMENTS_DEPENDENCIES_CACHE_SECONDS < 0:
         f"SEGMENTS_DEPENDENCIES_CACHE_SECONDS must be 0 or more, got {SEGMENTS_DEPENDENCIES_CACHE_SECONDS}"
     )
 
+# --- Delivery (delivery.services) ----------------------------------------------------
+# A claimed message whose worker has not recorded a result after this long goes
+# back to the queue (the worker died mid-send; it may then be sent twice: see
+# delivery/services/send.py). Longer than any provider call with its timeout.
+DELIVERY_CLAIM_TIMEOUT_SECONDS = env_int("DELIVERY_CLAIM_TIMEOUT_SECONDS", 300)
+# How often the sweeper runs (stale claims, due delayed messages).
+DELIVERY_SWEEP_SECONDS = env_int("DELIVERY_SWEEP_SECONDS", 15)
+# Due rows dispatched per sweep, and how long a dispatched task may stay unclaimed
+# before its rows are dispatched again (a lost task; a duplicate claims nothing).
+DELIVERY_SWEEP_LIMIT = env_int("DELIVERY_SWEEP_LIMIT", 50_000)
+DELIVERY_DISPATCH_TIMEOUT_SECONDS = env_int("DELIVERY_DISPATCH_TIMEOUT_SECONDS", 900)
+# Provider calls per message (temporary errors retried with exponential backoff and
+# jitter, from the base, capped at the max) before it fails as retries_exhausted.
+DELIVERY_MAX_ATTEMPTS = env_int("DELIVERY_MAX_ATTEMPTS", 5)
+DELIVERY_RETRY_BASE_SECONDS = env_int("DELIVERY_RETRY_BASE_SECONDS", 30)
+DELIVERY_RETRY_MAX_SECONDS = env_int("DELIVERY_RETRY_MAX_SECONDS", 3600)
+for _name in (
+    "DELIVERY_CLAIM_TIMEOUT_SECONDS",
+    "DELIVERY_SWEEP_SECONDS",
+    "DELIVERY_SWEEP_LIMIT",
+    "DELIVERY_DISPATCH_TIMEOUT_SECONDS",
+    "DELIVERY_MAX_ATTEMPTS",
+    "DELIVERY_RETRY_BASE_SECONDS",
+    "DELIVERY_RETRY_MAX_SECONDS",
+):
+    if globals()[_name] < 1:
+        raise ImproperlyConfigured(f"{_name} must be at least 1, got {globals()[_name]}")
+
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 # Static entries; the DatabaseScheduler copies them into the admin's periodic tasks.
 CELERY_BEAT_SCHEDULE = {
@@ -267,6 +297,12 @@ CELERY_BEAT_SCHEDULE = {
         "task": "campaigns.segments.sizes_sample",
         "schedule": float(SEGMENTS_SIZE_SAMPLE_SECONDS),
         "options": {"queue": "segments"},
+    },
+    # Sends whose worker died mid-send go back to the queue; delayed sends go out when due.
+    "delivery: sweeper": {
+        "task": "delivery.sweep",
+        "schedule": float(DELIVERY_SWEEP_SECONDS),
+        "options": {"queue": "sends"},
     },
 }
 CELERY_TIMEZONE = "UTC"

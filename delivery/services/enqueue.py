@@ -1,0 +1,161 @@
+"""Enqueue: messages become rows before any provider call, and their send
+tasks are handed to the broker once those rows are committed."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from django.db import connection, transaction
+from django.utils import timezone
+
+from crm.bulk import json_param
+from delivery.channels import channel_get
+from delivery.models import ChannelName, MessageState, QuietHoursPolicy, SkipReason
+
+# messages_enqueue refuses more rows than this in one call: callers plan their
+# fan-out in chunks (each its own transaction), so a crash resumes.
+ENQUEUE_MAX = 10_000
+
+
+@dataclass
+class MessageIn:
+    """One message to enqueue. `skip_reason` set: the message is recorded as
+    skipped from the start (a control group, a template that failed to render),
+    so the results say why the profile got nothing."""
+
+    profile_id: int
+    channel: str
+    idempotency_key: str
+    content: dict[str, Any] = field(default_factory=dict)
+    source: str = ""
+    # Empty: resolved from the profile when sent (email, phone, latest push token).
+    to: str = ""
+    marketing: bool = True
+    quiet_hours_policy: str = ""  # "" = the project's
+    not_before: datetime | None = None
+    cutoff_at: datetime | None = None
+    skip_reason: str = ""
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class EnqueueResult:
+    created: int  # rows inserted (queued and skipped)
+    duplicates: int  # keys already enqueued before: nothing inserted for them
+    queued_ids: list[int]  # the new queued rows, in id order
+
+
+def _check(messages: Sequence[MessageIn], throttle_per_minute: int | None) -> None:
+    if len(messages) > ENQUEUE_MAX:
+        raise ValueError(f"messages: at most {ENQUEUE_MAX} a call, got {len(messages)}")
+    if throttle_per_minute is not None and throttle_per_minute < 1:
+        raise ValueError(f"throttle_per_minute: must be at least 1, got {throttle_per_minute}")
+    for i, m in enumerate(messages):
+        if m.channel not in ChannelName.values:
+            raise ValueError(f"messages[{i}].channel: {m.channel!r} is not one of {', '.join(ChannelName.values)}")
+        if not m.idempotency_key or len(m.idempotency_key) > 255:
+            raise ValueError(f"messages[{i}].idempotency_key: must be 1 to 255 characters")
+        if len(m.source) > 255:
+            raise ValueError(f"messages[{i}].source: at most 255 characters")
+        if m.skip_reason and m.skip_reason not in SkipReason.values:
+            raise ValueError(f"messages[{i}].skip_reason: {m.skip_reason!r} is not a skip reason")
+        if m.quiet_hours_policy and m.quiet_hours_policy not in QuietHoursPolicy.values:
+            raise ValueError(f"messages[{i}].quiet_hours_policy: {m.quiet_hours_policy!r} is not discard or delay")
+        if not isinstance(m.content, dict):
+            raise ValueError(f"messages[{i}].content: must be a dict")
+
+
+def messages_enqueue(
+    *,
+    project_id: int,
+    messages: Sequence[MessageIn],
+    throttle_per_minute: int | None = None,
+    now: datetime | None = None,
+) -> EnqueueResult:
+    """Insert `messages` for the project's profiles in one statement,
+    `INSERT ... ON CONFLICT (project_id, idempotency_key) DO NOTHING`: a key
+    enqueued before (a re-run of the same fan-out, a redelivered task) inserts
+    nothing and sends nothing again. Messages with a skip_reason are stored as
+    skipped. `throttle_per_minute` limits each message's source (at claim).
+
+    Side effect: once the caller's transaction commits, the new queued rows
+    that are due go to the `sends` queue in batches of the channel's
+    max_batch, by id; rows not yet due (not_before later) are dispatched by the
+    sweeper when they are. Raises ValueError naming the field of a bad message,
+    or the profiles that are not the project's (nothing is inserted then)."""
+    _check(messages, throttle_per_minute)
+    if not messages:
+        return EnqueueResult(created=0, duplicates=0, queued_ids=[])
+    now = now or timezone.now()
+    profile_ids = sorted({m.profile_id for m in messages})
+    rows = [
+        [
+            m.profile_id,
+            m.channel,
+            m.idempotency_key,
+            m.source,
+            m.content,
+            m.to,
+            MessageState.SKIPPED if m.skip_reason else MessageState.QUEUED,
+            m.skip_reason,
+            m.marketing,
+            m.quiet_hours_policy,
+            (m.not_before or now).isoformat(),
+            m.cutoff_at.isoformat() if m.cutoff_at else None,
+            # A due row's task is dispatched at commit; a later one by the sweeper.
+            now.isoformat() if not m.skip_reason and (m.not_before is None or m.not_before <= now) else None,
+            m.error,
+        ]
+        for m in messages
+    ]
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SELECT id FROM crm_profile WHERE project_id = %s AND id = ANY(%s)", [project_id, profile_ids])
+        missing = sorted(set(profile_ids) - {r[0] for r in cursor.fetchall()})
+        if missing:
+            raise ValueError(f"messages: profiles {missing[:10]} are not profiles of project {project_id}")
+        cursor.execute(
+            "INSERT INTO delivery_message (project_id, profile_id, channel, idempotency_key, source, content, "
+            '"to", state, skip_reason, marketing, quiet_hours_policy, not_before, cutoff_at, dispatched_at, '
+            "error, throttle_per_minute, attempts, claimed_by, provider_id, created_at) "
+            "SELECT %s, (e->>0)::bigint, e->>1, e->>2, e->>3, e->4, e->>5, e->>6, e->>7, (e->>8)::boolean, "
+            "e->>9, (e->>10)::timestamptz, (e->>11)::timestamptz, (e->>12)::timestamptz, e->>13, "
+            "%s::integer, 0, '', '', %s "
+            "FROM jsonb_array_elements(%s::jsonb) AS e "
+            "ON CONFLICT (project_id, idempotency_key) DO NOTHING "
+            "RETURNING id, channel, state, dispatched_at IS NOT NULL",
+            [project_id, throttle_per_minute, now, json_param(rows)],
+        )
+        inserted = cursor.fetchall()
+    queued = sorted((r[0], r[1]) for r in inserted if r[2] == MessageState.QUEUED)
+    due: dict[str, list[int]] = defaultdict(list)
+    for message_id, channel, state, dispatched in inserted:
+        if state == MessageState.QUEUED and dispatched:
+            due[channel].append(message_id)
+    if due:
+        transaction.on_commit(lambda: messages_dispatch(by_channel=due))
+    return EnqueueResult(
+        created=len(inserted), duplicates=len(messages) - len(inserted), queued_ids=[i for i, _ in queued]
+    )
+
+
+def id_batches(ids: Iterable[int], size: int) -> list[list[int]]:
+    ordered = sorted(ids)
+    return [ordered[i : i + size] for i in range(0, len(ordered), size)]
+
+
+def messages_dispatch(*, by_channel: dict[str, list[int]], countdown: float | None = None) -> int:
+    """Hand send tasks to the `sends` queue: the ids of each channel in batches
+    of its max_batch, by id. Call after commit (the worker must see the rows).
+    Returns how many tasks were sent."""
+    from delivery.tasks import messages_send_task
+
+    tasks = 0
+    for channel, ids in by_channel.items():
+        for batch in id_batches(ids, channel_get(channel).max_batch):
+            messages_send_task.apply_async(args=[batch], countdown=countdown)
+            tasks += 1
+    return tasks
