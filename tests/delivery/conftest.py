@@ -14,6 +14,12 @@ from django.core.exceptions import ValidationError
 from crm.models import Profile, Project
 from delivery.channels.base import Outgoing, Result
 from delivery.models import ChannelSettings
+from tests.localproviders.server import (  # noqa: F401 - fixtures of the channels' tests
+    channel_settings,
+    local_server,
+    local_server_url,
+    local_service_account_key,
+)
 
 SECRET_KEYS = ("api_key", "secret")
 
