@@ -18,7 +18,8 @@ from catalog.csvfile import ProductIn
 from catalog.services import products_upsert
 from crm import services
 from crm.admin_base import ConsoleAdmin
-from crm.models import EventNameMapping
+from crm.models import EventNameMapping, Profile
+from delivery.models import ChannelSettings, DeliverySettings, Message
 from ingestion.models import DeadLetter
 from recommendations.models import ModelVersion, RecommendationDailyStat, RecommendationServed
 
@@ -145,6 +146,13 @@ def every_table(console, project_a, project_b):
         EventNameMapping.objects.create(project=project, source_name="Bought", canonical_name="Order Completed")
         DeadLetter.objects.create(project=project, message="{}", error="bad", received_at=T0)
         RecommendationServed.objects.create(id=f"r{project.pk}", project=project, surface="api", created_at=T0)
+        DeliverySettings.objects.create(project=project, caps={"push": [{"max": 3, "days": 7}]})
+        ChannelSettings.objects.create(project=project, channel="webhook", settings={"timeout_s": 5})
+        Message.objects.create(
+            project=project, profile=Profile.objects.create(project=project), channel="push",
+            idempotency_key=f"campaign:1:{project.pk}", source=f"campaign:{project.pk}", state="skipped",
+            skip_reason="capped",
+        )  # fmt: skip
     products_upsert(project_id=project_b[0].pk, products=[ProductIn("P2", "Hat", ["Hats"])])
     interval = IntervalSchedule.objects.create(every=5, period=IntervalSchedule.MINUTES)
     PeriodicTask.objects.create(name="tick", task="tick_task", interval=interval)
