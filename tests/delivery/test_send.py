@@ -498,3 +498,15 @@ def test_the_sweeper_dispatches_due_delayed_rows_once_until_the_dispatch_times_o
         assert messages_sweep(now=T0 + timedelta(minutes=15)) == (0, 0)  # its task is pending
         assert messages_sweep(now=T0 + timedelta(minutes=21)) == (0, 1)  # that task was lost
     assert dispatched == [[later], [later]]
+
+
+def test_the_tasks_go_to_the_sends_queue_and_the_sweeper_is_on_the_beat(settings):
+    from config.celery import app
+    from delivery.tasks import messages_send_task, messages_sweep_task
+
+    assert (messages_send_task.name, messages_sweep_task.name) == ("delivery.send_batch", "delivery.sweep")
+    router = app.amqp.router
+    assert router.route({}, "delivery.send_batch")["queue"].name == "sends"
+    assert router.route({}, "delivery.sweep")["queue"].name == "sends"
+    entry = settings.CELERY_BEAT_SCHEDULE["delivery: sweeper"]
+    assert (entry["task"], entry["schedule"], entry["options"]) == ("delivery.sweep", 15.0, {"queue": "sends"})
