@@ -12,7 +12,8 @@ Prints one JSON object on its last line.
    least 3 times in the last 7 days AND did not Order Completed in the last 30
    days" counted by its one compiled SQL query, three times (`count_s` is the
    median, `count_first_s` the first); its EXPLAIN (ANALYZE, BUFFERS) goes to
-   var/bench_segments_plan.txt.
+   var/bench_segments_plan.txt. `preview_s`: the whole preview of the console
+   and the API (campaigns.segments.selectors.segment_preview).
 3. `full_compute_s`: the segment's membership stored from scratch
    (campaigns.segments.membership.segment_compute_full).
 4. `incremental_p99_ms`: the production processes (uWSGI collectors, one Celery
@@ -139,13 +140,14 @@ def in_process(state: dict[str, Any]) -> dict[str, Any]:
     import django
 
     django.setup()
-    from django.db import connection
+    from django.db import connection, transaction
     from django.utils import timezone
 
     from campaigns.models import Segment, SegmentMembership
-    from campaigns.segments.compiler import rules_q
+    from campaigns.segments.compiler import rules_q, segment_session_prepare
     from campaigns.segments.membership import segment_compute_full
     from campaigns.segments.rules import rules_dependencies, rules_parse
+    from campaigns.segments.selectors import segment_preview
     from crm.models import Profile
 
     project_id = state["id"]
@@ -155,10 +157,16 @@ def in_process(state: dict[str, Any]) -> dict[str, Any]:
     counts, times = [], []
     for _ in range(3):
         started = time.perf_counter()
-        counts.append(query.count())
+        with transaction.atomic():
+            segment_session_prepare()  # as the service runs it
+            counts.append(query.count())
         times.append(time.perf_counter() - started)
+    started = time.perf_counter()
+    preview = segment_preview(project_id=project_id, rules=RULES, now=now)
+    preview_s = time.perf_counter() - started
     sql, sql_params = query.values("id").query.sql_with_params()
     with connection.cursor() as cursor:
+        cursor.execute("SET jit = off")
         cursor.execute(f"EXPLAIN (ANALYZE, BUFFERS) SELECT count(*) FROM ({sql}) AS members", sql_params)
         plan = "\n".join(row[0] for row in cursor.fetchall())
     shown = sql % tuple(map(repr, sql_params))
@@ -177,6 +185,10 @@ def in_process(state: dict[str, Any]) -> dict[str, Any]:
         "count": counts[0],
         "count_s": round(statistics.median(times), 3),
         "count_first_s": round(times[0], 3),
+        # The console's and API's preview: the count with the reachable count per
+        # channel (one aggregate), the 20-profile sample and its explanation.
+        "preview_s": round(preview_s, 3),
+        "preview_reachable": preview.reachable,
         "full_compute_s": round(full_compute_s, 2),
         "full_compute_members": members,
         "members_stored": stored,

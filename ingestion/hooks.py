@@ -10,6 +10,10 @@ importing them (imports between apps run one way: ingestion -> crm only).
   and conversions. A hook gets the project id and the events a worker batch has
   just inserted (each exactly once), inside the batch's transaction, under a
   savepoint: a failing hook is logged and rolled back alone, never the events.
+  A hook that does no database work inside the transaction (it only schedules
+  work for after the commit) says so with `hook.savepoint = False` and runs
+  without one: a savepoint costs ~0.4 ms a batch (measured), ~5% of the ingest
+  workers' throughput for a hook that usually does nothing.
 
 Hooks are named in settings (INGEST_RESPONSE_HOOKS, INGEST_STORED_EVENT_HOOKS)
 as dotted paths, or registered at run time (tests).
@@ -80,7 +84,10 @@ def events_stored(project_id: int, events: list[StoredEvent]) -> None:
         return
     for hook in (*_configured("INGEST_STORED_EVENT_HOOKS"), *_stored_hooks):
         try:
-            with transaction.atomic():  # a savepoint: a failing hook rolls back alone
+            if getattr(hook, "savepoint", True):
+                with transaction.atomic():  # a savepoint: a failing hook rolls back alone
+                    hook(project_id, events)
+            else:  # no database work inside the transaction (see the module docstring)
                 hook(project_id, events)
         except Exception:  # noqa: BLE001 - the events are stored; a hook must not undo that
             logger.exception("stored-events hook %r failed for project %s", hook, project_id)

@@ -370,6 +370,10 @@ API_ENDPOINTS = [
     ("GET", "/api/v1/users/{id}/recommendations"),
     ("GET", "/api/v1/products/{id}/similar"),
     ("GET", "/api/v1/trending"),
+    ("GET", "/api/v1/segments"),
+    ("GET", "/api/v1/segments/{id}"),
+    ("GET", "/api/v1/segments/{id}/members"),
+    ("GET", "/api/v1/users/{id}/segments"),
 ]
 PATH_IDS = mostly(
     st.sampled_from(["alice", "u1", "p1", "P1"]),

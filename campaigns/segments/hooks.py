@@ -7,7 +7,7 @@ evaluation: it matches the batch against each segment's stored dependencies
 refresh task for the touched segments and profiles, after the batch commits
 (the refresh must see the events). The project's dependencies are cached per
 process for SEGMENTS_DEPENDENCIES_CACHE_SECONDS: at most one query per batch
-when the cache is cold, none when warm. A segment saved meanwhile is unknown to
+when the cache is cold (after the commit), none when warm. A segment saved meanwhile is unknown to
 the cache for that long; its full computation starts only after it (see
 campaigns.segments.membership), so no event is missed.
 
@@ -119,12 +119,43 @@ def _watches(project_id: int) -> _Watches:
     return watches
 
 
+def _watches_cached(project_id: int) -> _Watches | None:
+    """The project's cached watches, or None when not cached or expired (no query)."""
+    cached = _cache.get(project_id)
+    if cached is not None and cached[0] > time.monotonic():
+        return cached[1]
+    return None
+
+
 def events_stored_hook(project_id: int, events: Sequence[Any]) -> None:
     """ingestion's stored-events hook: `events` are ingestion.hooks.StoredEvent
     (profile_id, type, name: canonical). Enqueues segments_refresh_task once,
-    on commit, when the batch touches any segment or has a profile this process
-    has not seen; otherwise does nothing. No query with a warm cache."""
-    watches = _watches(project_id)
+    after the commit, when the batch touches any segment or has a profile this
+    process has not seen; otherwise does nothing.
+
+    No database work inside the ingest transaction, so it runs without a
+    savepoint (`savepoint = False`, see ingestion.hooks): with the project's
+    dependencies cached it decides at once; without, it keeps the batch's
+    (profile, type, name) and looks them up after the commit (one query)."""
+    watches = _watches_cached(project_id)
+    if watches is None:
+        marks = [(e.profile_id, e.type, e.name) for e in events]
+        transaction.on_commit(
+            lambda: _marks_schedule(project_id, _watches(project_id), marks, committed=True), robust=True
+        )
+        return
+    if watches is not _EMPTY:
+        _marks_schedule(project_id, watches, [(e.profile_id, e.type, e.name) for e in events], committed=False)
+
+
+events_stored_hook.savepoint = False  # type: ignore[attr-defined]
+
+
+def _marks_schedule(
+    project_id: int, watches: _Watches, marks: Sequence[tuple[int, str, str]], *, committed: bool
+) -> None:
+    """Enqueue the refresh of the segments and profiles `marks` touch: on the
+    batch's commit, or at once when `committed` (called after it)."""
     if watches is _EMPTY:
         return
     segment_ids: set[int] = set()
@@ -132,24 +163,30 @@ def events_stored_hook(project_id: int, events: Sequence[Any]) -> None:
     unseen: set[int] = set()
     by_name = watches.by_event_name
     seen = _profiles_seen
-    for event in events:
-        if event.profile_id not in seen:
-            unseen.add(event.profile_id)
+    for profile_id, kind, name in marks:
+        if profile_id not in seen:
+            unseen.add(profile_id)
         hit = watches.any_event
-        named = by_name.get(event.name)
+        named = by_name.get(name)
         if named:
             hit = hit | named
-        if event.type == "identify" and watches.on_identify:
+        if kind == "identify" and watches.on_identify:
             hit = hit | watches.on_identify
-        if event.name in _RECENT_ITEM_EVENTS and watches.on_recent_items:
+        if name in _RECENT_ITEM_EVENTS and watches.on_recent_items:
             hit = hit | watches.on_recent_items
         if hit:
             segment_ids |= hit
-            profile_ids.add(event.profile_id)
-    if segment_ids or unseen:
-        segments_refresh_task.delay_on_commit(project_id, sorted(segment_ids), sorted(profile_ids), sorted(unseen))
-        if unseen:
-            transaction.on_commit(lambda: _seen_add(unseen))
+            profile_ids.add(profile_id)
+    if not (segment_ids or unseen):
+        return
+    args = (project_id, sorted(segment_ids), sorted(profile_ids), sorted(unseen))
+    if committed:
+        segments_refresh_task.delay(*args)
+        _seen_add(unseen)
+        return
+    segments_refresh_task.delay_on_commit(*args)
+    if unseen:
+        transaction.on_commit(lambda: _seen_add(unseen))
 
 
 def _seen_add(profile_ids: set[int]) -> None:

@@ -48,7 +48,7 @@ from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
 from campaigns.models import Segment, SegmentChange, SegmentMembership, SegmentSize, SegmentStatus
-from campaigns.segments.compiler import boundary_q, rules_q
+from campaigns.segments.compiler import SEGMENT_SESSION_SQL, boundary_q, rules_q
 from campaigns.segments.rules import rules_dependencies, rules_parse
 from crm.models import Profile
 
@@ -173,6 +173,7 @@ def _membership_apply(*, segment_id: int, scope: QuerySet[Profile], q: Q, at: da
     members = SegmentMembership._meta.db_table
     changes = SegmentChange._meta.db_table
     sql = f"""
+        {SEGMENT_SESSION_SQL};
         WITH segment_scope(id) AS MATERIALIZED ({scope_sql}),
         segment_match(id) AS MATERIALIZED ({match_sql}),
         entering AS (

@@ -11,11 +11,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from django.db import transaction
 from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet
 from django.utils import timezone
 
 from campaigns.models import Segment, SegmentMembership
-from campaigns.segments.compiler import ConditionResult, rules_explain, rules_q
+from campaigns.segments.compiler import ConditionResult, rules_explain, rules_q, segment_session_prepare
 from campaigns.segments.rules import RulesInvalid, rules_parse
 from crm.models import Device, Profile
 
@@ -82,9 +83,11 @@ def segment_preview(*, project_id: int, rules: Any, now: datetime | None = None)
     now = now or timezone.now()
     node = rules_parse(rules, project_id=project_id)
     members = Profile.objects.filter(project_id=project_id).filter(rules_q(node, now=now))
-    counts = members.aggregate(
-        count=Count("pk"), **{channel: Count("pk", filter=q) for channel, q in _reachable_filters().items()}
-    )
+    with transaction.atomic():
+        segment_session_prepare()
+        counts = members.aggregate(
+            count=Count("pk"), **{channel: Count("pk", filter=q) for channel, q in _reachable_filters().items()}
+        )
     rows = list(members.order_by("pk").values("pk", "user_id", "email", "name")[:PREVIEW_SAMPLE_SIZE])
     explained = rules_explain(node, project_id=project_id, profile_ids=[r["pk"] for r in rows], now=now) if rows else {}
     return Preview(

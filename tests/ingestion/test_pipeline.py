@@ -349,3 +349,38 @@ def test_dead_letters_retry_stores_a_fixed_letter_with_its_effects_and_deletes_i
     profile = Profile.objects.get(project=project, user_id="u1")
     assert (event.message_id, event.profile_id, event.timestamp) == ("fixed", profile.pk, T0)
     assert (profile.recent_viewed, profile.first_seen) == (["p1"], T0)
+
+
+def test_stored_event_hooks_get_a_savepoint_unless_they_say_they_do_no_database_work(
+    project_a, settings, django_assert_num_queries
+):
+    from django.db import transaction
+
+    project, _ = project_a
+    settings.INGEST_STORED_EVENT_HOOKS = []  # only the hooks registered below
+    hooks._configured.cache_clear()
+    raised = []
+
+    def failing(project_id, events):  # noqa: ANN001, ANN202
+        raised.append(len(events))
+        raise RuntimeError("a hook's bug")
+
+    def quiet(project_id, events):  # noqa: ANN001, ANN202
+        raised.append(-len(events))
+        raise RuntimeError("a hook's bug, outside any database work")
+
+    quiet.savepoint = False
+    event = hooks.StoredEvent(
+        profile_id=1, type="track", name="Product Viewed", properties={}, timestamp=datetime.now(UTC), message_id="m"
+    )
+    # SAVEPOINT, ROLLBACK TO SAVEPOINT and RELEASE SAVEPOINT; or nothing.
+    for hook, queries in ((failing, 3), (quiet, 0)):
+        hooks.stored_hook_register(hook)
+        try:
+            # In the ingest batch's transaction (entered before counting starts).
+            with transaction.atomic(), django_assert_num_queries(queries):
+                hooks.events_stored(project.pk, [event])  # logged, not raised
+        finally:
+            hooks.stored_hook_unregister(hook)
+            hooks._configured.cache_clear()
+    assert raised == [1, -1]

@@ -268,12 +268,14 @@ def test_every_project_gets_its_schedules_once(make_project):
     assert recs_schedules_ensure_all_task() == 2
     assert recs_schedules_ensure_all_task() == 0
     names = sorted(PeriodicTask.objects.filter(task__startswith="recommendations.train").values_list("name", flat=True))
-    assert names == [
-        f"recommendations: nightly training of project {first.pk}",
-        f"recommendations: nightly training of project {second.pk}",
-        f"recommendations: online update of project {first.pk}",
-        f"recommendations: online update of project {second.pk}",
-    ]
+    assert names == sorted(
+        [
+            f"recommendations: nightly training of project {first.pk}",
+            f"recommendations: nightly training of project {second.pk}",
+            f"recommendations: online update of project {first.pk}",
+            f"recommendations: online update of project {second.pk}",
+        ]
+    )
 
 
 @pytest.mark.django_db
