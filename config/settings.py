@@ -49,6 +49,7 @@ INSTALLED_APPS = [
     "recommendations",
     "campaigns",
     "ingestion",
+    "localproviders",
 ]
 
 MIDDLEWARE = [
@@ -424,6 +425,19 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DATA_UPLOAD_MAX_MEMORY_SIZE", 2_621_440)
 # per request thread, so keep it small. Django's default.
 FILE_UPLOAD_MAX_MEMORY_SIZE = env_int("FILE_UPLOAD_MAX_MEMORY_SIZE", 2_621_440)
 DATA_UPLOAD_MAX_NUMBER_FILES = 10  # the catalog upload takes one
+
+# --- Local provider server (localproviders/, README "Local providers") -----------------
+# Stand-ins for SendGrid, FCM (with Google's OAuth token endpoint), Twilio and a
+# webhook receiver under /_local/, so that the real client libraries run in the
+# quickstart and the tests. On with DEBUG (make run), off in production: off, every
+# /_local/ path answers 404.
+LOCAL_PROVIDERS = env_bool("LOCAL_PROVIDERS", DEBUG)
+# How long the test hook `slow-` makes the local server wait before it answers.
+LOCAL_PROVIDERS_SLOW_MS = env_int("LOCAL_PROVIDERS_SLOW_MS", 15_000)
+# The secret the local webhook receiver verifies signatures with (Standard Webhooks, whsec_ + base64).
+LOCAL_PROVIDERS_WEBHOOK_SECRET = (
+    env_str("LOCAL_PROVIDERS_WEBHOOK_SECRET") or "whsec_ZW5nYWdlLWxvY2FsLXByb3ZpZGVyLXdlYmhvb2tzISE="
+)
 
 LOGGING = {
     "version": 1,

@@ -19,4 +19,6 @@ urlpatterns = [
     path("api/v1/", include("catalog.api.urls")),
     path("api/v1/", include("recommendations.api.urls")),
     path("api/v1/", include("campaigns.api.urls")),
+    # The local provider server (404 unless LOCAL_PROVIDERS is on: localproviders.views).
+    path("_local/", include("localproviders.urls")),
 ]

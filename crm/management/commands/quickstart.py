@@ -48,6 +48,12 @@ class Command(BaseCommand):
             keys = project_rotate_keys(project_id=project.pk)
             state.update(write_key=keys.write_key, secret_key=keys.secret_key)
         membership_add(project_id=project.pk, user_id=admin.pk)
+        host = options["host"]
+        if settings.LOCAL_PROVIDERS and "local_service_account" not in state:
+            from localproviders.channel_settings import local_service_account
+
+            # Kept with the other secrets of this machine's quickstart (mode 600).
+            state["local_service_account"] = local_service_account(base_url=host)
         state_file.parent.mkdir(parents=True, exist_ok=True)
         state_file.write_text(json.dumps(state, indent=2))
         state_file.chmod(0o600)
@@ -70,7 +76,6 @@ class Command(BaseCommand):
                 self.stdout.write("Training the first recommendation model…")
                 call_command("train_recommendations", project=project.pk, no_progress=True, stdout=self.stdout)
 
-        host = options["host"]
         self.stdout.write(
             "\n".join(
                 [
@@ -86,6 +91,23 @@ class Command(BaseCommand):
                     f"Read a profile:  curl -H 'Authorization: Bearer {state['secret_key']}' "
                     f"{host}/api/v1/profiles/user-0000001",
                     "",
+                    *self._local_providers_lines(host, state),
                 ]
             )
         )
+
+    def _local_providers_lines(self, host: str, state: dict[str, Any]) -> list[str]:
+        if not settings.LOCAL_PROVIDERS:
+            return []
+        from localproviders.channel_settings import local_channel_settings
+
+        channels = local_channel_settings(base_url=host, service_account=state["local_service_account"])
+        push = {**channels["push"], "service_account": "(var/quickstart.json: local_service_account)"}
+        return [
+            f"Local providers (LOCAL_PROVIDERS): {host}/_local/ - outbox: {host}/admin/localproviders/outboxmessage/",
+            f"  email settings:   {json.dumps(channels['email'])}",
+            f"  push settings:    {json.dumps(push)}",
+            f"  sms settings:     {json.dumps(channels['sms'])}",
+            f"  webhook settings: {json.dumps(channels['webhook'])}  (URL: {host}/_local/webhooks/<name>)",
+            "",
+        ]

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class LocalProvidersConfig(AppConfig):
+    name = "localproviders"
+    verbose_name = "Local providers"
