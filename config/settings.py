@@ -317,6 +317,8 @@ INGEST_RETRY_AFTER = env_int("INGEST_RETRY_AFTER", 10)
 INGEST_PUBLISH_LINGER_MS = env_int("INGEST_PUBLISH_LINGER_MS", 10)
 # Later stages plugged into ingestion (see ingestion/hooks.py).
 INGEST_RESPONSE_HOOKS = ["campaigns.channels.inapp.collector_response"]
+# Profiles changed outside ingestion (the profiles API; see crm/hooks.py).
+CRM_PROFILES_CHANGED_HOOKS = ["campaigns.segments.hooks.profiles_changed_hook"]
 INGEST_STORED_EVENT_HOOKS = [
     "recommendations.tracking.attribution.events_stored_hook",
     "campaigns.segments.hooks.events_stored_hook",

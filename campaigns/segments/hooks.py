@@ -193,3 +193,17 @@ def _seen_add(profile_ids: set[int]) -> None:
     if len(_profiles_seen) + len(profile_ids) > _PROFILES_SEEN_MAX:
         _profiles_seen.clear()
     _profiles_seen.update(profile_ids)
+
+
+def profiles_changed_hook(project_id: int, profile_ids: Sequence[int]) -> None:
+    """crm's profiles-changed hook (settings.CRM_PROFILES_CHANGED_HOOKS): traits or
+    subscriptions set through the profiles API, not by an event. Rare next to
+    ingestion, so the profiles are refreshed against every segment of the
+    project that reads profile fields or devices, after the commit."""
+    segment_ids = [
+        segment_id
+        for segment_id, data in Segment.objects.filter(project_id=project_id).values_list("pk", "dependencies")
+        if (deps := Dependencies.from_json(data or {})).profile_fields or deps.devices or deps.segments
+    ]
+    if segment_ids:
+        segments_refresh_task.delay_on_commit(project_id, sorted(segment_ids), sorted(set(profile_ids)), [])

@@ -13,6 +13,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from crm.bulk import json_param
+from crm.hooks import profiles_changed
 from crm.models import RECENT_ITEMS_LIMIT, Profile
 from crm.services.identity import IdentityIn, profiles_resolve
 
@@ -239,6 +240,7 @@ def profile_upsert(
                 profile_id: ProfileActivity(first_seen=seen_at, last_seen=seen_at, traits=[traits] if traits else [])
             },
         )
+        profiles_changed(project_id, [profile_id])
         return Profile.objects.get(pk=profile_id)
 
 
@@ -246,4 +248,7 @@ def profile_set_subscription(*, profile_id: int, channel: str, subscribed: bool 
     column = {"email": "email_subscribed", "push": "push_subscribed", "sms": "sms_subscribed"}.get(channel)
     if column is None:
         raise ValueError(f"unknown channel {channel!r}; expected email, push or sms")
-    Profile.objects.filter(pk=profile_id).update(**{column: subscribed, "updated_at": timezone.now()})
+    with transaction.atomic():
+        Profile.objects.filter(pk=profile_id).update(**{column: subscribed, "updated_at": timezone.now()})
+        for project_id in Profile.objects.filter(pk=profile_id).values_list("project_id", flat=True):
+            profiles_changed(project_id, [profile_id])

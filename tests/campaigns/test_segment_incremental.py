@@ -225,3 +225,46 @@ def test_the_segments_schedules_name_registered_tasks_on_the_segments_queue(sett
     }
     for name in ("refresh", "compute_full", "time_refresh", "sizes_sample"):
         assert app.tasks[f"campaigns.segments.{name}"].queue == "segments"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_traits_and_subscriptions_set_through_the_profiles_api_move_profiles_in_and_out(project_a):
+    from rest_framework.test import APIClient
+
+    from campaigns.segments.membership import segment_compute_full
+    from config.celery import app
+
+    project, keys = project_a
+    Profile.objects.create(project=project, user_id="ann", traits={"plan": "free"})
+    pro = segment_save(project_id=project.pk, name="Pro", rules={"profile": "traits.plan", "op": "eq", "value": "pro"})
+    opted_out = segment_save(
+        project_id=project.pk, name="No push", rules={"profile": "push_subscribed", "op": "eq", "value": False}
+    )
+    unrelated = segment_save(project_id=project.pk, name="Viewed", rules=VIEWED_3_IN_7)
+    for segment in (pro, opted_out, unrelated):
+        segment_compute_full(segment_id=segment.pk, rules_version=segment.rules_version)
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Bearer {keys.secret_key}")
+    refreshed: list[tuple] = []
+    saved = app.conf.task_always_eager
+    app.conf.task_always_eager = True
+    real_delay = segments_refresh_task.delay
+    try:
+        segments_refresh_task.delay = lambda *args: (refreshed.append(args), real_delay(*args))  # type: ignore[method-assign]
+        response = api.patch("/api/v1/profiles/ann", {"traits": {"plan": "pro"}}, format="json")
+        assert response.status_code == 200, response.content
+        assert (_member(pro, "ann"), _member(opted_out, "ann")) == (True, False)
+        response = api.patch(
+            "/api/v1/profiles/ann", {"push_subscribed": False, "traits": {"plan": "team"}}, format="json"
+        )
+        assert response.status_code == 200, response.content
+        assert (_member(pro, "ann"), _member(opted_out, "ann")) == (False, True)
+    finally:
+        segments_refresh_task.delay = real_delay  # type: ignore[method-assign]
+        app.conf.task_always_eager = saved
+    # Only the segments that read profile fields are refreshed, never the event-only one.
+    assert {segment_id for args in refreshed for segment_id in args[1]} == {pro.pk, opted_out.pk}
+    assert list(SegmentChange.objects.filter(segment=pro).values_list("entered", flat=True).order_by("at", "id")) == [
+        True,
+        False,
+    ]

@@ -131,3 +131,15 @@ def test_settings_are_validated_and_the_secret_masked():
     cleaned = webhook.settings_validate({"secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"})
     assert cleaned == {"secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "timeout_s": 10.0}
     assert webhook.settings_public(cleaned)["secret"] == "••••LaSw"
+
+
+def test_a_nul_character_in_the_body_is_stored_replaced(channel_settings, local_server):
+    url = local_webhook_url(base_url=local_server, name="orders")
+
+    results = webhook.send_batch(channel_settings["webhook"], [_message(1, url, body={"note": "a\x00b"})])
+
+    assert results[0].error is None
+    row = OutboxMessage.objects.get(provider="webhook")
+    assert row.signature_valid is True
+    assert row.body == '{"note":"a\\u0000b"}'
+    assert row.request == {"body": {"note": "a\ufffdb"}}
