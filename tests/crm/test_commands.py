@@ -34,6 +34,7 @@ def test_quickstart_runs_twice_with_the_same_keys(settings, tmp_path):
     settings.VAR_DIR = tmp_path
     settings.MEDIA_ROOT = str(tmp_path / "media")
     settings.RECS_MODEL_PARAMS = {"epochs": 1, "dim": 8, "min_steps": 20, "batch_size": 128}  # seconds, not minutes
+    settings.LOCAL_PROVIDERS = True
     first, second = StringIO(), StringIO()
     call_command("quickstart", users=30, products=40, events=200, stdout=first)
     call_command("quickstart", users=30, products=40, events=200, stdout=second)
@@ -44,6 +45,17 @@ def test_quickstart_runs_twice_with_the_same_keys(settings, tmp_path):
         assert state["write_key"] in out.getvalue() and state["admin_password"] in out.getvalue()
         assert "curl -u" in out.getvalue()
     assert project_for_write_key(state["write_key"]) == Project.objects.get()
+    # The demo project's channels point at the local providers, saved through the delivery service.
+    from delivery.models import ChannelSettings
+
+    assert sorted(ChannelSettings.objects.values_list("channel", "enabled")) == [
+        ("email", True), ("push", True), ("sms", True), ("webhook", True)
+    ]  # fmt: skip
+    assert ChannelSettings.objects.get(channel="email").settings["host"] == "http://127.0.0.1:8000/_local/sendgrid"
+    # The demo store's example segments (campaigns' create_demo_segments).
+    from campaigns.models import Segment
+
+    assert Segment.objects.count() == 4
     # The first run trained a model, so the demo recommends from the start; the second did not retrain.
     from recommendations.models import ModelVersion
 

@@ -57,6 +57,15 @@ class Command(BaseCommand):
         state_file.parent.mkdir(parents=True, exist_ok=True)
         state_file.write_text(json.dumps(state, indent=2))
         state_file.chmod(0o600)
+        if settings.LOCAL_PROVIDERS:
+            # By name: crm imports neither delivery nor the local providers.
+            call_command(
+                "local_channels_configure",
+                project=project.pk,
+                host=host,
+                service_account=json.dumps(state["local_service_account"]),
+                stdout=self.stdout,
+            )
 
         if not Profile.objects.filter(project=project).exists():
             self.stdout.write("Generating demo data…")
