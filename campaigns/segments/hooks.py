@@ -109,13 +109,13 @@ def _watches_build(rows: Sequence[tuple[int, dict[str, Any]]]) -> _Watches:
 
 
 def _watches(project_id: int) -> _Watches:
-    now = time.monotonic()
-    cached = _cache.get(project_id)
-    if cached is not None and cached[0] > now:
-        return cached[1]
+    """The project's watches, from the cache or read (one query) and cached."""
+    cached = _watches_cached(project_id)
+    if cached is not None:
+        return cached
     rows = list(Segment.objects.filter(project_id=project_id).values_list("pk", "dependencies"))
     watches = _watches_build(rows) if rows else _EMPTY
-    _cache[project_id] = (now + settings.SEGMENTS_DEPENDENCIES_CACHE_SECONDS, watches)
+    _cache[project_id] = (time.monotonic() + settings.SEGMENTS_DEPENDENCIES_CACHE_SECONDS, watches)
     return watches
 
 
@@ -197,13 +197,11 @@ def _seen_add(profile_ids: set[int]) -> None:
 
 def profiles_changed_hook(project_id: int, profile_ids: Sequence[int]) -> None:
     """crm's profiles-changed hook (settings.CRM_PROFILES_CHANGED_HOOKS): traits or
-    subscriptions set through the profiles API, not by an event. Rare next to
-    ingestion, so the profiles are refreshed against every segment of the
-    project that reads profile fields or devices, after the commit."""
-    segment_ids = [
-        segment_id
-        for segment_id, data in Segment.objects.filter(project_id=project_id).values_list("pk", "dependencies")
-        if (deps := Dependencies.from_json(data or {})).profile_fields or deps.devices or deps.segments
-    ]
+    subscriptions set through the profiles API, not by an event. The profiles are
+    refreshed, after the commit, against the segments an identify would touch
+    (those reading profile fields) and those reading devices, with the segments
+    that refer to them: the same watches as the ingest hook's."""
+    watches = _watches(project_id)
+    segment_ids = watches.on_identify | watches.any_event
     if segment_ids:
         segments_refresh_task.delay_on_commit(project_id, sorted(segment_ids), sorted(set(profile_ids)), [])

@@ -231,11 +231,8 @@ def segment_compute_full(*, segment_id: int, rules_version: int, now: datetime |
     logged) instead of raising: the rules were valid when saved, so this is a
     bug or the database, and the console shows it.
 
-    Measured on the 2-core development machine (shared, synthetic data):
-    1,000,000 profiles and 5,000,000 events over 20 days, the benchmark's
-    segment (country in a list AND Product Viewed >= 3 times in 7 days AND no
-    Order Completed in 30 days), 92,739 members, in 22.4 s; 300,000 profiles, a country segment of 120,000 members
-    in 2.6 s from scratch and 2.4 s for an edit that moved 120,000 in and out.
+    Measured by bench/segments.py (1,000,000 profiles, 5,000,000 events, the
+    issue's segment): docs/benchmarks.md, "Segments".
 
     Returns the member count, or None when stopped (stale or failed)."""
     now = now or timezone.now()

@@ -250,5 +250,6 @@ def profile_set_subscription(*, profile_id: int, channel: str, subscribed: bool 
         raise ValueError(f"unknown channel {channel!r}; expected email, push or sms")
     with transaction.atomic():
         Profile.objects.filter(pk=profile_id).update(**{column: subscribed, "updated_at": timezone.now()})
-        for project_id in Profile.objects.filter(pk=profile_id).values_list("project_id", flat=True):
+        project_id = Profile.objects.filter(pk=profile_id).values_list("project_id", flat=True).first()
+        if project_id is not None:
             profiles_changed(project_id, [profile_id])
