@@ -247,7 +247,13 @@ class Event(models.Model):
             models.Index(fields=["profile", "timestamp"], include=["project", "name"], name="event_profile_time_names"),
             # Events by name and time within a project: segments ("did X in the
             # last N days") and the training collector (views/purchases by date range).
-            models.Index(fields=["project", "name", "timestamp"], name="event_project_name_time"),
+            # The included profile answers the segment compiler's semi- and anti-joins
+            # (which profiles did / did not do X in the window) from the index alone:
+            # at 5,000,000 events the "did not order" leg of the benchmark segment went
+            # from 561 ms with a heap visit per event to 25-43 ms (docs/benchmarks.md).
+            models.Index(
+                fields=["project", "name", "timestamp"], include=["profile"], name="event_project_name_time_pid"
+            ),
         ]
 
     def __str__(self) -> str:

@@ -425,9 +425,10 @@ def _event_q(p: dict[str, Any], now: datetime) -> Q:
     # Correlated on the profile, plus the project and the names: PostgreSQL probes
     # event_profile_time_names (profile_id, timestamp INCLUDE project_id, name) per
     # profile, from the index alone, or turns EXISTS into a
-    # (anti-)semi-join fed by a range scan of event_project_name_time (project_id, name,
-    # timestamp). The project is redundant for correctness (a profile's events are its
-    # project's) but without it that index is only usable by skip scan.
+    # (anti-)semi-join fed by an index-only range scan of event_project_name_time_pid
+    # (project_id, name, timestamp INCLUDE profile_id). The project is redundant for
+    # correctness (a profile's events are its project's) but without it that index is
+    # only usable by skip scan.
     events = Event.objects.filter(profile_id=OuterRef("pk"), project_id=p["project_id"], name__in=p["names"])
     window = p["window"]
     if "last_days" in window:

@@ -394,7 +394,7 @@ class _Parser:
                 "name": name,
                 "names": self._event_names(name),
                 # The compiler keys the event subqueries on it too, so that both event
-                # indexes apply in full (event_project_name_time leads with the project).
+                # indexes apply in full (event_project_name_time_pid leads with the project).
                 "project_id": self.project_id,
                 "where": tuple(where),
                 "count": count,
