@@ -277,6 +277,12 @@ for _name in (
     if globals()[_name] < 1:
         raise ImproperlyConfigured(f"{_name} must be at least 1, got {globals()[_name]}")
 
+# The address at which recipients reach this deployment: the links put in
+# messages (unsubscribe, and in results the tracked clicks and the open pixel).
+PUBLIC_BASE_URL = (env_str("PUBLIC_BASE_URL") or "http://127.0.0.1:8000").rstrip("/")
+if not PUBLIC_BASE_URL.startswith(("http://", "https://")):
+    raise ImproperlyConfigured(f"PUBLIC_BASE_URL must be an http(s) URL, got {PUBLIC_BASE_URL!r}")
+
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 # Static entries; the DatabaseScheduler copies them into the admin's periodic tasks.
 CELERY_BEAT_SCHEDULE = {
