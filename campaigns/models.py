@@ -1,4 +1,5 @@
-"""Campaigns: segments (audiences), campaigns with variants and their runs, and the in-app message answered to "App Launched"."""
+"""Campaigns: segments (audiences), campaigns with variants and their runs, and the
+in-app message answered to "App Launched"."""
 
 from __future__ import annotations
 
