@@ -22,6 +22,9 @@ class ChannelName(models.TextChoices):
     PUSH = "push"
     SMS = "sms"
     WEBHOOK = "webhook"
+    # Shown inside the app (the collector's answer to "App Launched"): recorded as
+    # sent when shown; no provider and no send task (campaigns.channels.inapp).
+    IN_APP = "in_app", "in-app"
 
 
 class MessageState(models.TextChoices):
@@ -50,6 +53,8 @@ class SkipReason(models.TextChoices):
     RETRIES_EXHAUSTED = "retries_exhausted"
     # Failed: the project has no enabled provider settings for the channel.
     CHANNEL_NOT_CONFIGURED = "channel_not_configured"
+    # Skipped: its sender cancelled it before it was sent (a cancelled campaign).
+    CANCELLED = "cancelled"
 
 
 class QuietHoursPolicy(models.TextChoices):
