@@ -42,6 +42,7 @@ from campaigns.models import (
     validate_liquid,
 )
 from campaigns.sending import estimate as estimates
+from campaigns.sending.render import CHANNEL_FIELDS as RENDERED_FIELDS
 from crm.admin_base import ProjectScopedAdmin, StorableJSONField, allowed_project_ids
 from crm.api import params
 from crm.models import Project
@@ -55,25 +56,15 @@ WEEKDAYS = [(1, "Mon"), (2, "Tue"), (3, "Wed"), (4, "Thu"), (5, "Fri"), (6, "Sat
 # A campaign's settings can change while it is a draft or paused; started, it sends what it was.
 EDITABLE = (CampaignStatus.DRAFT, CampaignStatus.PAUSED)
 
-# Each channel's template fields in Variant.content: (key, label, multi-line).
+# Each channel's template fields in Variant.content, as render.py renders them:
+# (key, label, multi-line). The webhook's JSON body is rendered apart (as text, then parsed).
+_LABELS = {"html": "HTML body", "text": "text body", "from_email": "from (address)", "from_name": "from (name)",
+           "reply_to": "reply-to", "image": "image URL", "deeplink": "deep link", "url": "URL"}  # fmt: skip
+_MULTILINE = {"html", "text", "body"}
 CHANNEL_FIELDS: dict[str, list[tuple[str, str, bool]]] = {
-    CampaignChannel.EMAIL: [
-        ("subject", "subject", False),
-        ("from_email", "from (address)", False),
-        ("from_name", "from (name)", False),
-        ("reply_to", "reply-to", False),
-        ("html", "HTML body", True),
-        ("text", "text body", True),
-    ],
-    CampaignChannel.PUSH: [
-        ("title", "title", False),
-        ("body", "body", True),
-        ("image", "image URL", False),
-        ("deeplink", "deep link", False),
-    ],
-    CampaignChannel.SMS: [("text", "text", True)],
-    CampaignChannel.WEBHOOK: [("url", "URL", False), ("body", "JSON body template", True)],
-    CampaignChannel.IN_APP: [("html", "HTML", True)],
+    channel: [(key, _LABELS.get(key, key.replace("_", " ")), key in _MULTILINE) for key in fields]
+    + ([("body", "JSON body template", True)] if channel == CampaignChannel.WEBHOOK else [])
+    for channel, fields in RENDERED_FIELDS.items()
 }
 # Push `data`: a JSON object of key -> Liquid template, its own form field.
 PUSH_DATA = "push_data"
@@ -208,14 +199,6 @@ class VariantForm(forms.ModelForm):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        for channel, keys in CHANNEL_FIELDS.items():
-            for key, label, multiline in keys:
-                widget = (
-                    forms.Textarea(attrs={"rows": 6, "cols": 80}) if multiline else forms.TextInput(attrs={"size": 80})
-                )
-                self.fields[_field_name(channel, key)] = forms.CharField(
-                    label=label, required=False, widget=widget, strip=False
-                )
         content = self.instance.content or {}
         channel = self.instance.campaign.channel if self.instance.campaign_id else None
         if channel:
@@ -299,6 +282,22 @@ class VariantForm(forms.ModelForm):
         if commit:
             variant.save()
         return variant
+
+
+def _template_fields() -> dict[str, forms.Field]:
+    """VariantForm's template fields, one per (channel, key) of CHANNEL_FIELDS."""
+    fields: dict[str, forms.Field] = {}
+    for channel, keys in CHANNEL_FIELDS.items():
+        for key, label, multiline in keys:
+            widget = forms.Textarea(attrs={"rows": 6, "cols": 80}) if multiline else forms.TextInput(attrs={"size": 80})
+            fields[_field_name(channel, key)] = forms.CharField(label=label, required=False, widget=widget, strip=False)
+    return fields
+
+
+# Declared on the class (not added per instance): the admin builds the inline's
+# form from its fieldsets, and a field it cannot find there is an error.
+for _name, _field in _template_fields().items():
+    VariantForm.base_fields[_name] = VariantForm.declared_fields[_name] = _field
 
 
 class CampaignChild:
@@ -489,6 +488,13 @@ class CampaignAdmin(ProjectScopedAdmin):
             return False
         return super().has_delete_permission(request, obj)
 
+    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
+        # Django's bulk delete checks no object's status: a started campaign's
+        # runs and messages are its results, so only a draft's own page deletes.
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)
+        return actions
+
     def formfield_for_foreignkey(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
         if db_field.name == "segment":
             kwargs.update(
@@ -631,11 +637,11 @@ class CampaignAdmin(ProjectScopedAdmin):
             service = getattr(lifecycle, f"campaign_{action}")
             try:
                 service(campaign_id=campaign.pk)
-            except lifecycle.CampaignInvalid as exc:
-                for field_name, problem in exc.errors.items():
-                    messages.error(request, f"{field_name}: {problem}")
-            except lifecycle.CampaignStateError as exc:
-                messages.error(request, str(exc))
+            except ValidationError as exc:
+                # campaign_validate's findings, or a status that does not allow it: each names its field.
+                for field_name, problems in exc.message_dict.items():
+                    for problem in problems:
+                        messages.error(request, f"{field_name}: {problem}")
             else:
                 campaign.refresh_from_db(fields=["status"])
                 messages.success(request, f"{campaign}: {action} done; the campaign is {campaign.status}.")

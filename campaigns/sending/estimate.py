@@ -19,6 +19,7 @@ disagree with the claim about who is in quiet hours."""
 
 from __future__ import annotations
 
+import json
 import zoneinfo
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -34,22 +35,20 @@ from django.db.models import (
     Q,
     QuerySet,
     Subquery,
-    Value,
 )
 from django.db.models.functions import Coalesce
-from django.db.models.lookups import GreaterThanOrEqual, LessThan
+from django.db.models.lookups import GreaterThanOrEqual
 from django.utils import timezone
 
-from campaigns.models import Campaign, CampaignChannel, CampaignSettings, Variant
+from campaigns.models import Campaign, CampaignChannel, Variant
+from campaigns.sending.assignment import SQL_CONTROL, SQL_SYSTEM_CONTROL, assign, assignment_rules, assignment_sql
+from campaigns.sending.context import ContextSpec, Needs, contexts_build, recommendations_config
+from campaigns.sending.fanout import reachable_q, system_control_percent_get
+from campaigns.sending.render import RenderError, sms_segments, variant_render
 from crm.models import Device, Profile
 from delivery.models import COUNTED_STATES, ChannelSettings, Message, QuietHoursPolicy, cap_window_seconds
 from delivery.selectors import delivery_settings_get
 from delivery.services.rules import quiet_hours_end, zone_get
-
-# The assignment group of a profile in the estimate's aggregate: a variant's id, or one of these.
-SYSTEM_CONTROL = -2
-CONTROL = -1
-UNASSIGNED = 0  # a bucket no variant covers (shares adding up to less than 100)
 
 
 @dataclass(frozen=True)
@@ -118,17 +117,13 @@ class CampaignEstimate:
 
 
 def audience_profiles(campaign: Campaign) -> QuerySet[Profile]:
-    """The campaign's audience as profiles: its segment's stored members, or
-    (no segment) every profile of the project reachable on the channel, as the
-    fan-out takes them: an address (a device with a push token for push) and,
-    for marketing campaigns, not unsubscribed from the channel."""
+    """The campaign's audience as profiles, as the fan-out walks it
+    (fanout.audience_ids): its segment's stored members, or (no segment) every
+    profile of the project reachable on the channel (fanout.reachable_q)."""
     profiles = Profile.objects.filter(project_id=campaign.project_id)
     if campaign.segment_id is not None:
         return profiles.filter(segment_memberships__segment_id=campaign.segment_id)
-    reachable = _has_address(campaign.channel)
-    if campaign.marketing:
-        reachable &= ~_unsubscribed(campaign.channel)
-    return profiles.filter(reachable)
+    return profiles.filter(reachable_q(channel=campaign.channel, marketing=campaign.marketing))
 
 
 def _has_address(channel: str) -> Q:
@@ -145,9 +140,12 @@ def _has_address(channel: str) -> Q:
 
 
 def _unsubscribed(channel: str) -> Q:
-    """ProfileContact.subscribed(channel) is False: an opt-out (null, never asked, is not one)."""
+    """ProfileContact.subscribed(channel) is False: an opt-out (null, never asked,
+    is not one). Two-valued: `NOT col` is NULL on a NULL column, and NOT of the
+    annotation would then drop the never-asked profiles from every count."""
     if channel in (CampaignChannel.EMAIL, CampaignChannel.PUSH, CampaignChannel.SMS):
-        return Q(**{f"{channel}_subscribed": False})
+        column = f"{channel}_subscribed"
+        return Q(**{column: False, f"{column}__isnull": False})
     return Q(pk__isnull=True)
 
 
@@ -193,13 +191,10 @@ def campaign_estimate(campaign: Campaign, *, now: datetime | None = None) -> Cam
     one aggregate over the audience, plus the project's settings."""
     at = now or timezone.now()
     variants = list(campaign.variants.order_by("pk"))
-    system_control_percent = (
-        CampaignSettings.objects.filter(project_id=campaign.project_id)
-        .values_list("system_control_percent", flat=True)
-        .first()
-        or 0
+    rules = assignment_rules(
+        campaign, system_control_percent=system_control_percent_get(project_id=campaign.project_id), variants=variants
     )
-    group = assignment_case(campaign, variants=variants, system_control_percent=system_control_percent)
+    group = assignment_sql(rules)
     marketing = campaign.marketing
     unsubscribed = _unsubscribed(campaign.channel) if marketing else Q(pk__isnull=True)
     has_address = _has_address(campaign.channel)
@@ -246,10 +241,10 @@ def campaign_estimate(campaign: Campaign, *, now: datetime | None = None) -> Cam
     for row in rows:
         total = row["total"]
         audience += total
-        if row["grp"] == SYSTEM_CONTROL:
+        if row["grp"] == SQL_SYSTEM_CONTROL:
             system_control += total
             continue
-        if row["grp"] == CONTROL:
+        if row["grp"] == SQL_CONTROL:
             control += total
             continue
         if row["grp"] not in by_variant:
@@ -306,22 +301,79 @@ def profile_find(*, project_id: int, query: str) -> Profile | None:
     return found
 
 
-def assignment_case(campaign: Campaign, *, variants: list[Variant], system_control_percent: int) -> Any:
-    """PROVISIONAL until campaign-core's assignment SQL lands."""
-    from django.db.models import Case, When
+@dataclass(frozen=True)
+class VariantPreview:
+    variant: Variant
+    assigned: bool  # the profile's own variant
+    content: dict[str, Any] | None  # the delivery content, None on a template error
+    error: str | None
+    fields: list[tuple[str, str]]  # the content as shown, field by field
+    html: str  # the HTML part (email, in-app), for the sandboxed frame
+    sms_segments: int | None
+    recommendations: list[dict[str, Any]]  # the user's, with this variant's filters
 
-    from campaigns.segments.buckets import BUCKETS, bucket_sql
 
-    system = bucket_sql(f"system-control:{campaign.project_id}")
-    own = bucket_sql(f"campaign:{campaign.pk}")
-    control_end = campaign.control_percent * BUCKETS // 100
-    whens = [
-        When(LessThan(system, system_control_percent * BUCKETS // 100), then=Value(SYSTEM_CONTROL)),
-        When(LessThan(own, control_end), then=Value(CONTROL)),
-    ]
-    cumulative = 0
-    for v in variants:
-        cumulative += v.share
-        end = control_end + (BUCKETS - control_end) * cumulative // 100
-        whens.append(When(LessThan(own, end), then=Value(v.pk)))
-    return Case(*whens, default=Value(UNASSIGNED), output_field=IntegerField())
+@dataclass(frozen=True)
+class ProfilePreview:
+    profile: Profile
+    group: str  # system_control, control or variant
+    variant_id: int | None
+    variants: list[VariantPreview]
+
+    @property
+    def assignment_label(self) -> str:
+        if self.group == "system_control":
+            return "in the project's system control group: no campaign reaches this user"
+        if self.group == "control":
+            return "in this campaign's control group: held out, recorded as skipped control"
+        names = {v.variant.pk: v.variant.name for v in self.variants}
+        return f"gets variant {names[self.variant_id]}" if self.variant_id in names else "in no variant"
+
+
+def campaign_preview(campaign: Campaign, *, profile: Profile) -> ProfilePreview:
+    """Each variant of `campaign` rendered for `profile` (of the campaign's
+    project) with the context a send builds (contexts_build: its profile, its
+    real recommendations with the variant's filters, trending, the unsubscribe
+    link), and the group the fan-out assigns it to. A template error is that
+    variant's `error`, as the fan-out records it; nothing is sent or stored."""
+    if profile.project_id != campaign.project_id:
+        raise ValueError(f"profile: {profile.pk} is not a profile of project {campaign.project_id}")
+    variants = list(campaign.variants.order_by("pk"))
+    rules = assignment_rules(
+        campaign, system_control_percent=system_control_percent_get(project_id=campaign.project_id), variants=variants
+    )
+    assignment = assign(rules, profile.pk)
+    out = []
+    for variant in variants:
+        content = error = None
+        context: dict[str, Any] = {}
+        try:
+            # Every part of the context, mentioned or not: the preview lists the recommendations too.
+            spec = ContextSpec(recommendations=recommendations_config(variant.recommendations), needs=Needs())
+            context = contexts_build(
+                project_id=campaign.project_id,
+                channel=campaign.channel,
+                profile_ids=[profile.pk],
+                spec_of={profile.pk: spec},
+            ).get(profile.pk, {})
+            content = variant_render(channel=campaign.channel, content=variant.content or {}, context=context)
+        except (RenderError, ValueError) as exc:
+            error = str(exc)
+        shown = [
+            (key, value if isinstance(value, str) else json.dumps(value, indent=2, ensure_ascii=False))
+            for key, value in (content or {}).items()
+        ]
+        text = (content or {}).get("text", "") if campaign.channel == CampaignChannel.SMS else ""
+        out.append(
+            VariantPreview(
+                variant=variant,
+                assigned=assignment.group == "variant" and assignment.variant_id == variant.pk,
+                content=content,
+                error=error,
+                fields=shown,
+                html=(content or {}).get("html", ""),
+                sms_segments=sms_segments(text) if campaign.channel == CampaignChannel.SMS and content else None,
+                recommendations=list(context.get("recommendations", [])),
+            )
+        )
+    return ProfilePreview(profile=profile, group=assignment.group, variant_id=assignment.variant_id, variants=out)

@@ -105,7 +105,8 @@ def test_the_add_form_offers_only_the_marketers_segments_with_their_project_and_
     assert '<script src="/static/campaigns/campaign_builder.js"></script>' in html
     assert re.search(r"<script(?![^>]*\bsrc=)[^>]*>", html) is None  # no inline script
     assert "Theirs" not in html
-    option = re.search(rf'<option value="{mine.pk}"[^>]*>', html).group(0)
+    select = re.search(r'<select name="segment".*?</select>', html, re.S).group(0)
+    option = re.search(rf'<option value="{mine.pk}"[^>]*>', select).group(0)
     assert f'data-project="{project_a[0].pk}"' in option and 'data-members="3"' in option
     assert "Germans (3 members)" in html
     assert "everyone reachable on the channel" in html
@@ -312,7 +313,7 @@ def test_the_change_page_lists_runs_and_links_messages_by_state_and_reason(conso
         ]  # fmt: skip
     )
     html = console.get(f"/admin/campaigns/campaign/{campaign.pk}/change/").content.decode()
-    assert "<td>now</td><td>planning</td>" in html
+    assert "<td>now</td><td>Planning</td>" in html
     assert "control 2" in html
     rows = re.findall(r'<tr data-state="(\w+)" data-reason="(\w*)">.*?<a href="([^"]+)">(\d+)</a>', html, re.S)
     source = f"campaign%3A{campaign.pk}"

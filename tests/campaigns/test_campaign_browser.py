@@ -40,7 +40,7 @@ def _wait(condition, seconds: float, what) -> None:  # noqa: ANN001
 
 
 def test_build_start_and_deliver_an_email_campaign_with_two_variants_and_a_control_group(
-    live_server, celery_worker_process, marketer_a, project_a, project_b, channel_settings, tmp_path
+    live_server, celery_worker_process, marketer_a, project_a, project_b, channel_settings, tmp_path  # noqa: F811
 ):
     from playwright.sync_api import expect, sync_playwright
 
@@ -115,9 +115,11 @@ def test_build_start_and_deliver_an_email_campaign_with_two_variants_and_a_contr
         _wait(
             lambda: OutboxMessage.objects.filter(provider="sendgrid").count() >= sent,
             90,
-            lambda: f"{OutboxMessage.objects.filter(provider='sendgrid').count()} of {sent} emails at the provider; "
-            f"messages {Counter(Message.objects.values_list('state', 'skip_reason'))}; "
-            f"worker log: {(tmp_path / 'sends.log').read_text()[-3000:]}",
+            lambda: (
+                f"{OutboxMessage.objects.filter(provider='sendgrid').count()} of {sent} emails at the provider; "
+                f"messages {Counter(Message.objects.values_list('state', 'skip_reason'))}; "
+                f"worker log: {(tmp_path / 'sends.log').read_text()[-3000:]}"
+            ),
         )
         # The change page shows the run and the messages by state, linked to the delivery console.
         _wait(

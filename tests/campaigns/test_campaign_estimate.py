@@ -83,9 +83,8 @@ def _audience(project, segment_name="Everyone in it"):
 
 
 def _campaign(project, segment, **fields) -> Campaign:
-    campaign = Campaign.objects.create(
-        project=project, name="Spring", channel="email", segment=segment, control_percent=20, **fields
-    )
+    fields.setdefault("control_percent", 20)
+    campaign = Campaign.objects.create(project=project, name="Spring", channel="email", segment=segment, **fields)
     Variant.objects.create(campaign=campaign, name="A", share=50, content={"subject": "A"})
     Variant.objects.create(campaign=campaign, name="B", share=50, content={"subject": "B"})
     return campaign
