@@ -17,6 +17,7 @@ from campaigns.models import Campaign, CampaignRun, CampaignSettings, Segment, S
 from crm.models import Profile
 from crm.services import membership_add
 from delivery.models import Message
+from tests.campaigns.assignments import expected_groups
 
 pytestmark = pytest.mark.django_db
 
@@ -394,3 +395,145 @@ def test_the_project_rules_are_shown_with_a_link_to_the_delivery_settings(consol
     html = console.get(f"/admin/campaigns/campaign/{campaign.pk}/change/").content.decode()
     assert "at most 1 in 1 days; quiet hours 22:00–08:00 (delay until quiet hours end)" in html
     assert f'href="/admin/delivery/deliverysettings/?project__id__exact={project.pk}"' in html
+
+
+# --- the preview for one profile ------------------------------------------------------------------
+
+
+@pytest.fixture
+def recs_shop(project_a):
+    from recommendations.serving import serving_cache_clear
+    from tests.campaigns.sending_fixtures import shop_catalog
+
+    serving_cache_clear()
+    shop_catalog(project_a[0].pk)
+    yield project_a[0]
+    serving_cache_clear()
+
+
+def test_the_preview_renders_each_variant_with_the_users_real_recommendations(console, recs_shop, project_b):
+    from recommendations.serving import ServeFilters, recommendations_for_user
+    from tests.recommendations.serving_data import user_write
+
+    project = recs_shop
+    pid = user_write(project.pk, "u1", viewed=["p3", "p1"])
+    Profile.objects.filter(pk=pid).update(email="ann@example.com", name="Ann Lee")
+    campaign = Campaign.objects.create(project=project, name="Spring", channel="email")
+    a = Variant.objects.create(
+        campaign=campaign,
+        name="A",
+        share=50,
+        content={
+            "subject": "Hi {{ user.first_name }} & co",
+            "html": "<p>{% for p in recommendations %}{{ p.id }};{% endfor %}</p>",
+        },
+        recommendations={"limit": 3, "in_stock": True, "max_price": 130},
+    )
+    # Stored past the form's check (an older template, a raw write): the preview shows the error.
+    b = Variant.objects.create(campaign=campaign, name="B", share=50, content={"subject": "x", "html": "{% if %}"})
+    url = f"/admin/campaigns/campaign/{campaign.pk}/preview/"
+
+    page = console.get(url, {"profile": "u1"})
+    html = page.content.decode()
+    assert page.status_code == 200
+    served = recommendations_for_user(
+        project_id=project.pk, user_id="u1", limit=3, filters=ServeFilters(in_stock=True, price_max=130)
+    )
+    ids = [p.product_id for p in served.products]
+    assert len(ids) == 3
+    section_a = re.search(rf'data-variant="{a.pk}">(.*?)</fieldset>', html, re.S).group(1)
+    assert '<tr data-key="subject"><th>subject</th><td><pre>Hi Ann &amp; co</pre></td></tr>' in section_a
+    assert "<pre>&lt;p&gt;" + "".join(f"{i};" for i in ids) + "&lt;/p&gt;</pre>" in section_a
+    assert re.findall(r'<li data-product="([^"]+)">', section_a) == ids
+    assert 'sandbox=""' in section_a
+    section_b = re.search(rf'data-variant="{b.pk}">(.*?)</fieldset>', html, re.S).group(1)
+    assert re.search(r'class="errornote campaign-preview-template-error">Template error: html: ', section_b)
+    groups = expected_groups(campaign, [pid], system_control_percent=0)
+    expected = "gets variant A" if groups[pid] == a.pk else "gets variant B" if groups[pid] == b.pk else "control"
+    assert f'<strong id="campaign-preview-assignment">{expected}' in html
+
+    # By email, the same profile; nobody, another project's user: said so.
+    assert console.get(url, {"profile": "ANN@example.com"}).context["preview"].profile.pk == pid
+    Profile.objects.create(project=project_b[0], user_id="theirs", email="theirs@example.com")
+    for query in ("nobody", "theirs", "theirs@example.com"):
+        missing = console.get(url, {"profile": query})
+        assert missing.context["preview"] is None
+        assert 'id="campaign-preview-error"' in missing.content.decode()
+    assert console.get(url, {"profile": "\x00"}).context["error"] == "Not a user id or an email address."
+
+
+def test_the_sms_preview_shows_its_segment_count(console, project_a):
+    project = project_a[0]
+    Profile.objects.create(project=project, user_id="u1", phone="+15550001")
+    campaign = Campaign.objects.create(project=project, name="Texts", channel="sms")
+    short = Variant.objects.create(campaign=campaign, name="A", share=50, content={"text": "Hi {{ user.user_id }}"})
+    long = Variant.objects.create(
+        campaign=campaign, name="B", share=50, content={"text": "x" * 160 + "{{ user.user_id }}"}
+    )
+    unicode = Variant.objects.create(campaign=campaign, name="C", share=0, content={"text": "Привет " * 10})
+    html = console.get(f"/admin/campaigns/campaign/{campaign.pk}/preview/", {"profile": "u1"}).content.decode()
+    counts = dict(re.findall(r'data-variant="(\d+)">.*?campaign-preview-sms-segments">(\d+)<', html, re.S))
+    # 5 characters: 1; 162 GSM-7 characters: 2 (past 160, 153 a part); 70 Cyrillic characters: UCS-2, 70 fit in 1.
+    assert counts == {str(short.pk): "1", str(long.pk): "2", str(unicode.pk): "1"}
+
+
+# --- the lifecycle -------------------------------------------------------------------------------------
+
+
+def test_start_is_refused_with_campaign_validates_findings_naming_the_fields(console, project_a):
+    project = project_a[0]
+    campaign = Campaign.objects.create(project=project, name="Spring", channel="email", schedule_kind="at")
+    Variant.objects.create(campaign=campaign, name="A", share=60, content={"subject": "Hi"})
+    page = console.get(f"/admin/campaigns/campaign/{campaign.pk}/change/").content.decode()
+    problems = dict(re.findall(r'<li data-field="([^"]+)"><strong>[^<]+</strong>: ([^<]+)</li>', page))
+    assert problems == {
+        "variants": "shares must add up to 100 (they add up to 60)",
+        "variants[0].content.html": "give html or text",
+        "send_date": "required for a send at a date and time",
+        "send_time": "required for a send at a date and time",
+    }
+    response = console.post(f"/admin/campaigns/campaign/{campaign.pk}/start/", follow=True)
+    shown = [str(m) for m in response.context["messages"]]
+    assert "variants: shares must add up to 100 (they add up to 60)" in shown
+    assert "send_date: required for a send at a date and time" in shown
+    campaign.refresh_from_db()
+    assert campaign.status == "draft"
+    assert CampaignRun.objects.count() == 0
+
+
+def test_start_pause_resume_and_cancel_through_the_buttons(console, project_a):
+    project = project_a[0]
+    segment = _segment(project, "Germans", members=3)
+    campaign = _campaign(project, segment=segment)
+    base = f"/admin/campaigns/campaign/{campaign.pk}"
+    page = console.get(f"{base}/change/").content.decode()
+    assert re.findall(r'id="campaign-(start|pause|resume|cancel)"', page) == ["start"]
+    assert 'id="campaign-problems"' not in page
+
+    started = console.post(f"{base}/start/")
+    assert (started.status_code, started["Location"]) == (302, f"{base}/change/")
+    campaign.refresh_from_db()
+    assert campaign.status == "running"
+    assert list(campaign.runs.values_list("occurrence", "status")) == [("now", "planning")]
+    again = console.post(f"{base}/start/", follow=True)
+    # (after the first start's own message, not shown yet)
+    assert [str(m) for m in again.context["messages"]] == [
+        "Spring: start done; the campaign is running.",
+        "status: only a draft can be started (this one is running)",
+    ]
+
+    console.post(f"{base}/pause/")
+    campaign.refresh_from_db()
+    assert campaign.status == "paused"
+    page = console.get(f"{base}/change/").content.decode()
+    assert re.findall(r'id="campaign-(start|pause|resume|cancel)"', page) == ["resume", "cancel"]
+    console.post(f"{base}/resume/")
+    campaign.refresh_from_db()
+    assert campaign.status == "running"
+    console.post(f"{base}/cancel/")
+    campaign.refresh_from_db()
+    assert campaign.status == "cancelled"
+    assert list(campaign.runs.values_list("status", flat=True)) == ["cancelled"]
+    assert (
+        re.findall(r'id="campaign-(start|pause|resume|cancel)"', console.get(f"{base}/change/").content.decode()) == []
+    )

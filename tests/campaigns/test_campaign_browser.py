@@ -20,7 +20,7 @@ from localproviders.models import OutboxMessage
 from tests.campaigns.assignments import expected_groups
 from tests.campaigns.test_segment_browser import CHROMIUM_ARGS
 from tests.localproviders.server import (  # noqa: F401 - fixtures
-    channel_settings,
+    channel_settings,  # noqa: F811 - the fixture imported above
     local_server,
     local_server_url,
     local_service_account_key,
@@ -40,9 +40,21 @@ def _wait(condition, seconds: float, what) -> None:  # noqa: ANN001
 
 
 def test_build_start_and_deliver_an_email_campaign_with_two_variants_and_a_control_group(
-    live_server, celery_worker_process, marketer_a, project_a, project_b, channel_settings, tmp_path  # noqa: F811
+    live_server,
+    celery_worker_process,
+    marketer_a,
+    project_a,
+    project_b,
+    channel_settings,  # noqa: F811 - the fixture imported above
+    tmp_path,
+    monkeypatch,
 ):
     from playwright.sync_api import expect, sync_playwright
+
+    # The test reads the database between browser steps, inside Playwright's
+    # sync API, which runs an event loop in this thread: Django's guard against
+    # ORM calls from async code would refuse them, though they are plain sync calls.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
     project = project_a[0]
     ChannelSettings.objects.create(project=project, channel="email", settings=channel_settings["email"])
