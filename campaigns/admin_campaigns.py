@@ -14,6 +14,7 @@ campaigns.sending.estimate's."""
 from __future__ import annotations
 
 import json
+import re
 from decimal import Decimal
 from typing import Any
 
@@ -488,6 +489,14 @@ class CampaignAdmin(ProjectScopedAdmin):
             return False
         return super().has_delete_permission(request, obj)
 
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+        super().save_related(request, form, formsets, change)
+        # A draft may be saved unfinished; say what a start would refuse.
+        problems = _lifecycle().campaign_validate(form.instance)
+        if problems:
+            listed = "; ".join(f"{name}: {problem}" for name, problem in problems.items())
+            messages.warning(request, f"Saved; not ready to start: {listed}")
+
     def get_actions(self, request: HttpRequest) -> dict[str, Any]:
         # Django's bulk delete checks no object's status: a started campaign's
         # runs and messages are its results, so only a draft's own page deletes.
@@ -609,7 +618,8 @@ class CampaignAdmin(ProjectScopedAdmin):
     ) -> Any:
         context["builder"] = {"audience_url": reverse("admin:campaigns_campaign_audience")}
         if obj is not None and obj.pk:
-            context["problems"] = _lifecycle().campaign_validate(obj) if obj.status in EDITABLE else {}
+            problems = _lifecycle().campaign_validate(obj) if obj.status in EDITABLE else {}
+            context["problems"] = [(name, problem, _field_anchor(obj, name)) for name, problem in problems.items()]
             context["buttons"] = _buttons(obj)
             runs = list(obj.runs.order_by("-id")[:RUNS_SHOWN])
             context["runs"] = runs
@@ -719,6 +729,20 @@ class CampaignAdmin(ProjectScopedAdmin):
         project = get_object_or_404(Project, pk=project_id)
         probe = Campaign(project=project, channel=channel, marketing=request.GET.get("marketing", "1") != "0")
         return JsonResponse({"count": estimates.audience_profiles(probe).count(), "status": "ready"})
+
+
+def _field_anchor(campaign: Campaign, name: str) -> str:
+    """The form element a campaign_validate finding is about ("send_date",
+    "variants[1].content.subject"), as a page anchor; "" when it has none."""
+    match = re.fullmatch(r"variants\[(\d+)\](?:\.content\.(\w+))?.*", name)
+    if match:
+        index, key = match.groups()
+        if key and (campaign.channel, key) != (CampaignChannel.PUSH, "data"):
+            return f"#id_variants-{index}-{_field_name(campaign.channel, key)}"
+        return f"#variants-{index}"
+    if name == "variants":
+        return "#variants-group"
+    return f"#id_{name}" if name in CampaignForm.Meta.fields else ""
 
 
 def _buttons(campaign: Campaign) -> list[tuple[str, str, str]]:

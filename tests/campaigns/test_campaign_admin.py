@@ -11,6 +11,7 @@ from datetime import UTC, datetime, time
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.contrib.messages import get_messages
 from django.test import Client
 
 from campaigns.models import Campaign, CampaignRun, CampaignSettings, Segment, SegmentMembership, Variant
@@ -142,6 +143,10 @@ def test_saving_a_campaign_packs_each_variants_templates_and_recommendation_filt
     )
     response = console.post(ADD, data)
     assert response.status_code == 302, response.context["adminform"].form.errors if response.context else response
+    # Saved as a draft, with what a start would refuse said.
+    assert [str(m) for m in get_messages(response.wsgi_request)][0] == (
+        "Saved; not ready to start: variants[1].content.html: give html or text"
+    )
     campaign = Campaign.objects.get()
     assert (campaign.name, campaign.segment_id, campaign.control_percent, campaign.status) == (
         "Spring sale",
@@ -485,13 +490,16 @@ def test_start_is_refused_with_campaign_validates_findings_naming_the_fields(con
     campaign = Campaign.objects.create(project=project, name="Spring", channel="email", schedule_kind="at")
     Variant.objects.create(campaign=campaign, name="A", share=60, content={"subject": "Hi"})
     page = console.get(f"/admin/campaigns/campaign/{campaign.pk}/change/").content.decode()
-    problems = dict(re.findall(r'<li data-field="([^"]+)"><strong>[^<]+</strong>: ([^<]+)</li>', page))
-    assert problems == {
-        "variants": "shares must add up to 100 (they add up to 60)",
-        "variants[0].content.html": "give html or text",
-        "send_date": "required for a send at a date and time",
-        "send_time": "required for a send at a date and time",
-    }
+    problems = re.findall(r'<li data-field="([^"]+)"><a href="([^"]+)"><strong>[^<]+</strong></a>: ([^<]+)</li>', page)
+    assert sorted(problems) == [
+        ("send_date", "#id_send_date", "required for a send at a date and time"),
+        ("send_time", "#id_send_time", "required for a send at a date and time"),
+        ("variants", "#variants-group", "shares must add up to 100 (they add up to 60)"),
+        ("variants[0].content.html", "#id_variants-0-email_html", "give html or text"),
+    ]
+    # Each anchor is an element of the page.
+    for _, anchor, _ in problems:
+        assert f'id="{anchor[1:]}"' in page
     response = console.post(f"/admin/campaigns/campaign/{campaign.pk}/start/", follow=True)
     shown = [str(m) for m in response.context["messages"]]
     assert "variants: shares must add up to 100 (they add up to 60)" in shown
