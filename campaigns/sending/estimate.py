@@ -30,14 +30,11 @@ from django.db.models import (
     Count,
     Exists,
     ExpressionWrapper,
-    IntegerField,
+    Max,
     OuterRef,
     Q,
     QuerySet,
-    Subquery,
 )
-from django.db.models.functions import Coalesce
-from django.db.models.lookups import GreaterThanOrEqual
 from django.utils import timezone
 
 from campaigns.models import Campaign, CampaignChannel, Variant
@@ -153,32 +150,38 @@ def _capped(*, campaign: Campaign, at: datetime) -> Q | None:
     """The profiles the claim's caps and minimum gap would refuse at `at`: a
     rule {max, window} is full when `max` counted marketing messages (sent or
     claimed) on the channel have claimed_at within the window before `at`; the
-    gap when any has within `min_gap_seconds`. (claim.py's _Caps.admits, as
-    correlated counts on the index message_cap_counts.) None: no caps apply."""
+    gap when any has within `min_gap_seconds` (claim.py's _Caps.admits, in
+    SQL: its in-memory rule cannot be applied to an audience without reading
+    every profile's history into Python). None: no caps apply."""
     if not campaign.marketing or campaign.channel == CampaignChannel.IN_APP:
         return None
     settings = delivery_settings_get(project_id=campaign.project_id)
     rules = settings.caps.get(campaign.channel, [])
-    counted = Message.objects.filter(
+    windows = [(rule["max"], timedelta(seconds=cap_window_seconds(rule))) for rule in rules]
+    gap = timedelta(seconds=settings.min_gap_seconds)
+    if not windows and not gap:
+        return None
+    longest = max([w for _, w in windows] + [gap])
+    # ONE probe per profile (index message_cap_counts: profile, channel,
+    # claimed_at), its counted history over the longest window, with a count
+    # per rule: a profile is capped when a rule is full or the gap not over.
+    history = Message.objects.filter(
         profile_id=OuterRef("pk"),
         project_id=campaign.project_id,
         channel=campaign.channel,
         state__in=COUNTED_STATES,
         marketing=True,
+        claimed_at__gt=at - longest,
     )
-    parts: list[Q] = []
-    for rule in rules:
-        since = at - timedelta(seconds=cap_window_seconds(rule))
-        count = counted.filter(claimed_at__gt=since).order_by().values("profile_id").annotate(n=Count("pk")).values("n")
-        parts.append(Q(GreaterThanOrEqual(Coalesce(Subquery(count, output_field=IntegerField()), 0), rule["max"])))
-    if settings.min_gap_seconds:
-        parts.append(Q(Exists(counted.filter(claimed_at__gt=at - timedelta(seconds=settings.min_gap_seconds)))))
-    if not parts:
-        return None
-    capped = parts[0]
-    for part in parts[1:]:
-        capped |= part
-    return capped
+    counts = {f"c{i}": Count("pk", filter=Q(claimed_at__gt=at - window)) for i, (_, window) in enumerate(windows)}
+    conditions = [Q(**{f"c{i}__gte": maximum}) for i, (maximum, _) in enumerate(windows)]
+    if gap:
+        counts["last"] = Max("claimed_at")
+        conditions.append(Q(last__gt=at - gap))
+    full = conditions[0]
+    for condition in conditions[1:]:
+        full |= condition
+    return Q(Exists(history.order_by().values("profile_id").annotate(**counts).filter(full)))
 
 
 def _bool(q: Q) -> ExpressionWrapper:

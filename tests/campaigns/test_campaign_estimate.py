@@ -240,3 +240,22 @@ def test_the_throttle_spreads_the_sends_over_minutes(shop):
     estimate = campaign_estimate(campaign, now=AT)
 
     assert estimate.throttle_minutes == -(-estimate.total.sends // 7) > 1
+
+
+def test_the_minimum_gap_and_two_cap_windows_count_as_the_claim_counts(shop):
+    segment, profiles, _ = _audience(shop)
+    # 2 in 3 days is not full for anyone (one earlier email each at most); the gap of 3 h
+    # stops those emailed 2 h ago, not those emailed 2 days ago.
+    DeliverySettings.objects.filter(project=shop).update(
+        caps={"email": [{"max": 2, "days": 3}, {"max": 5, "hours": 1}]}, min_gap_seconds=3 * 3600
+    )
+    campaign = _campaign(shop, segment, quiet_hours_policy="discard")
+    groups = expected_groups(campaign, [p.pk for p in profiles], system_control_percent=10)
+
+    total = campaign_estimate(campaign, now=AT).total
+
+    capped = sum(
+        1 for i, p in enumerate(profiles) if groups[p.pk] not in ("system_control", "control") and _kind(i) == "capped"
+    )
+    assert total.capped == capped > 0
+    assert _claim_outcome(campaign, profiles, groups)[("skipped", "capped")] == capped
