@@ -72,7 +72,11 @@ def test_subject_is_plain_text_and_html_is_escaped(project_a, eager):  # noqa: F
     project = project_a[0]
     [pid] = profiles_make(project.pk, 1)
     Profile.objects.filter(pk=pid).update(traits={"firstName": "Fish & <Chips>"})
-    content = {"subject": "{{ user.first_name }} deals", "html": "<b>{{ user.first_name }}</b>", "text": "{{ user.first_name }}"}
+    content = {
+        "subject": "{{ user.first_name }} deals",
+        "html": "<b>{{ user.first_name }}</b>",
+        "text": "{{ user.first_name }}",
+    }
     campaign = campaign_make(project.pk, variants=[("A", 100, content)], status=CampaignStatus.SCHEDULED)
     run_now(campaign)
     [message] = campaign_messages(campaign)
@@ -214,7 +218,10 @@ def test_profiles_send_for_one_profile_with_an_event(project_a):
     project = project_a[0]
     shop_catalog(project.pk)
     [pid] = profiles_make(project.pk, 1)
-    content = {"subject": "{{ event.name }}", "text": "{{ product.name }} at {{ product.price }} ({{ product.category }})"}
+    content = {
+        "subject": "{{ event.name }}",
+        "text": "{{ product.name }} at {{ product.price }} ({{ product.category }})",
+    }
     campaign = campaign_make(project.pk, variants=[("A", 100, content)], schedule_kind="triggered")
     run = CampaignRun.objects.create(campaign=campaign, occurrence="event:m1", planned_at=NOW)
     event = {"name": "Product Added", "properties": {"product_id": "p5"}, "timestamp": NOW.isoformat()}
