@@ -340,6 +340,7 @@ def contexts_build(
                 product = product_dict(found[str(wanted)])
 
     cache: dict[str, dict[str, Any]] = {}
+    picked: dict[tuple, list[dict[str, Any]]] = {}
     out: dict[int, dict[str, Any]] = {}
     for pid, row in rows.items():
         spec = spec_of.get(pid)
@@ -347,13 +348,20 @@ def contexts_build(
             continue
         context: dict[str, Any] = {"user": user_dict(row)}
         if spec.needs.recommendations and pid in states:
-            served = recommendations_for_state(
-                project_id=project_id,
-                state=states[pid],
-                limit=spec.recommendations.limit,
-                filters=spec.recommendations.filters,
-            )
-            context["recommendations"] = _products(project_id, state, served.products, cache)
+            user_state = states[pid]
+            # The picks depend only on the recent items and the filters: profiles
+            # with the same (most often: none, all getting trending) share them.
+            key = (tuple(user_state.recent_viewed), tuple(user_state.recent_purchased), spec.recommendations)
+            picks = picked.get(key)
+            if picks is None:
+                served = recommendations_for_state(
+                    project_id=project_id,
+                    state=user_state,
+                    limit=spec.recommendations.limit,
+                    filters=spec.recommendations.filters,
+                )
+                picks = picked[key] = _products(project_id, state, served.products, cache)
+            context["recommendations"] = picks
         if spec.needs.trending:
             context["trending"] = trending[spec.recommendations]
         if product is not None:

@@ -313,15 +313,22 @@ def profiles_send(
             return {}
         groups = {pid: assign(rules, pid) for pid in fresh}
         spec_of: dict[int, ContextSpec] = {}
+        bad_specs: dict[int, str] = {}
         for pid in fresh:
             variant = by_id.get(groups[pid].variant_id) if groups[pid].group == "variant" else None
             if variant is None or (skipped_of and pid in skipped_of):
                 continue
+            if variant.pk in bad_specs:
+                continue
             spec = specs.get(variant.pk)
             if spec is None:
-                spec = specs[variant.pk] = context_spec(
-                    content=variant.content, recommendations=variant.recommendations
-                )
+                try:
+                    spec = specs[variant.pk] = context_spec(
+                        content=variant.content, recommendations=variant.recommendations
+                    )
+                except ValueError as exc:  # a variant edited past campaign_validate: its messages' error
+                    bad_specs[variant.pk] = str(exc)
+                    continue
             spec_of[pid] = spec
         contexts = contexts_build(
             project_id=project_id, channel=channel, profile_ids=fresh, spec_of=spec_of, event=event
@@ -361,6 +368,9 @@ def profiles_send(
                 counts["processed"] += 1
                 counts["unassigned"] += 1
                 continue
+            elif group.variant_id in bad_specs:
+                message.skip_reason, message.error = SkipReason.TEMPLATE_ERROR, bad_specs[group.variant_id]
+                counts[f"variant:{group.variant_id}"] += 1
             else:
                 try:
                     message.content = variant_render(

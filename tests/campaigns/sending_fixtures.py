@@ -20,7 +20,8 @@ NOW = datetime(2026, 12, 2, 9, 0, tzinfo=UTC)
 
 EMAIL = {
     "subject": "{{ user.first_name }}, picked for you",
-    "html": "<p>Hi {{ user.first_name }}</p>{% for p in recommendations %}<a href='{{ p.url }}'>{{ p.name }}</a>{% endfor %}",
+    "html": "<p>Hi {{ user.first_name }}</p>"
+    "{% for p in recommendations %}<a href='{{ p.url }}'>{{ p.name }}</a>{% endfor %}",
     "text": "Hi {{ user.first_name }}: {% for p in recommendations %}{{ p.id }} {% endfor %}",
 }
 
@@ -76,7 +77,9 @@ def campaign_make(
     recommendations: dict[str, Any] | None = None,
     **fields: Any,
 ) -> Campaign:
-    campaign = Campaign.objects.create(project_id=project_id, name="Campaign", channel=channel, segment=segment, **fields)
+    campaign = Campaign.objects.create(
+        project_id=project_id, name="Campaign", channel=channel, segment=segment, **fields
+    )
     for name, share, content in variants or [("A", 100, EMAIL)]:
         Variant.objects.create(
             campaign=campaign, name=name, share=share, content=content, recommendations=recommendations or {}

@@ -72,7 +72,11 @@ def test_subject_is_plain_text_and_html_is_escaped(project_a, eager):  # noqa: F
     project = project_a[0]
     [pid] = profiles_make(project.pk, 1)
     Profile.objects.filter(pk=pid).update(traits={"firstName": "Fish & <Chips>"})
-    content = {"subject": "{{ user.first_name }} deals", "html": "<b>{{ user.first_name }}</b>", "text": "{{ user.first_name }}"}
+    content = {
+        "subject": "{{ user.first_name }} deals",
+        "html": "<b>{{ user.first_name }}</b>",
+        "text": "{{ user.first_name }}",
+    }
     campaign = campaign_make(project.pk, variants=[("A", 100, content)], status=CampaignStatus.SCHEDULED)
     run_now(campaign)
     [message] = campaign_messages(campaign)
@@ -214,7 +218,10 @@ def test_profiles_send_for_one_profile_with_an_event(project_a):
     project = project_a[0]
     shop_catalog(project.pk)
     [pid] = profiles_make(project.pk, 1)
-    content = {"subject": "{{ event.name }}", "text": "{{ product.name }} at {{ product.price }} ({{ product.category }})"}
+    content = {
+        "subject": "{{ event.name }}",
+        "text": "{{ product.name }} at {{ product.price }} ({{ product.category }})",
+    }
     campaign = campaign_make(project.pk, variants=[("A", 100, content)], schedule_kind="triggered")
     run = CampaignRun.objects.create(campaign=campaign, occurrence="event:m1", planned_at=NOW)
     event = {"name": "Product Added", "properties": {"product_id": "p5"}, "timestamp": NOW.isoformat()}
@@ -239,3 +246,15 @@ def test_another_projects_profile_ids_are_never_sent(project_a, project_b):
     counts = fanout.profiles_send(campaign=campaign, run=run, profile_ids=mine + theirs, now=NOW)
     assert (counts["enqueued"], counts["gone"]) == (2, 2)
     assert sorted(m.profile_id for m in campaign_messages(campaign)) == mine
+
+
+def test_a_variant_with_bad_recommendation_filters_records_template_errors(project_a):
+    project = project_a[0]
+    ids = profiles_make(project.pk, 3)
+    campaign = campaign_make(project.pk, recommendations={"limit": 0})
+    run = CampaignRun.objects.create(campaign=campaign, occurrence="now", planned_at=NOW)
+    counts = fanout.profiles_send(campaign=campaign, run=run, profile_ids=ids, now=NOW)
+    assert counts["template_error"] == 3
+    assert {(m.skip_reason, m.error) for m in campaign_messages(campaign)} == {
+        (SkipReason.TEMPLATE_ERROR, "recommendations.limit: must be a whole number from 1 to 20")
+    }
