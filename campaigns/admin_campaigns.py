@@ -690,7 +690,8 @@ class CampaignAdmin(ProjectScopedAdmin):
         return TemplateResponse(request, "admin/campaigns/campaign/preview.html", context)
 
     def estimate_view(self, request: HttpRequest, pk: int) -> HttpResponse:
-        """The estimate of a send now (campaigns.sending.estimate.campaign_estimate)."""
+        """The estimate of the campaign's send (campaigns.sending.estimate), at
+        its planned instant for an "at" send in the project's time zone, else now."""
         campaign = self._campaign(request, pk)
         context = {
             **self.admin_site.each_context(request),
@@ -698,7 +699,7 @@ class CampaignAdmin(ProjectScopedAdmin):
             "opts": self.model._meta,
             "original": campaign,
             "campaign": campaign,
-            "estimate": estimates.campaign_estimate(campaign),
+            "estimate": estimates.campaign_estimate(campaign, now=estimates.estimate_instant(campaign)),
             "has_view_permission": True,
         }
         return TemplateResponse(request, "admin/campaigns/campaign/estimate.html", context)

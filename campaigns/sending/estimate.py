@@ -37,11 +37,12 @@ from django.db.models import (
 )
 from django.utils import timezone
 
-from campaigns.models import Campaign, CampaignChannel, Variant
+from campaigns.models import Campaign, CampaignChannel, ScheduleKind, ScheduleTimezone, Variant
 from campaigns.sending.assignment import SQL_CONTROL, SQL_SYSTEM_CONTROL, assign, assignment_rules, assignment_sql
 from campaigns.sending.context import ContextSpec, Needs, contexts_build, recommendations_config
 from campaigns.sending.fanout import reachable_q, system_control_percent_get
 from campaigns.sending.render import RenderError, sms_segments, variant_render
+from campaigns.sending.schedule import at_planned_at
 from crm.models import Device, Profile
 from delivery.models import COUNTED_STATES, ChannelSettings, Message, QuietHoursPolicy, cap_window_seconds
 from delivery.selectors import delivery_settings_get
@@ -186,6 +187,24 @@ def _capped(*, campaign: Campaign, at: datetime) -> Q | None:
 
 def _bool(q: Q) -> ExpressionWrapper:
     return ExpressionWrapper(q, output_field=BooleanField())
+
+
+def estimate_instant(campaign: Campaign, *, now: datetime | None = None) -> datetime:
+    """When the send an estimate describes goes: an "at" campaign in the
+    project's time zone at its planned instant (if still ahead), anything else
+    now (each user's own time zone spreads the sends over the day: the rules are
+    taken at one instant, now)."""
+    now = now or timezone.now()
+    if (
+        campaign.schedule_kind == ScheduleKind.AT
+        and campaign.schedule_timezone == ScheduleTimezone.PROJECT
+        and campaign.send_date is not None
+        and campaign.send_time is not None
+    ):
+        planned = at_planned_at(campaign)
+        if planned > now:
+            return planned
+    return now
 
 
 def campaign_estimate(campaign: Campaign, *, now: datetime | None = None) -> CampaignEstimate:

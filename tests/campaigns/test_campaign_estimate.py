@@ -259,3 +259,19 @@ def test_the_minimum_gap_and_two_cap_windows_count_as_the_claim_counts(shop):
     )
     assert total.capped == capped > 0
     assert _claim_outcome(campaign, profiles, groups)[("skipped", "capped")] == capped
+
+
+def test_an_at_send_is_estimated_at_its_planned_instant(shop):
+    from datetime import date
+
+    from campaigns.sending.estimate import estimate_instant
+
+    segment, _, _ = _audience(shop)
+    campaign = _campaign(shop, segment, schedule_kind="at", send_date=date(2026, 3, 3), send_time=time(14, 0))
+    before = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
+    assert estimate_instant(campaign, now=before) == datetime(
+        2026, 3, 3, 14, 0, tzinfo=UTC
+    )  # the project's zone is UTC
+    assert estimate_instant(campaign, now=datetime(2026, 3, 4, tzinfo=UTC)) == datetime(2026, 3, 4, tzinfo=UTC)
+    campaign.schedule_timezone = "user"
+    assert estimate_instant(campaign, now=before) == before
