@@ -22,6 +22,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Count, Model, OuterRef, QuerySet, Subquery
+from django.forms.models import BaseInlineFormSet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
@@ -198,10 +199,11 @@ class VariantForm(forms.ModelForm):
         model = Variant
         fields = ["name", "share"]
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, campaign: Campaign | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         content = self.instance.content or {}
-        channel = self.instance.campaign.channel if self.instance.campaign_id else None
+        # The formset's campaign (VariantFormSet): the variant's own would cost a query each.
+        channel = campaign.channel if campaign is not None and campaign.pk else None
         if channel:
             for key, _, _ in CHANNEL_FIELDS.get(channel, []):
                 if key in content:
@@ -301,6 +303,11 @@ for _name, _field in _template_fields().items():
     VariantForm.base_fields[_name] = VariantForm.declared_fields[_name] = _field
 
 
+class VariantFormSet(BaseInlineFormSet):
+    def get_form_kwargs(self, index: int | None) -> dict[str, Any]:
+        return {**super().get_form_kwargs(index), "campaign": self.instance}
+
+
 class CampaignChild:
     """Inlines of a campaign: the campaign's own permissions (Django's per-model
     permissions are not the grant here, a membership is), and no change once it
@@ -327,6 +334,7 @@ class CampaignChild:
 class VariantInline(CampaignChild, admin.StackedInline):
     model = Variant
     form = VariantForm
+    formset = VariantFormSet
     extra = 0
     min_num = 1
     fieldsets = [

@@ -545,3 +545,20 @@ def test_start_pause_resume_and_cancel_through_the_buttons(console, project_a):
     assert (
         re.findall(r'id="campaign-(start|pause|resume|cancel)"', console.get(f"{base}/change/").content.decode()) == []
     )
+
+
+def test_the_change_page_costs_the_same_queries_for_more_variants_and_runs(
+    console, project_a, django_assert_max_num_queries
+):
+    project = project_a[0]
+    campaign = _campaign(project, segment=_segment(project))
+    url = f"/admin/campaigns/campaign/{campaign.pk}/change/"
+    console.get(url)
+    with django_assert_max_num_queries(40) as captured:
+        assert console.get(url).status_code == 200
+    for i in range(5):
+        Variant.objects.create(campaign=campaign, name=f"V{i}", share=0, content={"subject": "s"})
+        CampaignRun.objects.create(campaign=campaign, occurrence=f"r{i}", planned_at=ENTERED)
+    with django_assert_max_num_queries(len(captured.captured_queries)):
+        page = console.get(url)
+    assert len(page.context["inline_admin_formsets"][0].formset.forms) == 6
