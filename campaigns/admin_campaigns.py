@@ -182,6 +182,7 @@ class VariantForm(forms.ModelForm):
         label="properties",
         required=False,
         empty=dict,
+        initial=dict,
         help_text='Products whose properties contain these, e.g. {"brand": "Acme"}.',
     )
     rec_exclude = forms.CharField(
@@ -192,6 +193,7 @@ class VariantForm(forms.ModelForm):
         label="data",
         required=False,
         empty=dict,
+        initial=dict,
         help_text='Key-value pairs sent with the push, each value a template, e.g. {"product": "{{ product.id }}"}.',
     )
 
