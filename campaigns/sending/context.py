@@ -27,6 +27,7 @@ import orjson
 from django.db.models import TextField
 from django.db.models.functions import Cast
 
+from campaigns.templating import PRODUCT_LOOKUP
 from catalog.mirror import NO_CONDITIONS, products_passing
 from crm.models import Profile
 from delivery.unsubscribe import unsubscribe_url
@@ -360,6 +361,7 @@ def contexts_build(
 
     cache: dict[str, dict[str, Any]] = {}
     picked: dict[tuple, list[dict[str, Any]]] = {}
+    lookup = _ProductLookup(project_id=project_id, token=state.catalog_token if state else None, cache=cache)
     out: dict[int, dict[str, Any]] = {}
     for pid, row in rows.items():
         spec = spec_of.get(pid)
@@ -385,12 +387,36 @@ def contexts_build(
             context["trending"] = trending[spec.recommendations]
         if product is not None:
             context["product"] = product
+        if spec.needs.product:
+            context[PRODUCT_LOOKUP] = lookup
         if event is not None:
             context["event"] = dict(event)
         if channel == "email" and spec.needs.unsubscribe_url:
             context["unsubscribe_url"] = unsubscribe_url(project_id=project_id, profile_id=pid, channel="email")
         out[pid] = context
     return out
+
+
+class _ProductLookup:
+    """The `product` filter's lookup for one chunk: catalog rows from the
+    process's mirror at the chunk's token, each product's dict built once."""
+
+    def __init__(self, *, project_id: int, token: int | None, cache: dict[str, dict[str, Any]]) -> None:
+        self.project_id, self.token, self.cache = project_id, token, cache
+        self.missing: set[str] = set()
+
+    def __call__(self, product_id: str) -> dict[str, Any] | None:
+        hit = self.cache.get(product_id)
+        if hit is not None or product_id in self.missing:
+            return hit
+        rows = products_passing(
+            project_id=self.project_id, conditions=NO_CONDITIONS, product_ids=[product_id], token=self.token
+        )
+        if product_id not in rows:
+            self.missing.add(product_id)
+            return None
+        hit = self.cache[product_id] = product_dict(rows[product_id])
+        return hit
 
 
 def _warm(*, project_id: int, state: UserState, states: Iterable[UserState]) -> None:
