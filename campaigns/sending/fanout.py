@@ -333,13 +333,16 @@ def profiles_send(
         contexts = contexts_build(
             project_id=project_id, channel=channel, profile_ids=fresh, spec_of=spec_of, event=event
         )
-        # The profiles of the project among the fresh ids (contexts hold only those
-        # with a variant to render): one cheap query; the rest were merged away.
-        present = contexts.keys() | set(
-            Profile.objects.filter(project_id=project_id, pk__in=[p for p in fresh if p not in contexts]).values_list(
-                "pk", flat=True
+        # The profiles of the project among the fresh ids, KEY SHARE locked: a
+        # merge deleting one of them waits for this transaction, so none vanishes
+        # between this read and the enqueue (which refuses ids that are not
+        # profiles of the project). The rest were merged away before: gone.
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT id FROM crm_profile WHERE project_id = %s AND id = ANY(%s) FOR KEY SHARE",
+                [project_id, fresh],
             )
-        )
+            present = {r[0] for r in cursor.fetchall()}
         messages: list[MessageIn] = []
         for pid in fresh:
             if pid not in present:
