@@ -5,6 +5,8 @@ sees the event and its product."""
 
 from __future__ import annotations
 
+import json
+import time
 from datetime import timedelta
 
 import pytest
@@ -299,3 +301,26 @@ def test_the_due_sender_is_a_beat_entry_on_the_sends_queue():
     assert triggers.triggers_send_due_task.name == "campaigns.triggers_send_due"
     assert triggers.triggers_send_due_task.queue == "sends"
     assert "campaigns.sending.triggers.events_stored_hook" in settings.INGEST_STORED_EVENT_HOOKS
+
+
+def test_the_warm_hook_on_a_batch_that_triggers_nothing_takes_microseconds(shop, t0):
+    """The ingest path's cost of the hook when nothing triggers: a dict probe
+    per event (printed with -s; bounded loosely for a shared machine)."""
+    project, other = shop
+    campaign_create(project)
+    events = [
+        StoredEvent(profile_id=1, type="track", name="Product Viewed", properties={}, timestamp=t0, message_id=f"v{i}")
+        for i in range(1000)
+    ]
+    for project_id in (project.pk, other.pk):
+        triggers.events_stored_hook(project_id, events[:1])  # warm the cache
+    timings = {}
+    for label, project_id in (("with_triggered_campaigns", project.pk), ("without", other.pk)):
+        start = time.perf_counter()
+        for _ in range(100):
+            triggers.events_stored_hook(project_id, events)
+        timings[label] = (time.perf_counter() - start) / 100 * 1e6
+    print(json.dumps({f"hook_us_per_1000_event_batch_{k}": round(v, 1) for k, v in timings.items()}))
+    assert timings["without"] < 50
+    assert timings["with_triggered_campaigns"] < 2000
+    assert CampaignTrigger.objects.count() == 0
