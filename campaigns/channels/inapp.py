@@ -55,8 +55,11 @@ from django.core.cache import cache
 from django.db import connection
 from django.utils import timezone
 
-from campaigns.models import Campaign, CampaignChannel, CampaignSettings, CampaignStatus, Variant
+from campaigns.models import Campaign, CampaignChannel, CampaignStatus, Variant
 from campaigns.sending.assignment import AssignmentRules, assign, assignment_rules
+from campaigns.sending.context import ContextSpec, context_spec, contexts_build
+from campaigns.sending.fanout import message_key, system_control_percent_get
+from campaigns.sending.render import RenderError, variant_render
 from crm.models import Project
 from delivery.models import SkipReason
 from delivery.services import MessageIn
@@ -77,6 +80,8 @@ class LiveInApp:
     campaign: Campaign
     variants: dict[int, Variant]
     rules: AssignmentRules
+    # What each variant's templates need of the context (campaigns.sending.context).
+    specs: dict[int, ContextSpec]
 
 
 # project id -> (expires at, live in-app campaigns by priority).
@@ -106,24 +111,20 @@ def live_inapp_campaigns(project_id: int) -> tuple[LiveInApp, ...]:
         .prefetch_related("variants")
         .order_by("-priority", "id")
     )
-    live: tuple[LiveInApp, ...] = ()
+    live: list[LiveInApp] = []
     if campaigns:
-        system_control = (
-            CampaignSettings.objects.filter(project_id=project_id)
-            .values_list("system_control_percent", flat=True)
-            .first()
-            or 0
-        )
-        live = tuple(
-            LiveInApp(
-                campaign=c,
-                variants={v.pk: v for v in c.variants.all()},
-                rules=assignment_rules(c, system_control_percent=system_control),
-            )
-            for c in campaigns
-        )
-    _cache[project_id] = (time.monotonic() + settings.CAMPAIGNS_INAPP_CACHE_SECONDS, live)
-    return live
+        system_control = system_control_percent_get(project_id=project_id)
+        for c in campaigns:
+            variants = list(c.variants.all())
+            try:
+                specs = {v.pk: context_spec(content=v.content, recommendations=v.recommendations) for v in variants}
+            except ValueError:  # bad recommendation settings (campaign_validate refuses them): not shown
+                logger.exception("in-app campaign %s has invalid recommendation settings", c.pk)
+                continue
+            rules = assignment_rules(c, system_control_percent=system_control, variants=variants)
+            live.append(LiveInApp(campaign=c, variants={v.pk: v for v in variants}, rules=rules, specs=specs))
+    _cache[project_id] = (time.monotonic() + settings.CAMPAIGNS_INAPP_CACHE_SECONDS, tuple(live))
+    return tuple(live)
 
 
 def _who(message: dict[str, Any]) -> str:
@@ -202,7 +203,7 @@ def _profile_and_segments(
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT p.id, ARRAY(SELECT m.segment_id FROM campaigns_segmentmembership m "
-            "WHERE m.segment_id = ANY(%s) AND m.profile_id = p.id) "
+            "WHERE m.segment_id = ANY(%s::bigint[]) AND m.profile_id = p.id) "
             "FROM crm_profile p WHERE p.id = COALESCE("
             "(SELECT id FROM crm_profile WHERE project_id = %s AND user_id = %s), "
             "(SELECT profile_id FROM crm_anonymousid WHERE project_id = %s AND anonymous_id = %s))",
@@ -273,7 +274,9 @@ def inapp_answer(
     record = MessageIn(
         profile_id=profile_id,
         channel=CampaignChannel.IN_APP,
-        idempotency_key=f"campaign:{campaign.pk}:{_occurrence(message)}:profile:{profile_id}:in_app",
+        idempotency_key=message_key(
+            campaign_id=campaign.pk, occurrence=_occurrence(message), profile_id=profile_id, channel="in_app"
+        ),
         source=campaign.source,
         marketing=campaign.marketing,
     )
@@ -283,14 +286,27 @@ def inapp_answer(
         messages_record(project_id=project.pk, messages=[record], now=now)
         _count(campaign.pk, who, session, today)
         return None
-    variant = chosen.variants[assignment.variant_id]
+    variant = chosen.variants.get(assignment.variant_id)
+    if variant is None:  # shares adding up to less than 100 (campaign_validate refuses it): nothing
+        return None
+    # The campaigns' own context and rendering, for this one profile (one profile query, the
+    # recommendations from the serving code's memory).
+    contexts = contexts_build(
+        project_id=project.pk,
+        channel=CampaignChannel.IN_APP,
+        profile_ids=[profile_id],
+        spec_of={profile_id: chosen.specs[variant.pk]},
+    )
+    if profile_id not in contexts:  # merged away since the profile was read
+        return None
     try:
-        html = _html_render(campaign=campaign, variant=variant, profile_id=profile_id, user_ref=who)
-    except Exception as exc:  # noqa: BLE001 - a broken template is this message's skip, not the request's failure
-        record.skip_reason, record.error = SkipReason.TEMPLATE_ERROR, f"{type(exc).__name__}: {exc}"[:2000]
+        content = variant_render(channel=CampaignChannel.IN_APP, content=variant.content, context=contexts[profile_id])
+    except RenderError as exc:
+        record.skip_reason, record.error = SkipReason.TEMPLATE_ERROR, str(exc)
         messages_record(project_id=project.pk, messages=[record], now=now)
         return None
-    record.content = {"html": html}
+    html = content["html"]
+    record.content = content
     messages_record(project_id=project.pk, messages=[record], now=now)
     _count(campaign.pk, who, session, today)
     return {
@@ -301,12 +317,6 @@ def inapp_answer(
         "user": who,
         "body": html,
     }
-
-
-def _html_render(*, campaign: Campaign, variant: Variant, profile_id: int, user_ref: str) -> str:
-    """The variant's `html` rendered for the profile with the campaigns' shared
-    context (campaigns.sending.context / render)."""
-    raise NotImplementedError  # filled in against campaigns.sending.render
 
 
 def collector_response(project: Project, messages: list[dict[str, Any]]) -> dict[str, Any]:
