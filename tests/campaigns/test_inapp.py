@@ -36,7 +36,9 @@ def _fresh_cache():
 def inapp_campaign(project, *, name="Picks", html=TEMPLATE, **fields) -> Campaign:
     defaults = dict(channel="in_app", status=CampaignStatus.SCHEDULED, max_per_session=1, max_per_day=2)
     campaign = Campaign.objects.create(project=project, name=name, **{**defaults, **fields})
-    Variant.objects.create(campaign=campaign, name="A", content={"html": html}, recommendations={"limit": 2, "in_stock": True})
+    Variant.objects.create(
+        campaign=campaign, name="A", content={"html": html}, recommendations={"limit": 2, "in_stock": True}
+    )
     return campaign
 
 

@@ -4,7 +4,11 @@ in-app campaign (profile and segments read, caps, assignment, rendering with
 the user's recommendations, the recorded message) and one without any.
 
 Run with `-s` to see the figures (one JSON line). On the 2-core development
-host, shared with other work (see the report for the load): ~FILL_IN."""
+host, shared with other work (load average 4.6), 298 launches of distinct users:
+with a live campaign p50 7.6 ms, p95 15.4 ms (4 queries: the profile and its
+segments, the context's profile row, the serving state, the recorded message's
+INSERT; each ~1 ms on that loaded host); without in-app campaigns p50 4 µs (a
+dict probe: no query, no cache call)."""
 
 from __future__ import annotations
 
