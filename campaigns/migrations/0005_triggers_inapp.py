@@ -73,7 +73,7 @@ def campaigns_to_inapp_messages(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("campaigns", "0003_campaigns"),
+        ("campaigns", "0004_core_run_planning"),
         ("crm", "0007_event_project_name_time_pid"),
     ]
 

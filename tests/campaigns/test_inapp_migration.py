@@ -8,7 +8,7 @@ import pytest
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 
-BEFORE = [("campaigns", "0003_campaigns")]
+BEFORE = [("campaigns", "0004_core_run_planning")]
 TEMPLATE = '<ul>{% for p in products %}<li class="products">{{ p.name }}</li>{% endfor %}</ul>'
 
 
