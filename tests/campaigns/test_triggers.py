@@ -332,14 +332,15 @@ def test_a_trigger_due_at_once_enqueues_the_due_sender_after_the_commit(
     project, _ = shop
     calls = []
     monkeypatch.setattr(triggers.triggers_send_due_task, "delay", lambda *args: calls.append(args))
+    just_now = timezone.now() - timedelta(seconds=30)
     campaign_create(project, name="Later")  # an hour's delay: left to the beat
     with django_capture_on_commit_callbacks(execute=True):
-        store(project, t0, added("u1"))
+        store(project, just_now, added("u1"))
     assert calls == []
     campaign_create(project, name="At once", trigger_delay_seconds=0)
     triggers.triggers_forget()
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        store(project, t0 + timedelta(seconds=10), added("u2"))
+        store(project, just_now + timedelta(seconds=10), added("u2"))
     assert calls == []  # nothing before the batch commits
     for callback in callbacks:
         callback()

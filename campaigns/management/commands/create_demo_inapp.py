@@ -8,7 +8,8 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
-from campaigns.models import Campaign, CampaignChannel, CampaignStatus, Variant
+from campaigns.models import Campaign, CampaignChannel, Variant
+from campaigns.sending.lifecycle import campaign_start
 from crm.models import Project
 
 DEMO_NAME = "Picked for you"
@@ -37,12 +38,10 @@ class Command(BaseCommand):
         created = campaign is None
         if created:
             with transaction.atomic():
-                # Live at once: an in-app campaign has no run to plan; the collectors show it.
                 campaign = Campaign.objects.create(
                     project_id=project_id,
                     name=DEMO_NAME,
                     channel=CampaignChannel.IN_APP,
-                    status=CampaignStatus.SCHEDULED,
                     max_per_session=1,
                     max_per_day=3,
                 )
@@ -52,4 +51,6 @@ class Command(BaseCommand):
                     content={"html": DEMO_TEMPLATE},
                     recommendations={"limit": 4, "in_stock": True},
                 )
+                # Validated and scheduled like any campaign; in-app has no run to plan: the collectors show it.
+                campaign = campaign_start(campaign_id=campaign.pk)
         self.stdout.write(json.dumps({"project": project_id, "inapp_campaign": campaign.pk, "created": created}))
