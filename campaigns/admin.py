@@ -1,4 +1,4 @@
-"""The console for in-app messages and segments.
+"""The console for segments.
 
 Segments: a changelist with live counts and a size chart, a rule-tree builder
 (campaigns/static/campaigns/segment_builder.js, kept in sync with a hidden
@@ -26,7 +26,7 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString, mark_safe
 from django.views.decorators.http import require_POST
 
-from campaigns.models import InAppMessage, Segment, SegmentSize, SegmentStatus
+from campaigns.models import Segment, SegmentSize, SegmentStatus
 from campaigns.segments import selectors
 from campaigns.segments.catalogue import segment_rule_catalogue
 from campaigns.segments.membership import SegmentInUse, segment_delete, segment_save
@@ -41,26 +41,6 @@ from crm.storable import json_problem
 CHART_DAYS = 30
 CHART_WIDTH, CHART_HEIGHT = 120, 24
 MEMBERS_PAGE = 100
-
-
-@admin.register(InAppMessage)
-class InAppMessageAdmin(ProjectScopedAdmin):
-    list_display = ["name", "project", "is_active", "priority", "products_count", "max_per_session", "max_per_day"]
-    list_filter = ["project", "is_active"]
-    list_select_related = ["project"]
-    search_fields = ["name"]
-    fieldsets = [
-        (None, {"fields": ["project", "name", "is_active", "priority"]}),
-        (
-            "Content",
-            {
-                "fields": ["template", "products_count", "category", "in_stock_only"],
-                "description": "Liquid template. Variables: user (name, first_name, email, city, country, traits, "
-                "user_id), products (product_id, name, image_url, deeplink, price, rating), recommendation_id.",
-            },
-        ),
-        ("Frequency caps per user (0 = no cap)", {"fields": ["max_per_session", "max_per_day"]}),
-    ]
 
 
 def sparkline(values: list[int]) -> SafeString:

@@ -1,23 +1,16 @@
-"""Campaigns: segments (audiences), campaigns with variants and their runs, and the
-in-app message answered to "App Launched"."""
+"""Campaigns: segments (audiences), campaigns with variants and their runs (on every
+channel, in-app included: campaigns.channels.inapp), and the pending triggers of
+triggered campaigns."""
 
 from __future__ import annotations
 
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
+from django.utils import timezone as dj_timezone
 
 from campaigns.templating import template_compile
 from crm.models import Project
-
-DEFAULT_INAPP_TEMPLATE = """<div class="engage-inapp">
-  <h3>{% if user.first_name %}{{ user.first_name }}, p{% else %}P{% endif %}icked for you</h3>
-  <ul>
-  {% for p in products %}
-    <li><a href="{{ p.deeplink }}"><img src="{{ p.image_url }}" alt=""> {{ p.name }} {{ p.price }}</a></li>
-  {% endfor %}
-  </ul>
-</div>"""
 
 
 def validate_liquid(source: str) -> None:
@@ -25,40 +18,6 @@ def validate_liquid(source: str) -> None:
         template_compile(source)
     except Exception as exc:  # noqa: BLE001 - any Liquid error is a bad template
         raise ValidationError(f"Liquid template error: {exc}") from exc
-
-
-class InAppMessage(models.Model):
-    """A message shown inside the app when it is launched, rendered per user from
-    a Liquid template with the user's profile and top recommendations."""
-
-    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="inapp_messages")
-    name = models.CharField(max_length=200)
-    is_active = models.BooleanField(default=True)
-    # The highest priority active message whose caps allow it is shown.
-    priority = models.IntegerField(default=0)
-    template = models.TextField(default=DEFAULT_INAPP_TEMPLATE, validators=[validate_liquid])
-    products_count = models.PositiveSmallIntegerField(
-        default=4, validators=[MinValueValidator(1), MaxValueValidator(20)]
-    )
-    category = models.CharField(
-        max_length=255, blank=True, default="", help_text="Recommend only from this category (blank: any)."
-    )
-    in_stock_only = models.BooleanField(default=True)
-    # Frequency caps per user; 0 means no cap.
-    max_per_session = models.PositiveIntegerField(default=1)
-    max_per_day = models.PositiveIntegerField(default=3)
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
-
-    class Meta:
-        ordering = ["-priority", "id"]
-        indexes = [
-            # The collector's read on every App Launched: a project's active messages.
-            models.Index(fields=["project", "is_active"], name="inapp_project_active"),
-        ]
-
-    def __str__(self) -> str:
-        return self.name
 
 
 class SegmentStatus(models.TextChoices):
@@ -382,3 +341,54 @@ class CampaignSettings(models.Model):
 
     def __str__(self) -> str:
         return f"Campaign settings of project {self.project_id}"
+
+
+# --- Triggered campaigns (campaigns.sending.triggers) --------------------------------
+
+
+class TriggerState(models.TextChoices):
+    PENDING = "pending"  # waiting for its delay (or for a paused campaign to resume)
+    SENT = "sent"  # handed to the campaign's sending: its message is enqueued (or recorded skipped)
+    CANCELLED = "cancelled"  # the cancelling event happened after it, or the campaign was cancelled
+    SKIPPED = "skipped"  # its cutoff passed before it could go
+    FAILED = "failed"  # sending it raised (the error is kept); never retried
+
+
+class CampaignTrigger(models.Model):
+    """One event that triggers a triggered campaign for its profile, written by
+    the ingest workers' stored-events hook inside the batch's transaction, so a
+    redelivered batch writes nothing twice (and unique on (campaign, event
+    message id) besides). It waits here, not as a broker ETA, until `due_at`
+    (the event's time + the campaign's delay); the beat task then sends the due
+    ones after checking the cancelling event (campaigns.sending.triggers)."""
+
+    id = models.BigAutoField(primary_key=True)
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+", db_index=False)
+    # No index of its own: the unique constraint below leads with it.
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="triggers", db_index=False)
+    # Indexed (the default): a profile deleted by a merge cascades here by profile id.
+    profile = models.ForeignKey("crm.Profile", on_delete=models.CASCADE, related_name="+")
+    event_message_id = models.CharField(max_length=255)
+    # The canonical name (after the project's event-name mappings), as the templates see it.
+    event_name = models.CharField(max_length=255)
+    event_properties = models.JSONField(default=dict, blank=True)
+    event_timestamp = models.DateTimeField()
+    due_at = models.DateTimeField()
+    state = models.CharField(max_length=10, choices=TriggerState.choices, default=TriggerState.PENDING)
+    # Why it was cancelled, skipped or failed (also on its skipped message).
+    reason = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(default=dj_timezone.now)
+    done_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            # The hook's INSERT ... ON CONFLICT DO NOTHING: one trigger per event and campaign.
+            models.UniqueConstraint(fields=["campaign", "event_message_id"], name="campaign_trigger_event_unique")
+        ]
+        indexes = [
+            # The beat task's due scan: state = 'pending' AND due_at <= now ORDER BY due_at.
+            models.Index(fields=["due_at"], condition=models.Q(state="pending"), name="campaign_trigger_due"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.campaign_id}: {self.event_name} of profile {self.profile_id} ({self.state})"

@@ -19,6 +19,8 @@ app.autodiscover_tasks()
 app.autodiscover_tasks(["campaigns.segments"])
 # The campaigns' runs, chunks and schedules (campaigns.sending.tasks).
 app.autodiscover_tasks(["campaigns.sending"])
+# The triggered campaigns' due sender lives beside its hook (campaigns.sending.triggers).
+app.autodiscover_tasks(["campaigns.sending"], related_name="triggers")
 
 # Celery's Django fixup closes the database connection before and after every
 # task unless this is set: a new PostgreSQL backend (fork, authentication, cold

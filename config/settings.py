@@ -293,6 +293,26 @@ for _name in ("CAMPAIGNS_CHUNK_SIZE", "CAMPAIGNS_PLAN_AHEAD", "CAMPAIGNS_DUE_SEC
 if CAMPAIGNS_CHUNK_SIZE > 10_000:
     raise ImproperlyConfigured(f"CAMPAIGNS_CHUNK_SIZE must be at most 10000 (ENQUEUE_MAX), got {CAMPAIGNS_CHUNK_SIZE}")
 
+# --- Triggered and in-app campaigns (campaigns.sending.triggers, campaigns.channels.inapp)
+# Seconds the ingest workers keep a project's live triggered campaigns, and the
+# collectors its live in-app campaigns: a campaign started (or paused) takes
+# effect this long after.
+CAMPAIGNS_TRIGGERS_CACHE_SECONDS = env_int("CAMPAIGNS_TRIGGERS_CACHE_SECONDS", 3)
+CAMPAIGNS_INAPP_CACHE_SECONDS = env_int("CAMPAIGNS_INAPP_CACHE_SECONDS", 3)
+# How often the beat sends the due triggers (delays wait as rows, not broker ETAs),
+# and how many rows one transaction of it takes.
+CAMPAIGNS_TRIGGERS_SWEEP_SECONDS = env_int("CAMPAIGNS_TRIGGERS_SWEEP_SECONDS", 5)
+CAMPAIGNS_TRIGGERS_BATCH = env_int("CAMPAIGNS_TRIGGERS_BATCH", 500)
+# An event older than this when stored (a history import, a device offline for
+# days) triggers no campaign.
+CAMPAIGNS_TRIGGER_MAX_AGE_SECONDS = env_int("CAMPAIGNS_TRIGGER_MAX_AGE_SECONDS", 86400)
+for _name in ("CAMPAIGNS_TRIGGERS_SWEEP_SECONDS", "CAMPAIGNS_TRIGGERS_BATCH", "CAMPAIGNS_TRIGGER_MAX_AGE_SECONDS"):
+    if globals()[_name] < 1:
+        raise ImproperlyConfigured(f"{_name} must be at least 1, got {globals()[_name]}")
+for _name in ("CAMPAIGNS_TRIGGERS_CACHE_SECONDS", "CAMPAIGNS_INAPP_CACHE_SECONDS"):
+    if globals()[_name] < 0:
+        raise ImproperlyConfigured(f"{_name} must be 0 or more, got {globals()[_name]}")
+
 # The address at which recipients reach this deployment: the links put in
 # messages (unsubscribe, and in results the tracked clicks and the open pixel).
 PUBLIC_BASE_URL = (env_str("PUBLIC_BASE_URL") or "http://127.0.0.1:8000").rstrip("/")
@@ -333,6 +353,12 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": float(CAMPAIGNS_DUE_SECONDS),
         "options": {"queue": "sends"},
     },
+    # Triggered campaigns' pending triggers go out when their delay has passed.
+    "campaigns: due triggers": {
+        "task": "campaigns.triggers_send_due",
+        "schedule": float(CAMPAIGNS_TRIGGERS_SWEEP_SECONDS),
+        "options": {"queue": "sends"},
+    },
 }
 CELERY_TIMEZONE = "UTC"
 
@@ -350,6 +376,7 @@ CRM_PROFILES_CHANGED_HOOKS = ["campaigns.segments.hooks.profiles_changed_hook"]
 INGEST_STORED_EVENT_HOOKS = [
     "recommendations.tracking.attribution.events_stored_hook",
     "campaigns.segments.hooks.events_stored_hook",
+    "campaigns.sending.triggers.events_stored_hook",
 ]
 
 # --- Recommendation serving (recommendations/serving/) -----------------------------

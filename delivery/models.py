@@ -145,14 +145,20 @@ class Message(models.Model):
         return f"{self.channel} #{self.pk} to profile {self.profile_id} ({self.state})"
 
 
+# The channels caps count: the sent ones. In-app messages are recorded when shown,
+# never claimed, so a cap on them would count nothing (in-app campaigns have their
+# own per-session and per-day caps).
+CAPPED_CHANNELS = tuple(c for c in ChannelName.values if c != ChannelName.IN_APP)
+
+
 def caps_problem(caps: Any) -> str | None:
     """What is wrong with a caps value, naming where; None when it is good:
     {"push": [{"max": 3, "days": 7}], "email": [{"max": 1, "hours": 24}]}."""
     if not isinstance(caps, dict):
         return 'must be an object of channel → rules, e.g. {"push": [{"max": 3, "days": 7}]}'
     for channel, rules in caps.items():
-        if channel not in ChannelName.values:
-            return f"{channel!r} is not a channel (expected one of {', '.join(ChannelName.values)})"
+        if channel not in CAPPED_CHANNELS:
+            return f"{channel!r} is not a channel (expected one of {', '.join(CAPPED_CHANNELS)})"
         if not isinstance(rules, list):
             return f"{channel}: must be a list of rules"
         for i, rule in enumerate(rules):

@@ -25,6 +25,9 @@ def channel_get(name: str) -> Channel:
     channel = _channels.get(name)
     if channel is not None:
         return channel
+    if name == "in_app":
+        # Shown by the collector's answer and recorded then (delivery.services.record): nothing to send.
+        raise ValueError("in_app has no provider channel: in-app messages are recorded when shown")
     if name not in CHANNEL_NAMES:
         raise ValueError(f"unknown channel {name!r}: one of {', '.join(CHANNEL_NAMES)}")
     with _lock:

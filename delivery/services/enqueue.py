@@ -88,6 +88,12 @@ def messages_enqueue(
     sweeper when they are. Raises ValueError naming the field of a bad message,
     or the profiles that are not the project's (nothing is inserted then)."""
     _check(messages, throttle_per_minute)
+    for i, m in enumerate(messages):
+        if m.channel == ChannelName.IN_APP:
+            raise ValueError(
+                f"messages[{i}].channel: in_app messages are not enqueued (there is no provider): "
+                "they are recorded when shown, delivery.services.record.messages_record"
+            )
     if not messages:
         return EnqueueResult(created=0, duplicates=0, queued_ids=[])
     now = now or timezone.now()

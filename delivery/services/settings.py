@@ -34,6 +34,8 @@ def channel_settings_save(
     ValidationError({"channel": ...}) for an unknown channel."""
     if channel not in ChannelName.values:
         raise ValidationError({"channel": f"{channel!r} is not one of {', '.join(ChannelName.values)}"})
+    if channel == ChannelName.IN_APP:
+        raise ValidationError({"channel": "in_app has no provider settings: in-app messages are shown by the app"})
     if not isinstance(settings, dict):
         raise ValidationError({"settings": "must be a JSON object"})
     with transaction.atomic():

@@ -13,7 +13,7 @@ from django.contrib.auth import get_user_model
 from django.test import Client, RequestFactory
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
-from campaigns.models import InAppMessage
+from campaigns.models import Campaign
 from catalog.csvfile import ProductIn
 from catalog.services import products_upsert
 from crm import services
@@ -142,7 +142,7 @@ def every_table(console, project_a, project_b):
     """A row in each table a changelist lists, two projects' where it has one."""
     for project in (project_a[0], project_b[0]):
         ModelVersion.objects.create(project=project)
-        InAppMessage.objects.create(project=project, name="Welcome")
+        Campaign.objects.create(project=project, name="Welcome", channel="in_app")
         EventNameMapping.objects.create(project=project, source_name="Bought", canonical_name="Order Completed")
         DeadLetter.objects.create(project=project, message="{}", error="bad", received_at=T0)
         RecommendationServed.objects.create(id=f"r{project.pk}", project=project, surface="api", created_at=T0)

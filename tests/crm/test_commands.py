@@ -56,6 +56,12 @@ def test_quickstart_runs_twice_with_the_same_keys(settings, tmp_path):
     from campaigns.models import Segment
 
     assert Segment.objects.count() == 4
+    # And an in-app campaign, live (campaigns' create_demo_inapp).
+    from campaigns.models import Campaign
+
+    assert list(Campaign.objects.values_list("name", "channel", "status")) == [
+        ("Picked for you", "in_app", "scheduled")
+    ]
     # The first run trained a model, so the demo recommends from the start; the second did not retrain.
     from recommendations.models import ModelVersion
 

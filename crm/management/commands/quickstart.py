@@ -79,6 +79,8 @@ class Command(BaseCommand):
             )
             # By name: crm does not import campaigns (computed in-process without a broker).
             call_command("create_demo_segments", project=project.pk, stdout=self.stdout)
+            # An in-app campaign answered to "App Launched" (and a web session's first page).
+            call_command("create_demo_inapp", project=project.pk, stdout=self.stdout)
             if not options["no_train"]:
                 # The first model, so the demo recommends from day one (about 30 s; the
                 # command runs the training pipeline in this process, not the web one).
