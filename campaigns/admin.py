@@ -331,3 +331,6 @@ def profile_segments_section(request: HttpRequest, profile: Profile) -> SafeStri
 
 
 profile_section_register(profile_segments_section)
+
+# The campaigns console (the builder, preview, estimate, runs) registers its admins there.
+from campaigns import admin_campaigns  # noqa: E402, F401
