@@ -13,7 +13,23 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.core import signing
 
+from crm.models import Profile
+from crm.services import profile_set_subscription
+
 _SALT = "delivery.unsubscribe"
+# The channels a profile has a subscription flag for (crm.services.profile_set_subscription).
+SUBSCRIPTION_CHANNELS = ("email", "push", "sms")
+
+
+class UnsubscribeError(Exception):
+    """A token that names nothing this deployment can unsubscribe: `status` is the
+    HTTP answer (400 a token not signed here or naming no channel with
+    subscriptions, 404 a profile that no longer exists)."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
 
 
 @dataclass(frozen=True)
@@ -42,3 +58,27 @@ def unsubscribe_target(token: str) -> UnsubscribeTarget | None:
     if not (isinstance(project_id, int) and isinstance(profile_id, int) and isinstance(channel, str)):
         return None
     return UnsubscribeTarget(project_id=project_id, profile_id=profile_id, channel=channel)
+
+
+def unsubscribe_check(*, token: str) -> UnsubscribeTarget:
+    """What `token` unsubscribes, checked without changing anything (the GET
+    page): signed here, a channel with subscriptions, and the profile still in
+    the project the token names. Raises UnsubscribeError otherwise."""
+    target = unsubscribe_target(token)
+    if target is None:
+        raise UnsubscribeError("This unsubscribe link is not valid.")
+    if target.channel not in SUBSCRIPTION_CHANNELS:
+        raise UnsubscribeError(f"This link names no channel with subscriptions ({target.channel!r}).")
+    if not Profile.objects.filter(pk=target.profile_id, project_id=target.project_id).exists():
+        raise UnsubscribeError("This subscriber no longer exists.", status=404)
+    return target
+
+
+def unsubscribe_apply(*, token: str) -> UnsubscribeTarget:
+    """Unsubscribe the profile `token` names from its channel (subscription
+    False: marketing on that channel is skipped `unsubscribed` from the next
+    claim on). Idempotent: a second click changes nothing more. Raises
+    UnsubscribeError for a token unsubscribe_check refuses."""
+    target = unsubscribe_check(token=token)
+    profile_set_subscription(profile_id=target.profile_id, channel=target.channel, subscribed=False)
+    return target
