@@ -14,7 +14,7 @@ from django.test import Client
 from crm.models import Device, Profile
 from delivery.models import ChannelSettings, Message
 from delivery.services import MessageIn, messages_enqueue, messages_send
-from delivery.unsubscribe import unsubscribe_target, unsubscribe_token, unsubscribe_url
+from delivery.unsubscribe import UnsubscribeTarget, unsubscribe_target, unsubscribe_token, unsubscribe_url
 from localproviders.models import OutboxMessage
 
 ONE_CLICK = {"List-Unsubscribe": "One-Click"}
@@ -40,6 +40,17 @@ def _path(profile: Profile, channel: str = "email") -> str:
 def _subscriptions(profile: Profile) -> tuple[bool | None, bool | None]:
     profile.refresh_from_db()
     return profile.email_subscribed, profile.push_subscribed
+
+
+def test_a_token_is_djangos_signer_format_and_the_same_every_time(settings):
+    token = unsubscribe_token(project_id=3, profile_id=99, channel="push")
+
+    assert token == signing.Signer(salt="delivery.unsubscribe").sign_object([3, 99, "push"])
+    assert token == unsubscribe_token(project_id=3, profile_id=99, channel="push")
+    assert unsubscribe_target(token) == UnsubscribeTarget(project_id=3, profile_id=99, channel="push")
+    settings.SECRET_KEY = "another-secret-key-" + "x" * 40
+    assert unsubscribe_target(token) is None  # signed by another deployment
+    assert unsubscribe_token(project_id=3, profile_id=99, channel="push") != token
 
 
 @pytest.mark.django_db
