@@ -347,6 +347,9 @@ class CampaignRun(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
     cutoff_at = models.DateTimeField(null=True, blank=True)
     planned_through = models.BigIntegerField(default=0)
+    # When the planner found the end of the audience: the run is done once every
+    # planned id was handled by a chunk (counts "processed" + "gone" = "planned").
+    planning_finished_at = models.DateTimeField(null=True, blank=True)
     # Counts of the fan-out: targeted, control, system_control, enqueued, template_error ...
     counts = models.JSONField(default=dict, blank=True)
     error = models.TextField(blank=True, default="")

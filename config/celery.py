@@ -17,6 +17,8 @@ app.autodiscover_tasks()
 # Each app's `tasks` module above; the segments' tasks live in their package
 # (campaigns.segments.tasks), beside the services they call.
 app.autodiscover_tasks(["campaigns.segments"])
+# The campaigns' runs, chunks and schedules (campaigns.sending.tasks).
+app.autodiscover_tasks(["campaigns.sending"])
 
 # Celery's Django fixup closes the database connection before and after every
 # task unless this is set: a new PostgreSQL backend (fork, authentication, cold

@@ -277,6 +277,22 @@ for _name in (
     if globals()[_name] < 1:
         raise ImproperlyConfigured(f"{_name} must be at least 1, got {globals()[_name]}")
 
+# --- Campaigns (campaigns.sending) -------------------------------------------------
+# Profile ids per chunk task of a run's fan-out: each chunk is one transaction and
+# one messages_enqueue call (at most its ENQUEUE_MAX, 10,000).
+CAMPAIGNS_CHUNK_SIZE = env_int("CAMPAIGNS_CHUNK_SIZE", 1_000)
+# Chunks a planner step publishes before queueing the next step behind them, so
+# the chunks' send batches reach the sends queue early (the first message within
+# seconds) and a pause stops the planning within a few chunks.
+CAMPAIGNS_PLAN_AHEAD = env_int("CAMPAIGNS_PLAN_AHEAD", 4)
+# How often the beat starts the "at" campaigns that are due.
+CAMPAIGNS_DUE_SECONDS = env_int("CAMPAIGNS_DUE_SECONDS", 60)
+for _name in ("CAMPAIGNS_CHUNK_SIZE", "CAMPAIGNS_PLAN_AHEAD", "CAMPAIGNS_DUE_SECONDS"):
+    if globals()[_name] < 1:
+        raise ImproperlyConfigured(f"{_name} must be at least 1, got {globals()[_name]}")
+if CAMPAIGNS_CHUNK_SIZE > 10_000:
+    raise ImproperlyConfigured(f"CAMPAIGNS_CHUNK_SIZE must be at most 10000 (ENQUEUE_MAX), got {CAMPAIGNS_CHUNK_SIZE}")
+
 # The address at which recipients reach this deployment: the links put in
 # messages (unsubscribe, and in results the tracked clicks and the open pixel).
 PUBLIC_BASE_URL = (env_str("PUBLIC_BASE_URL") or "http://127.0.0.1:8000").rstrip("/")
@@ -309,6 +325,12 @@ CELERY_BEAT_SCHEDULE = {
     "delivery: sweeper": {
         "task": "delivery.sweep",
         "schedule": float(DELIVERY_SWEEP_SECONDS),
+        "options": {"queue": "sends"},
+    },
+    # Campaigns sent "at" a date and time start here when due (no long broker ETAs).
+    "campaigns: due runs": {
+        "task": "campaigns.runs_start_due",
+        "schedule": float(CAMPAIGNS_DUE_SECONDS),
         "options": {"queue": "sends"},
     },
 }
