@@ -430,28 +430,95 @@ def delivery_path_enqueue(*, project_id: int, channel: str, source: str, last_id
         after = profiles[-1].pk
 
 
-def campaign_path_start(*, project_id: int, channel: str, source_hint: str, last_id: int) -> str:
+# The variants' templates: three recommended products per message (Variant.recommendations limit 3).
+EMAIL_TEMPLATE = {
+    "subject": "{{ user.first_name }}, picked for you",
+    "html": "<html><body><h1>Hi {{ user.first_name }}</h1><p>New picks for you:</p><table>"
+    "{% for p in recommendations %}<tr><td><a href='{{ p.url }}'><img src='{{ p.image_url }}' alt='' width='120'>"
+    "</a></td><td><a href='{{ p.url }}'>{{ p.name }}</a><br>${{ p.price }}</td></tr>{% endfor %}</table>"
+    "<p><a href='{{ unsubscribe_url }}'>Unsubscribe</a></p></body></html>",
+    "text": "Hi {{ user.first_name }}, new picks for you:\n"
+    "{% for p in recommendations %}{{ p.name }} ${{ p.price }} {{ p.url }}\n{% endfor %}",
+}
+PUSH_TEMPLATE = {
+    "title": "{{ user.first_name }}, new picks for you",
+    "body": "{% for p in recommendations %}{{ p.name }}{% unless forloop.last %}, {% endunless %}{% endfor %}",
+    "image": "{{ recommendations.first.image_url }}",
+    "deeplink": "{{ recommendations.first.url }}",
+}
+
+
+def campaign_path_start(*, project_id: int, channel: str, tag: str, last_id: int) -> tuple[str, int]:
     """The product's path: a campaign with one variant rendering three
-    recommended products, started through campaigns.sending; returns its
-    delivery source. The audience is a segment of the profiles up to `last_id`."""
-    raise NotImplementedError("campaigns.sending is not merged yet: use --path delivery")
+    recommended products, started by campaigns.sending.fanout.run_start (its
+    planner and chunk tasks run on the workers); returns its delivery source
+    and its run's id. The audience is a segment whose members are the
+    project's profiles up to `last_id`, written here in SQL: the benchmark
+    measures sending, not segment computation (bench/segments.py)."""
+    from django.db import connection, transaction
+    from django.utils import timezone
+
+    from campaigns.models import Campaign, Segment, SegmentStatus, Variant
+
+    now = timezone.now()
+    with transaction.atomic():
+        segment = Segment.objects.create(
+            project_id=project_id, name=f"{tag} audience", rules={"all": []}, status=SegmentStatus.READY,
+            computed_at=now,
+        )  # fmt: skip
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "INSERT INTO campaigns_segmentmembership (segment_id, profile_id, entered_at) "
+                "SELECT %s, id, %s FROM crm_profile WHERE project_id = %s AND id <= %s",
+                [segment.pk, now, project_id, last_id],
+            )
+            Segment.objects.filter(pk=segment.pk).update(member_count=cursor.rowcount)
+        campaign = Campaign.objects.create(
+            project_id=project_id, name=tag, channel=channel, segment=segment, status="scheduled", marketing=True,
+            schedule_kind="now",
+        )  # fmt: skip
+        Variant.objects.create(
+            campaign=campaign, name="A", share=100, content=EMAIL_TEMPLATE if channel == "email" else PUSH_TEMPLATE,
+            recommendations={"limit": 3},
+        )  # fmt: skip
+    return campaign.source, campaign.pk
+
+
+def campaign_path_run(*, campaign_id: int) -> int:
+    from django.utils import timezone
+
+    from campaigns.sending.fanout import run_start
+
+    return run_start(campaign_id=campaign_id, occurrence="bench", planned_at=timezone.now()).pk
+
+
+def _run_done(run_id: int | None) -> bool:
+    if run_id is None:
+        return True
+    from campaigns.models import CampaignRun
+
+    return CampaignRun.objects.filter(pk=run_id, status__in=["done", "cancelled", "failed"]).exists()
 
 
 def phase(args: argparse.Namespace, stack: Stack, state: dict[str, Any], channel: str, size: int) -> dict[str, Any]:
     project_id = state["id"]
     last_id = audience_last_id(project_id=project_id, size=size)
     provider = {"email": "sendgrid", "push": "fcm"}[channel]
+    tag = f"{SOURCE_PREFIX}:{int(time.time())}:{channel}:{size}"
+    run_id = None
+    if args.path == "campaign":
+        # The campaign and its segment are set up before the clock starts.
+        source, campaign_id = campaign_path_start(project_id=project_id, channel=channel, tag=tag, last_id=last_id)
     base_id = _outbox_base()
     cpu_before = _cpu_by_process()
     load_before = os.getloadavg()
     started = time.perf_counter()
     started_at = datetime.now(UTC)
-    tag = f"{SOURCE_PREFIX}:{int(time.time())}:{channel}:{size}"
     if args.path == "delivery":
         source = tag
         enqueued = delivery_path_enqueue(project_id=project_id, channel=channel, source=source, last_id=last_id)
     else:
-        source = campaign_path_start(project_id=project_id, channel=channel, source_hint=tag, last_id=last_id)
+        run_id = campaign_path_run(campaign_id=campaign_id)
         enqueued = None
     _log(f"{channel} × {size}: started ({source})")
     stalled_since = time.perf_counter()
@@ -462,12 +529,16 @@ def phase(args: argparse.Namespace, stack: Stack, state: dict[str, Any], channel
         if count != seen:
             seen, stalled_since = count, time.perf_counter()
             continue
-        if _pending(project_id=project_id, source=source) == 0 and (args.path == "delivery" or count > 0):
+        if _run_done(run_id) and _pending(project_id=project_id, source=source) == 0:
             break
         if time.perf_counter() - stalled_since > args.stall_seconds:
             raise RuntimeError(f"{channel}: no progress for {args.stall_seconds} s at {count} messages")
     wall = time.perf_counter() - started
     cpu = _cpu_groups(cpu_before, _cpu_by_process(), stack)
+    if run_id is not None:
+        from campaigns.models import CampaignRun
+
+        enqueued = CampaignRun.objects.get(pk=run_id).counts
     span = (last - started_at).total_seconds() if last else 0.0
     return {
         "messages": count,
