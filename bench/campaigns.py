@@ -624,7 +624,7 @@ def main() -> None:
     parser.add_argument("--path", choices=["campaign", "delivery"], default="campaign")
     parser.add_argument("--workers", type=int, default=2, help="sends worker processes (prefork)")
     parser.add_argument("--prefetch", type=int, default=2)
-    parser.add_argument("--server-workers", type=int, default=1)
+    parser.add_argument("--server-workers", type=int, default=2)
     parser.add_argument("--server-threads", type=int, default=32)
     parser.add_argument("--broker", default="amqp://guest:guest@127.0.0.1:5672/bench_campaigns")
     parser.add_argument("--port", type=int, default=8395)
