@@ -448,7 +448,7 @@ PUSH_TEMPLATE = {
 }
 
 
-def campaign_path_start(*, project_id: int, channel: str, tag: str, last_id: int) -> tuple[str, int]:
+def campaign_path_start(*, project_id: int, channel: str, tag: str, last_id: int, first_id: int = 0) -> tuple[str, int]:
     """The product's path: a campaign with one variant rendering three
     recommended products, started by campaigns.sending.fanout.run_start (its
     planner and chunk tasks run on the workers); returns its delivery source
@@ -469,8 +469,8 @@ def campaign_path_start(*, project_id: int, channel: str, tag: str, last_id: int
         with connection.cursor() as cursor:
             cursor.execute(
                 "INSERT INTO campaigns_segmentmembership (segment_id, profile_id, entered_at) "
-                "SELECT %s, id, %s FROM crm_profile WHERE project_id = %s AND id <= %s",
-                [segment.pk, now, project_id, last_id],
+                "SELECT %s, id, %s FROM crm_profile WHERE project_id = %s AND id > %s AND id <= %s",
+                [segment.pk, now, project_id, first_id, last_id],
             )
             Segment.objects.filter(pk=segment.pk).update(member_count=cursor.rowcount)
         campaign = Campaign.objects.create(
@@ -500,8 +500,32 @@ def _run_done(run_id: int | None) -> bool:
     return CampaignRun.objects.filter(pk=run_id, status__in=["done", "cancelled", "failed"]).exists()
 
 
+def warm_up(args: argparse.Namespace, state: dict[str, Any], channel: str) -> None:
+    """A small campaign of the same channel to the last profiles (not the
+    audience), so that every fresh worker process has loaded what a worker in
+    service holds (the active model's related lists, the catalog, the provider
+    clients) before the clock starts: 4 chunks, one per planner step's worth."""
+    from crm.models import Profile
+
+    project_id = state["id"]
+    ids = Profile.objects.filter(project_id=project_id).order_by("-id").values_list("id", flat=True)
+    last_id, first_id = ids[0], ids[args.warmup_profiles]
+    source, campaign_id = campaign_path_start(
+        project_id=project_id, channel=channel, tag=f"{SOURCE_PREFIX}:warm-up:{int(time.time())}:{channel}",
+        last_id=last_id, first_id=first_id,
+    )  # fmt: skip
+    run_id = campaign_path_run(campaign_id=campaign_id)
+    deadline = time.monotonic() + 300
+    while not (_run_done(run_id) and _pending(project_id=project_id, source=source) == 0):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the {channel} warm-up did not finish in 300 s")
+        time.sleep(0.5)
+
+
 def phase(args: argparse.Namespace, stack: Stack, state: dict[str, Any], channel: str, size: int) -> dict[str, Any]:
     project_id = state["id"]
+    if args.path == "campaign" and args.warmup_profiles:
+        warm_up(args, state, channel)
     last_id = audience_last_id(project_id=project_id, size=size)
     provider = {"email": "sendgrid", "push": "fcm"}[channel]
     tag = f"{SOURCE_PREFIX}:{int(time.time())}:{channel}:{size}"
@@ -629,11 +653,16 @@ def main() -> None:
     parser.add_argument("--broker", default="amqp://guest:guest@127.0.0.1:5672/bench_campaigns")
     parser.add_argument("--port", type=int, default=8395)
     parser.add_argument("--stall-seconds", type=float, default=60.0)
+    parser.add_argument(
+        "--warmup-profiles", type=int, default=4000, help="profiles of the warm-up campaign before each phase (0: none)"
+    )
     parser.add_argument("--skip-stages", action="store_true")
     parser.add_argument("--stages-only", action="store_true", help="only the in-process stage timing")
     parser.add_argument("--profile", action="store_true", help="cProfile the in-process stage batches (log dir)")
     parser.add_argument("--log-dir", default="/tmp/bench-campaigns")
     args = parser.parse_args()
+    # SIGTERM (a timeout, a stopped job) ends the run through `finally`: the stack is stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     state = _state(args)
     if args.prepare_only:
