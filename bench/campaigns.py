@@ -16,7 +16,10 @@ message in its outbox). Prints one JSON object on its last line.
    `localproviders.wsgi`), --workers Celery worker processes on `sends`
    (prefork), RabbitMQ. The project's email and push settings point at the server.
 3. For each audience size (the first N profiles by id; --sizes), fresh workers,
-   then one email campaign and then one push campaign, each to that audience:
+   then one email campaign and then one push campaign, each to that audience,
+   each after a warm-up campaign of --warmup-profiles other profiles (a worker
+   in service has the model's related lists, the catalog and the provider
+   clients loaded; a fresh one loads them on its first chunk):
    - `--path campaign` (the product's path): campaigns.sending starts the run
      (run_start), its planner and chunk tasks on `sends` assign, render the
      variant (three recommended products per message) and enqueue;
@@ -260,8 +263,23 @@ def _cpu_by_process() -> dict[str, float]:
     return out
 
 
+def _postmaster_pid() -> int:
+    """The PostgreSQL server's main process (the parent of this driver's backend):
+    its children are this server's processes; other PostgreSQL servers on the
+    machine (the tests' embedded ones) are "other"."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        backend = cursor.fetchone()[0]
+    with open(f"/proc/{backend}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("PPid:"))
+
+
 def _cpu_groups(before: dict[str, float], after: dict[str, float], stack: Stack) -> dict[str, float]:
     """CPU seconds per group of processes between two samples."""
+    postmaster = _postmaster_pid()
+    server = {postmaster, *_children(postmaster)}
     groups_of = {}
     for name, proc in stack.procs.items():
         for pid in [proc.pid, *_children(proc.pid)]:
@@ -274,8 +292,8 @@ def _cpu_groups(before: dict[str, float], after: dict[str, float], stack: Stack)
             continue
         if int(pid) in groups_of:
             group = groups_of[int(pid)]
-        elif name == "postgres":
-            group = "postgres"
+        elif int(pid) in server:
+            group = "postgres (all databases of this server)"
         elif name in ("beam.smp", "erl_child_setup", "inet_gethost", "epmd"):
             group = "rabbitmq"
         elif int(pid) == os.getpid():
