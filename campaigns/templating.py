@@ -23,6 +23,7 @@ from io import StringIO
 from typing import Any
 
 from liquid import Environment
+from liquid.filter import with_context
 from liquid.template import BoundTemplate
 
 
@@ -35,6 +36,24 @@ class _CampaignEnvironment(Environment):
 
 
 _env = _CampaignEnvironment(autoescape=True)
+
+# The key under which a render context may carry a product lookup (a callable:
+# product id -> the product's dict, or None), for the `product` filter.
+PRODUCT_LOOKUP = "_product_lookup"
+
+
+@with_context
+def _product_filter(value: Any, *, context: Any) -> Any:
+    """`{% assign p = "sku-1" | product %}{{ p.name }}`: a catalog product by id
+    (campaigns.sending.context puts the chunk's lookup in the context); nil
+    when the id is not an active product of the project."""
+    lookup = context.resolve(PRODUCT_LOOKUP, default=None)
+    if lookup is None or value is None:
+        return None
+    return lookup(str(value))
+
+
+_env.filters["product"] = _product_filter
 
 
 @lru_cache(maxsize=1024)

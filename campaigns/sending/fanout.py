@@ -313,26 +313,36 @@ def profiles_send(
             return {}
         groups = {pid: assign(rules, pid) for pid in fresh}
         spec_of: dict[int, ContextSpec] = {}
+        bad_specs: dict[int, str] = {}
         for pid in fresh:
             variant = by_id.get(groups[pid].variant_id) if groups[pid].group == "variant" else None
             if variant is None or (skipped_of and pid in skipped_of):
                 continue
+            if variant.pk in bad_specs:
+                continue
             spec = specs.get(variant.pk)
             if spec is None:
-                spec = specs[variant.pk] = context_spec(
-                    content=variant.content, recommendations=variant.recommendations
-                )
+                try:
+                    spec = specs[variant.pk] = context_spec(
+                        content=variant.content, recommendations=variant.recommendations
+                    )
+                except ValueError as exc:  # a variant edited past campaign_validate: its messages' error
+                    bad_specs[variant.pk] = str(exc)
+                    continue
             spec_of[pid] = spec
         contexts = contexts_build(
             project_id=project_id, channel=channel, profile_ids=fresh, spec_of=spec_of, event=event
         )
-        # The profiles of the project among the fresh ids (contexts hold only those
-        # with a variant to render): one cheap query; the rest were merged away.
-        present = contexts.keys() | set(
-            Profile.objects.filter(project_id=project_id, pk__in=[p for p in fresh if p not in contexts]).values_list(
-                "pk", flat=True
+        # The profiles of the project among the fresh ids, KEY SHARE locked: a
+        # merge deleting one of them waits for this transaction, so none vanishes
+        # between this read and the enqueue (which refuses ids that are not
+        # profiles of the project). The rest were merged away before: gone.
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT id FROM crm_profile WHERE project_id = %s AND id = ANY(%s) FOR KEY SHARE",
+                [project_id, fresh],
             )
-        )
+            present = {r[0] for r in cursor.fetchall()}
         messages: list[MessageIn] = []
         for pid in fresh:
             if pid not in present:
@@ -361,6 +371,9 @@ def profiles_send(
                 counts["processed"] += 1
                 counts["unassigned"] += 1
                 continue
+            elif group.variant_id in bad_specs:
+                message.skip_reason, message.error = SkipReason.TEMPLATE_ERROR, bad_specs[group.variant_id]
+                counts[f"variant:{group.variant_id}"] += 1
             else:
                 try:
                     message.content = variant_render(

@@ -178,7 +178,9 @@ def campaign_start(*, campaign_id: int, now: datetime | None = None) -> Campaign
 
     now = now or timezone.now()
     with transaction.atomic():
-        campaign = Campaign.objects.select_for_update().select_related("project", "segment").get(pk=campaign_id)
+        campaign = (
+            Campaign.objects.select_for_update(of=("self",)).select_related("project", "segment").get(pk=campaign_id)
+        )
         if campaign.status != CampaignStatus.DRAFT:
             raise ValidationError({"status": f"only a draft can be started (this one is {campaign.status})"})
         problems = campaign_validate(campaign, now=now)

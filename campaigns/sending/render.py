@@ -148,7 +148,10 @@ def profile_render(
     RenderError (field "profile" when the id is not a profile of the project)."""
     from campaigns.sending.context import context_spec, contexts_build
 
-    spec = context_spec(content=content, recommendations=recommendations)
+    try:
+        spec = context_spec(content=content, recommendations=recommendations)
+    except ValueError as exc:
+        raise RenderError("recommendations", str(exc).partition(": ")[2] or str(exc)) from None
     contexts = contexts_build(
         project_id=project_id,
         channel=channel,

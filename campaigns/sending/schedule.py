@@ -164,7 +164,7 @@ def recurring_crontab_fields(campaign: Campaign) -> dict[str, str]:
     at = campaign.send_time or time(0, 0)
     if campaign.recurrence == Recurrence.WEEKLY:
         # Cron counts Sunday as 0; ISO weekdays are 1 (Monday) .. 7 (Sunday).
-        day_of_week = ",".join(str(d % 7) for d in sorted(set(campaign.weekdays)))
+        day_of_week = ",".join(str(d) for d in sorted({d % 7 for d in campaign.weekdays}))
     else:
         day_of_week = "*"
     return {

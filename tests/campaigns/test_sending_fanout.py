@@ -246,3 +246,15 @@ def test_another_projects_profile_ids_are_never_sent(project_a, project_b):
     counts = fanout.profiles_send(campaign=campaign, run=run, profile_ids=mine + theirs, now=NOW)
     assert (counts["enqueued"], counts["gone"]) == (2, 2)
     assert sorted(m.profile_id for m in campaign_messages(campaign)) == mine
+
+
+def test_a_variant_with_bad_recommendation_filters_records_template_errors(project_a):
+    project = project_a[0]
+    ids = profiles_make(project.pk, 3)
+    campaign = campaign_make(project.pk, recommendations={"limit": 0})
+    run = CampaignRun.objects.create(campaign=campaign, occurrence="now", planned_at=NOW)
+    counts = fanout.profiles_send(campaign=campaign, run=run, profile_ids=ids, now=NOW)
+    assert counts["template_error"] == 3
+    assert {(m.skip_reason, m.error) for m in campaign_messages(campaign)} == {
+        (SkipReason.TEMPLATE_ERROR, "recommendations.limit: must be a whole number from 1 to 20")
+    }

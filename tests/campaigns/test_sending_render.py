@@ -145,3 +145,16 @@ def test_profile_render_uses_the_users_recommendations_with_property_filters(pro
     assert rendered["body"].split()[0] == "p4"  # related to p3 (0.8 x 0.6); p2 (blue) does not pass
     with pytest.raises(RenderError, match="profile: 999999 is not a profile"):
         profile_render(project_id=project.pk, channel="push", content=content, recommendations={}, profile_id=999_999)
+
+
+@pytest.mark.django_db
+def test_the_product_filter_finds_a_catalog_product_by_id(project_a):
+    project = project_a[0]
+    shop_catalog(project.pk)
+    pid = user_write(project.pk, "u1")
+    content = {
+        "text": '{% assign p = "p6" | product %}{{ p.name }} {{ p.price }} {{ p.category }}'
+        ' / {% assign q = "nope" | product %}{{ q.name | default: "none" }}'
+    }
+    rendered = profile_render(project_id=project.pk, channel="sms", content=content, recommendations={}, profile_id=pid)
+    assert rendered == {"text": "Product p6 12.0 Socks / none"}
