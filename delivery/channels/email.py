@@ -13,10 +13,11 @@ whose bodies are identical (same sender, same HTML and text).
 
 Errors: an address SendGrid would refuse (Django's email validation, as the
 local server applies it) fails at once as no_address, before the call; 429 and
-5xx, timeouts and connection errors are temporary for the whole call; a 400 whose errors name personalizations (`personalizations.3.to.0.email`)
-fails those messages permanently and the rest are sent again without them (3 calls
-at most);
-any other 4xx (a bad API key: 401) fails every message of the call permanently.
+5xx, timeouts and connection errors are temporary for the whole call; a 400
+whose errors name personalizations (`personalizations.3.to.0.email`) fails
+those messages permanently and the rest are sent again without them (3 calls at
+most); any other 4xx (a bad API key: 401) fails every message of the call
+permanently.
 """
 
 from __future__ import annotations
