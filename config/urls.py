@@ -21,4 +21,5 @@ urlpatterns = [
     path("api/v1/", include("campaigns.api.urls")),
     # The local provider server (404 unless LOCAL_PROVIDERS is on: localproviders.views).
     path("_local/", include("localproviders.urls")),
+    path("u/", include("delivery.urls")),  # signed unsubscribe links, RFC 8058 one-click (delivery.views)
 ]

@@ -37,7 +37,8 @@ starting with one of these prefixes makes the server answer as a failing provide
     unavailable-    FCM: 503 UNAVAILABLE
     gone-           webhook: 410 Gone
 
-A failed request records nothing.
+A failed request records nothing. Outages of every request for a while (500s,
+timeouts) are switched on in process by localproviders.faults.
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
+from localproviders.faults import fault_for
 from localproviders.models import OutboxMessage
 from localproviders.outbox import OutboxUnavailable, outbox_record, storable
 
@@ -127,6 +129,18 @@ def _slow_sleep() -> None:
     time.sleep(settings.LOCAL_PROVIDERS_SLOW_MS / 1000)
 
 
+def _faulted(provider: str, keys: list[str], error: Callable[[int], HttpResponse]) -> HttpResponse | None:
+    """The answer of a provider outage switched on (localproviders.faults), None
+    when there is none: `error(status)` is the provider's error of that status."""
+    mode = fault_for(provider, keys)
+    if not mode:
+        return None
+    if mode == "timeout":
+        _slow_sleep()
+        return error(503)
+    return error(500)
+
+
 def _stored(rows: list[OutboxMessage], answer: Callable[[], HttpResponse]) -> HttpResponse:
     try:
         outbox_record(rows=rows)
@@ -161,6 +175,11 @@ def sendgrid_mail_send(request: HttpRequest) -> HttpResponse:
         return _sendgrid_error(400, [(None, "Bad Request")])
     if not isinstance(mail, dict):
         return _sendgrid_error(400, [(None, "Bad Request")])
+    faulted = _faulted(
+        "sendgrid", _sendgrid_keys(mail), lambda status: _sendgrid_error(status, [(None, "local fault")])
+    )
+    if faulted is not None:
+        return faulted
     errors = _sendgrid_problems(mail)
     if errors:
         return _sendgrid_error(400, errors)
@@ -184,7 +203,7 @@ def sendgrid_mail_send(request: HttpRequest) -> HttpResponse:
         return _sendgrid_error(400, rejected)
     if "slow-" in hooks:
         _slow_sleep()
-    rows = _sendgrid_rows(mail)
+    rows = _sendgrid_rows(mail, _storable_of(raw))
 
     def accepted() -> HttpResponse:
         response = HttpResponse(status=202)
@@ -192,6 +211,14 @@ def sendgrid_mail_send(request: HttpRequest) -> HttpResponse:
         return response
 
     return _stored(rows, accepted)
+
+
+def _sendgrid_keys(mail: dict[str, Any]) -> list[str]:
+    personalizations = mail.get("personalizations")
+    if not isinstance(personalizations, list):
+        return []
+    args = [p.get("custom_args") for p in personalizations if isinstance(p, dict)]
+    return [str(a.get("message_id", "")) for a in args if isinstance(a, dict)]
 
 
 # SendGrid's own error messages.
@@ -290,7 +317,22 @@ def _substituted(text: str, substitutions: dict[str, str]) -> str:
     return text
 
 
-def _sendgrid_rows(mail: dict[str, Any]) -> list[OutboxMessage]:
+# What jsonb and text columns refuse can reach parsed JSON only through these
+# escapes (a raw NUL or surrogate is not valid JSON text or UTF-8): a body
+# without them needs no storable() pass, which was a third of the server's time
+# per SendGrid personalization (bench/campaigns.py).
+_UNSTORABLE_ESCAPE = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])")
+
+
+def _storable_of(raw: bytes) -> Callable[[Any], Any]:
+    return storable if _UNSTORABLE_ESCAPE.search(raw) else _as_is
+
+
+def _as_is(value: Any) -> Any:
+    return value
+
+
+def _sendgrid_rows(mail: dict[str, Any], storable: Callable[[Any], Any] = storable) -> list[OutboxMessage]:
     call_id = uuid.uuid4()
     now = timezone.now()
     content = {part["type"]: part["value"] for part in mail.get("content") or []}
@@ -406,6 +448,14 @@ def fcm_send(request: HttpRequest, project_id: str) -> HttpResponse:
         return _google_error(
             400, "INVALID_ARGUMENT", "Invalid JSON payload received. Unknown name: message", "INVALID_ARGUMENT"
         )
+    data_keys = message.get("data") if isinstance(message.get("data"), dict) else {}
+    faulted = _faulted(
+        "fcm",
+        [str(data_keys.get("engage_message_id", ""))],
+        lambda status: _google_error(status, "INTERNAL" if status == 500 else "UNAVAILABLE", "local fault"),
+    )
+    if faulted is not None:
+        return faulted
     token = message.get("token")
     if not isinstance(token, str) or not token:
         return _google_error(400, "INVALID_ARGUMENT", "Recipient of the message is not set.", "INVALID_ARGUMENT")
@@ -434,6 +484,7 @@ def fcm_send(request: HttpRequest, project_id: str) -> HttpResponse:
     if payload.get("validate_only"):
         return JsonResponse({"name": f"projects/{project_id}/messages/fake_message_id"})
     notification = message.get("notification") or {}
+    storable = _storable_of(raw)
     row = OutboxMessage(
         provider=OutboxMessage.Provider.FCM,
         call_id=uuid.uuid4(),
@@ -479,6 +530,9 @@ def twilio_messages(request: HttpRequest, account_sid: str) -> HttpResponse:
     form = {key: values[0] for key, values in parse_qs(raw.decode(errors="replace")).items()}
     to, sender, body = form.get("To", ""), form.get("From", ""), form.get("Body", "")
     service = form.get("MessagingServiceSid", "")
+    faulted = _faulted("twilio", [to], lambda status: _twilio_error(status, 20500, "local fault"))
+    if faulted is not None:
+        return faulted
     if not to:
         return _twilio_error(400, 21604, "A 'To' phone number is required.")
     hook = _magic(to)
@@ -538,6 +592,13 @@ def _sms_segments(body: str) -> int:
 def webhook_receive(request: HttpRequest, name: str) -> HttpResponse:
     from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+    faulted = _faulted(
+        "webhook",
+        [request.headers.get("webhook-id", "")],
+        lambda status: JsonResponse({"ok": False, "error": "local fault"}, status=status),
+    )
+    if faulted is not None:
+        return faulted
     hook = _magic(name)
     if hook == "fail-500-":
         return JsonResponse({"ok": False, "error": "local test hook fail-500-"}, status=500)

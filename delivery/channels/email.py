@@ -11,11 +11,13 @@ HTML. SendGrid caps a personalization's substitutions at 10,000 bytes; a message
 whose bodies are larger is sent with its own content, batched only with messages
 whose bodies are identical (same sender, same HTML and text).
 
-Errors: 429 and 5xx, timeouts and connection errors are temporary for the whole
-call; a 400 whose errors name personalizations (`personalizations.3.to.0.email`)
-fails those messages permanently and the rest are sent again without them (3 calls
-at most);
-any other 4xx (a bad API key: 401) fails every message of the call permanently.
+Errors: an address SendGrid would refuse (Django's email validation, as the
+local server applies it) fails at once as no_address, before the call; 429 and
+5xx, timeouts and connection errors are temporary for the whole call; a 400
+whose errors name personalizations (`personalizations.3.to.0.email`) fails
+those messages permanently and the rest are sent again without them (3 calls at
+most); any other 4xx (a bad API key: 401) fails every message of the call
+permanently.
 """
 
 from __future__ import annotations
@@ -104,12 +106,26 @@ class EmailChannel:
 def _content_problem(message: Outgoing) -> PermanentError | None:
     if not message.to:
         return PermanentError("no email address", reason="no_address")
+    if not _valid_address(message.to):
+        # SendGrid refuses it with a 400 for the whole call ("Does not contain a
+        # valid address"), which costs a second call for the others: refused here.
+        return PermanentError("SendGrid refuses this address: not a valid email address", reason="no_address")
     content = message.content
     if not content.get("subject"):
         return PermanentError("the email has no subject")
     if not content.get("html") and not content.get("text"):
         return PermanentError("the email has neither HTML nor text")
     return None
+
+
+def _valid_address(address: str) -> bool:
+    """Django's email validation, as the local server applies it: an address
+    with a non-ASCII local part (müller@…) is refused, as SendGrid does."""
+    try:
+        validate_email(address)
+    except ValidationError:
+        return False
+    return True
 
 
 def _group_key(message: Outgoing, default_from: str) -> tuple:

@@ -6,7 +6,8 @@ frequency caps, minimum gap, throttle.
 Why the rules live inside the claim's transaction: caps and throttles count
 rows (sent + claimed) of the Message table, and two batches racing for the same
 profile (two campaigns, a retry and a campaign) must not both pass. Each claim
-takes a transaction-scoped advisory lock per profile (and per throttled source),
+takes a transaction-scoped advisory lock per profile whose channel has caps or
+a minimum gap in its project (and per throttled source),
 in one global order (profiles by id, then sources by key) so two claims never
 deadlock, and counts only after holding it: under READ COMMITTED each statement
 sees what committed before it started, so the second claim sees the first's
@@ -38,6 +39,7 @@ from delivery.models import (
 )
 from delivery.selectors import delivery_settings_get
 from delivery.services.rules import quiet_hours_end, zone_get
+from delivery.unsubscribe import unsubscribe_url
 
 # The two-key form of pg_advisory_xact_lock for throttles; profiles use the
 # one-key (bigint) form, which PostgreSQL keeps in a separate key space.
@@ -98,6 +100,17 @@ def _address(row: _Row, contact: ProfileContact | None) -> str:
     if contact is None:
         return ""
     return {"email": contact.email, "sms": contact.phone, "push": contact.push_token}.get(row.channel, "")
+
+
+def _with_unsubscribe(row: _Row) -> dict[str, Any]:
+    """A marketing email's content with its signed unsubscribe link when the
+    caller gave none: the email channel turns it into the List-Unsubscribe and
+    List-Unsubscribe-Post headers (RFC 8058), which bulk senders must carry.
+    Filled at claim, not at enqueue, so every caller's marketing email has one."""
+    if row.channel != "email" or not row.marketing or row.content.get("unsubscribe_url"):
+        return row.content
+    url = unsubscribe_url(project_id=row.project_id, profile_id=row.profile_id, channel="email")
+    return {**row.content, "unsubscribe_url": url}
 
 
 def _recent_counted(
@@ -170,11 +183,22 @@ def messages_claim(*, message_ids: list[int], token: str, now: datetime) -> list
             return []
         rows.sort(key=lambda r: r.id)
         batch_ids = [r.id for r in rows]
-        marketing_profiles = sorted({r.profile_id for r in rows if r.marketing})
-        if marketing_profiles:
+        projects = {r.project_id for r in rows}
+        settings_of = {pk: delivery_settings_get(project_id=pk) for pk in projects}
+        # Only caps and the gap count other rows of a profile: a channel without
+        # them needs no profile lock (a campaign to a million profiles of a
+        # project without caps takes none, and holds no lock-table slots).
+        counted = {
+            (pk, channel)
+            for pk, s in settings_of.items()
+            for channel in {r.channel for r in rows}
+            if s.caps.get(channel) or s.min_gap_seconds
+        }
+        locked_profiles = sorted({r.profile_id for r in rows if r.marketing and (r.project_id, r.channel) in counted})
+        if locked_profiles:
             cursor.execute(
                 "SELECT pg_advisory_xact_lock(k) FROM (SELECT DISTINCT unnest(%s::bigint[]) AS k ORDER BY k) AS s",
-                [marketing_profiles],
+                [locked_profiles],
             )
         throttled = sorted({(r.project_id, r.source) for r in rows if r.throttle_per_minute})
         if throttled:
@@ -184,12 +208,10 @@ def messages_claim(*, message_ids: list[int], token: str, now: datetime) -> list
                 [THROTTLE_LOCK_CLASS, [f"{p}:{s}" for p, s in throttled]],
             )
 
-        projects = {r.project_id for r in rows}
         zones = {
             pk: zone_get(tz) or zoneinfo.ZoneInfo("UTC")
             for pk, tz in Project.objects.filter(pk__in=projects).values_list("pk", "timezone")
         }
-        settings_of = {pk: delivery_settings_get(project_id=pk) for pk in projects}
         configured = set(
             ChannelSettings.objects.filter(project_id__in=projects, enabled=True).values_list("project_id", "channel")
         )
@@ -272,8 +294,9 @@ def messages_claim(*, message_ids: list[int], token: str, now: datetime) -> list
                 throttle_left[key] -= 1
             if cap is not None:
                 cap.add(r.profile_id, now)
-            if to != r.to:
-                changes.append([r.id, MessageState.CLAIMED, "", to, None, 1])
+            # The address resolved here is stored with the result (delivery.services.send
+            # records `to`): one UPDATE of the batch fewer. A claim that dies before its
+            # record resolves it again at its next claim.
             claimed.append(
                 Claimed(
                     id=r.id,
@@ -282,7 +305,7 @@ def messages_claim(*, message_ids: list[int], token: str, now: datetime) -> list
                     channel=r.channel,
                     idempotency_key=r.idempotency_key,
                     to=to,
-                    content=r.content,
+                    content=_with_unsubscribe(r),
                     attempts=r.attempts,
                 )
             )

@@ -51,6 +51,8 @@ class SendSummary:
     failed: int = 0
     tokens_cleared: int = 0
     retry_ids: list[int] = field(default_factory=list)
+    # Seconds spent per stage ("claim", "call": the provider calls, "record"), for profiling.
+    timing: dict[str, float] = field(default_factory=lambda: {"claim": 0.0, "call": 0.0, "record": 0.0})
 
 
 def claim_token() -> str:
@@ -91,6 +93,7 @@ def messages_send(*, message_ids: list[int], now: datetime | None = None) -> Sen
     token = claim_token()
     claimed = messages_claim(message_ids=message_ids, token=token, now=now)
     summary = SendSummary(claimed=len(claimed))
+    summary.timing["claim"] = time.monotonic() - started
     groups: dict[tuple[int, str], list[Claimed]] = defaultdict(list)
     for m in claimed:
         groups[(m.project_id, m.channel)].append(m)
@@ -101,9 +104,12 @@ def messages_send(*, message_ids: list[int], now: datetime | None = None) -> Sen
         size = channel_get(channel_name).max_batch
         for start in range(0, len(members), size):
             batch = members[start : start + size]
+            called = time.monotonic()
             results = _call(channel_name, channel_settings, batch)
             # The claim's clock plus the time spent since: a caller's fixed `now` stays consistent.
             done = now + timedelta(seconds=time.monotonic() - started)
+            summary.timing["call"] += time.monotonic() - called
+            recording = time.monotonic()
             _record(
                 done=done,
                 project_id=project_id,
@@ -114,6 +120,7 @@ def messages_send(*, message_ids: list[int], now: datetime | None = None) -> Sen
                 summary=summary,
                 retry=retry,
             )
+            summary.timing["record"] += time.monotonic() - recording
     if retry:
         by_channel = {ch: [i for i, _ in rows] for ch, rows in retry.items()}
         delay = max(d for rows in retry.values() for _, d in rows)
@@ -133,7 +140,7 @@ def _record(
     retry: dict[str, list[tuple[int, float]]],
 ) -> None:
     max_attempts = settings.DELIVERY_MAX_ATTEMPTS
-    # [id, state, skip_reason, provider_id, error, sent_at, not_before, dispatched_at]
+    # [id, state, skip_reason, provider_id, error, sent_at, not_before, dispatched_at, to]
     rows: list[list[Any]] = []
     dead_tokens: list[tuple[int, str]] = []
     for message, result in zip(batch, results, strict=True):
@@ -141,15 +148,20 @@ def _record(
         if result.clear_token and message.to:
             dead_tokens.append((message.profile_id, message.to))
         if error is None:
-            rows.append([message.id, MessageState.SENT, "", result.provider_id, "", done.isoformat(), None, None])
+            sent_at = done.isoformat()
+            rows.append([message.id, MessageState.SENT, "", result.provider_id, "", sent_at, None, None, message.to])
             summary.sent += 1
         elif isinstance(error, PermanentError):
             reason = error.reason if error.reason in SkipReason.values else SkipReason.PROVIDER_REJECTED
-            rows.append([message.id, MessageState.FAILED, reason, result.provider_id, str(error), None, None, None])
+            rows.append(
+                [message.id, MessageState.FAILED, reason, result.provider_id, str(error), None, None, None, message.to]
+            )
             summary.failed += 1
         elif message.attempts >= max_attempts:
             text = f"{error} (attempt {message.attempts} of {max_attempts})"
-            rows.append([message.id, MessageState.FAILED, SkipReason.RETRIES_EXHAUSTED, "", text, None, None, None])
+            rows.append(
+                [message.id, MessageState.FAILED, SkipReason.RETRIES_EXHAUSTED, "", text, None, None, None, message.to]
+            )
             summary.failed += 1
         else:
             delay = retry_delay_seconds(
@@ -159,7 +171,7 @@ def _record(
                 retry_after=getattr(error, "retry_after", None),
             )
             at = (done + timedelta(seconds=delay)).isoformat()
-            rows.append([message.id, MessageState.QUEUED, "", "", str(error), None, at, at])
+            rows.append([message.id, MessageState.QUEUED, "", "", str(error), None, at, at, message.to])
             retry[channel_name].append((message.id, delay))
             summary.retrying += 1
             summary.retry_ids.append(message.id)
@@ -167,7 +179,8 @@ def _record(
         cursor.execute(
             "UPDATE delivery_message AS m SET state = e->>1, skip_reason = e->>2, provider_id = e->>3, "
             "error = e->>4, sent_at = (e->>5)::timestamptz, "
-            "not_before = COALESCE((e->>6)::timestamptz, m.not_before), dispatched_at = (e->>7)::timestamptz "
+            "not_before = COALESCE((e->>6)::timestamptz, m.not_before), dispatched_at = (e->>7)::timestamptz, "
+            '"to" = e->>8 '
             "FROM jsonb_array_elements(%s::jsonb) AS e "
             "WHERE m.id = (e->>0)::bigint AND m.state = 'claimed' AND m.claimed_by = %s",
             [json_param(rows), token],

@@ -8,6 +8,7 @@ import pytest
 from django.core.exceptions import ValidationError
 
 from delivery.channels import Outgoing, PermanentError, TemporaryError, channel_get
+from delivery.channels import email as email_module
 from localproviders.models import OutboxMessage
 from tests.localproviders.server import TIMEOUT_S, outbox_wait
 
@@ -123,7 +124,21 @@ def test_a_rejected_recipient_is_permanent_and_the_others_are_sent_again_without
     assert isinstance(results[1].error, PermanentError) and results[1].error.reason == "no_address"
     assert isinstance(results[2].error, PermanentError) and results[2].error.reason == "no_address"
     assert results[1].error.message == "SendGrid 400: The email address is rejected (local test hook reject-)."
-    assert results[2].error.message == "SendGrid 400: Does not contain a valid address."
+    # Refused before the call: SendGrid would 400 the whole call for it.
+    assert results[2].error.message == "SendGrid refuses this address: not a valid email address"
+    assert [r.recipient for r in _rows()] == ["user1@example.com"]
+
+
+def test_an_address_sendgrid_refuses_fails_without_costing_the_others_a_second_call(channel_settings, monkeypatch):
+    calls = []
+    real = email_module._send_call
+    monkeypatch.setattr(email_module, "_send_call", lambda *a, **k: calls.append(len(a[3])) or real(*a, **k))
+
+    results = email.send_batch(channel_settings["email"], [_message(1), _message(2, to="noah.müller9@example.com")])
+
+    assert results[0].error is None
+    assert isinstance(results[1].error, PermanentError) and results[1].error.reason == "no_address"
+    assert calls == [1]
     assert [r.recipient for r in _rows()] == ["user1@example.com"]
 
 

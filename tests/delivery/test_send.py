@@ -13,6 +13,7 @@ from crm.models import Device, Profile
 from delivery.channels.base import PermanentError, Result, TemporaryError
 from delivery.models import ChannelSettings, DeliverySettings, Message
 from delivery.services import MessageIn, messages_claim, messages_enqueue, messages_send, messages_sweep
+from delivery.unsubscribe import unsubscribe_target
 
 pytestmark = pytest.mark.django_db
 
@@ -151,7 +152,11 @@ def test_a_sent_message_records_the_provider_id_and_the_address_resolved_at_send
     )
     assert m.sent_at is not None and m.claimed_at == T0
     [sent] = channels["email"].sent
-    assert (sent.message_id, sent.to, sent.idempotency_key, sent.content) == (
+    content = dict(sent.content)
+    # A marketing email gets the profile's signed unsubscribe link (tests/delivery/test_unsubscribe.py).
+    link = unsubscribe_target(content.pop("unsubscribe_url").rsplit("/u/", 1)[1])
+    assert (link.profile_id, link.channel) == (alice.pk, "email")
+    assert (sent.message_id, sent.to, sent.idempotency_key, content) == (
         message_id, "new@example.com", "campaign:7:run:1:profile:1:email", {"subject": "Hi", "text": "Hello"},
     )  # fmt: skip
 
