@@ -3,9 +3,8 @@ rule (campaigns.sending.assignment.assign), for tests that check counts against 
 
 from __future__ import annotations
 
-from campaigns.sending.assignment import assign, assignment_rules
-
 from campaigns.models import Campaign
+from campaigns.sending.assignment import assign, assignment_rules
 
 
 def expected_groups(campaign: Campaign, profile_ids: list[int], *, system_control_percent: int) -> dict[int, object]:

@@ -105,7 +105,7 @@ def test_adding_settings_validates_through_the_channel(console, project_a, chann
     ("caps", "field", "message"),
     [
         ('{"push": [{"max": 0, "days": 7}]}', "caps", "push[0].max: must be a whole number of at least 1"),
-        ('{"fax": []}', "caps", "'fax' is not a channel (expected one of email, push, sms, webhook, in_app)"),
+        ('{"fax": []}', "caps", "'fax' is not a channel (expected one of email, push, sms, webhook)"),
         ('{"email": [{"max": 1}]}', "caps", "email[0]: give exactly one window, days or hours"),
     ],
 )
