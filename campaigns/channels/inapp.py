@@ -46,7 +46,7 @@ import logging
 import secrets
 import time
 import zoneinfo
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -57,13 +57,14 @@ from django.utils import timezone
 
 from campaigns.models import Campaign, CampaignChannel, CampaignStatus, Variant
 from campaigns.sending.assignment import AssignmentRules, assign, assignment_rules
-from campaigns.sending.context import ContextSpec, context_spec, contexts_build
+from campaigns.sending.context import SERVED, ContextSpec, context_spec, contexts_build
 from campaigns.sending.fanout import message_key, system_control_percent_get
 from campaigns.sending.render import RenderError, variant_render
 from crm.models import Project
 from delivery.models import SkipReason
 from delivery.services import MessageIn
 from delivery.services.record import messages_record
+from recommendations import tracking
 
 logger = logging.getLogger(__name__)
 
@@ -309,7 +310,7 @@ def inapp_answer(
     record.content = content
     messages_record(project_id=project.pk, messages=[record], now=now)
     _count(campaign.pk, who, session, today)
-    return {
+    answer = {
         "id": campaign.pk,
         "name": campaign.name,
         "variant": variant.name,
@@ -317,6 +318,14 @@ def inapp_answer(
         "user": who,
         "body": html,
     }
+    served = contexts[profile_id].get(SERVED)
+    if served is not None:
+        # The list shown is recorded like every served list (surface in_app), so a
+        # click or an order of one of its products is attributed to it.
+        mine = replace(served, profile_id=profile_id)
+        tracking.served_record(project_id=project.pk, served=mine, surface="in_app", user_ref=who)
+        answer["recommendation_id"] = served.recommendation_id
+    return answer
 
 
 def collector_response(project: Project, messages: list[dict[str, Any]]) -> dict[str, Any]:

@@ -85,6 +85,13 @@ class RecommendationsConfig:
     filters: ServeFilters = ServeFilters()
 
 
+# The serving code's Served list behind a context's `recommendations` (not a template
+# variable): the in-app answer records it as the list shown (recommendation tracking).
+# Profiles with the same history share one, so it names the first profile it was picked
+# for; a caller recording it per profile (in-app: one profile) must use its own.
+SERVED = "_served"
+
+
 def recommendations_config(raw: Any) -> RecommendationsConfig:
     """Variant.recommendations parsed; ValueError names the bad key
     ({"limit": 3, "category": "", "in_stock": true, "min_price": null,
@@ -361,6 +368,7 @@ def contexts_build(
 
     cache: dict[str, dict[str, Any]] = {}
     picked: dict[tuple, list[dict[str, Any]]] = {}
+    served_of: dict[tuple, Any] = {}
     lookup = _ProductLookup(project_id=project_id, token=state.catalog_token if state else None, cache=cache)
     out: dict[int, dict[str, Any]] = {}
     for pid, row in rows.items():
@@ -382,7 +390,9 @@ def contexts_build(
                     filters=spec.recommendations.filters,
                 )
                 picks = picked[key] = _products(project_id, state, served.products, cache)
+                served_of[key] = served
             context["recommendations"] = picks
+            context[SERVED] = served_of[key]
         if spec.needs.trending:
             context["trending"] = trending[spec.recommendations]
         if product is not None:

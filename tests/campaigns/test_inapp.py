@@ -15,6 +15,7 @@ from campaigns.segments.membership import segment_save
 from crm.models import Profile
 from crm.services import profile_upsert
 from delivery.models import Message, MessageState, SkipReason
+from recommendations.models import RecommendationServed
 from tests.conftest import basic_header
 from tests.recommendations.serving_data import catalog_write, user_write, version_write
 
@@ -91,6 +92,10 @@ def test_app_launched_is_answered_with_the_rendered_campaign_and_it_is_recorded_
     assert message.content == {"html": shown["body"]}
     assert message.idempotency_key == f"campaign:{campaign.pk}:shown:launch-1:profile:{u1.pk}:in_app"
     assert message.sent_at is not None and message.sent_at == message.claimed_at
+    # The list shown is recorded for recommendation tracking (clicks, conversions).
+    served = RecommendationServed.objects.get(pk=shown["recommendation_id"])
+    assert (served.surface, served.products, served.user_ref) == ("in_app", ["p2", "p5"], "u1")
+    assert served.profile_id == u1.pk
 
 
 def test_an_sdk_retry_of_the_same_launch_records_one_message(shop, client):
@@ -99,7 +104,9 @@ def test_an_sdk_retry_of_the_same_launch_records_one_message(shop, client):
     inapp.inapp_forget()
     first = launch(client, keys, message_id="launch-1").json()["in_app"]
     again = launch(client, keys, message_id="launch-1").json()["in_app"]
-    assert first == again and len(first) == 1
+    # The same answer; each answer is its own served list (recommendation tracking).
+    strip = [{k: v for k, v in item.items() if k != "recommendation_id"} for item in first + again]
+    assert len(first) == 1 and strip[0] == strip[1]
     assert len(recorded(campaign)) == 1
 
 
