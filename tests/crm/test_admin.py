@@ -131,10 +131,15 @@ def _superuser_console() -> Client:
     return client
 
 
-def _filter_links(page) -> list[str]:
-    """The query string of every choice of every filter shown on a changelist."""
+def _filter_links(page, *, last_of_each: bool = False) -> list[str]:
+    """The query string of every choice of every filter shown on a changelist
+    (`last_of_each`: only each filter's last choice, a concrete value)."""
     cl = page.context["cl"]
-    return [c["query_string"] for spec in cl.filter_specs for c in spec.choices(cl) if c.get("query_string")]
+    links = []
+    for spec in cl.filter_specs:
+        choices = [c["query_string"] for c in spec.choices(cl) if c.get("query_string")]
+        links += choices[-1:] if last_of_each else choices
+    return links
 
 
 @pytest.fixture
@@ -185,11 +190,13 @@ def test_show_counts_render_on_every_changelist_alone_and_with_each_filter(every
     assert page.status_code == 200
     links = _filter_links(page)
     assert all("_facets=True" in link for link in links)
-    # Each filter alone, then with each other filter's choices (the project's among them).
+    # Each filter choice alone, then with one choice of every filter (the project's among
+    # them): every pair of filters combined, without the whole product of their choices
+    # (the messages changelist alone has ~30 choices: 900 pages took 80 s).
     for link in links:
         response = client.get(f"{url}{link}")
         assert (link, response.status_code) == (link, 200)
-        for both in _filter_links(response):
+        for both in _filter_links(response, last_of_each=True):
             assert (both, client.get(f"{url}{both}").status_code) == (both, 200)
 
 
