@@ -59,8 +59,10 @@ def test_quickstart_runs_twice_with_the_same_keys(settings, tmp_path):
     # And an in-app campaign, live (campaigns' create_demo_inapp).
     from campaigns.models import Campaign
 
-    assert list(Campaign.objects.values_list("name", "channel", "status")) == [
-        ("Picked for you", "in_app", "scheduled")
+    # And a draft email campaign, A/B with a control group, ready to start (create_demo_email_campaign).
+    assert sorted(Campaign.objects.values_list("name", "channel", "status")) == [
+        ("Picked for you", "in_app", "scheduled"),
+        ("We picked these for you (demo A/B)", "email", "draft"),
     ]
     # The first run trained a model, so the demo recommends from the start; the second did not retrain.
     from recommendations.models import ModelVersion

@@ -81,6 +81,8 @@ class Command(BaseCommand):
             call_command("create_demo_segments", project=project.pk, stdout=self.stdout)
             # An in-app campaign answered to "App Launched" (and a web session's first page).
             call_command("create_demo_inapp", project=project.pk, stdout=self.stdout)
+            # A draft email campaign with two variants and a control group, ready to start.
+            call_command("create_demo_email_campaign", project=project.pk, stdout=self.stdout)
             if not options["no_train"]:
                 # The first model, so the demo recommends from day one (about 30 s; the
                 # command runs the training pipeline in this process, not the web one).
