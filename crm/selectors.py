@@ -7,9 +7,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from django.db import connection
-from django.db.models import QuerySet
+from django.db.models import Exists, OuterRef, Q, QuerySet
 
-from crm.models import Event, EventNameMapping, Membership, Project, key_digest
+from crm.models import Device, Event, EventNameMapping, Membership, Project, key_digest
 
 # The collector authenticates every request; a few seconds of per-process cache
 # turns that lookup into a dict probe. Rotation clears this process's entries at
@@ -77,6 +77,40 @@ def event_name_mappings(*, project_id: int) -> dict[str, str]:
 
 def event_name_mappings_cache_clear() -> None:
     _mapping_cache.clear()
+
+
+# The contact channels of a profile: an address of its own and a subscription flag.
+CONTACT_CHANNELS = ("email", "push", "sms")
+
+
+def profile_has_address_q(channel: str) -> Q:
+    """Profiles with an address on `channel`, as the senders find it
+    (profiles_contact): the email, the phone, a device's push token. Channels
+    without a profile address (webhooks carry a URL, in-app needs none): all."""
+    if channel == "email":
+        return ~Q(email="")
+    if channel == "sms":
+        return ~Q(phone="")
+    if channel == "push":
+        return Q(Exists(Device.objects.filter(profile_id=OuterRef("pk")).exclude(push_token="")))
+    return Q(pk__isnull=False)
+
+
+def profile_opted_out_q(channel: str) -> Q:
+    """Profiles that opted out of `channel` (ProfileContact.subscribed is False;
+    null, never asked, is not an opt-out). Two-valued, so its negation keeps the
+    never-asked profiles. Channels without subscriptions: none."""
+    if channel in CONTACT_CHANNELS:
+        column = f"{channel}_subscribed"
+        return Q(**{column: False, f"{column}__isnull": False})
+    return Q(pk__isnull=True)
+
+
+def profile_reachable_q(channel: str, *, marketing: bool = True) -> Q:
+    """Profiles a message on `channel` can reach: an address and, for
+    marketing, no opt-out (the senders check both again when they send)."""
+    q = profile_has_address_q(channel)
+    return q & ~profile_opted_out_q(channel) if marketing else q
 
 
 @dataclass(frozen=True)

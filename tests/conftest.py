@@ -12,6 +12,7 @@ import base64
 import importlib.util
 import os
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from django.conf import settings
@@ -314,10 +315,11 @@ def wsgi_call(
     body: bytes = b"",
     host: str = "testserver",
     scheme: str = "http",
+    app: Any = None,
     **headers: str,
 ) -> tuple[int, dict[str, str], bytes]:
-    """config.wsgi.application called as a WSGI server calls it (fast paths
-    included, which Django's test client does not reach); returns status,
+    """config.wsgi.application (or `app`) called as a WSGI server calls it (fast
+    paths included, which Django's test client does not reach); returns status,
     headers and body. `headers` are environ keys (HTTP_AUTHORIZATION=...)."""
     from io import BytesIO
 
@@ -342,7 +344,7 @@ def wsgi_call(
     signals.request_started.disconnect(close_old_connections)
     signals.request_finished.disconnect(close_old_connections)
     try:
-        answer = b"".join(application(environ, start_response))
+        answer = b"".join((app or application)(environ, start_response))
     finally:
         signals.request_started.connect(close_old_connections)
         signals.request_finished.connect(close_old_connections)

@@ -12,13 +12,14 @@ from datetime import datetime
 from typing import Any
 
 from django.db import transaction
-from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet
+from django.db.models import Count, F, Q, QuerySet
 from django.utils import timezone
 
 from campaigns.models import Segment, SegmentMembership
 from campaigns.segments.compiler import ConditionResult, rules_explain, rules_q, segment_session_prepare
 from campaigns.segments.rules import RulesInvalid, rules_parse
-from crm.models import Device, Profile
+from crm.models import Profile
+from crm.selectors import CONTACT_CHANNELS, profile_reachable_q
 
 PREVIEW_SAMPLE_SIZE = 20
 
@@ -57,13 +58,7 @@ class Preview:
 
 
 def _reachable_filters() -> dict[str, Q]:
-    push_token = Exists(Device.objects.filter(profile_id=OuterRef("pk")).exclude(push_token=""))
-    # ~Q(x=False) on a nullable column keeps NULL (never asked): only an opt-out excludes.
-    return {
-        "email": ~Q(email="") & ~Q(email_subscribed=False),
-        "push": Q(push_token) & ~Q(push_subscribed=False),
-        "sms": ~Q(phone="") & ~Q(sms_subscribed=False),
-    }
+    return {channel: profile_reachable_q(channel) for channel in CONTACT_CHANNELS}
 
 
 def segment_preview(*, project_id: int, rules: Any, now: datetime | None = None) -> Preview:

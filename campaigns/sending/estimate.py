@@ -43,7 +43,8 @@ from campaigns.sending.context import ContextSpec, Needs, contexts_build, recomm
 from campaigns.sending.fanout import reachable_q, system_control_percent_get
 from campaigns.sending.render import RenderError, sms_segments, variant_render
 from campaigns.sending.schedule import at_planned_at
-from crm.models import Device, Profile
+from crm.models import Profile
+from crm.selectors import profile_has_address_q, profile_opted_out_q
 from delivery.models import COUNTED_STATES, ChannelSettings, Message, QuietHoursPolicy, cap_window_seconds
 from delivery.selectors import delivery_settings_get
 from delivery.services.rules import quiet_hours_end, zone_get
@@ -124,29 +125,6 @@ def audience_profiles(campaign: Campaign) -> QuerySet[Profile]:
     return profiles.filter(reachable_q(channel=campaign.channel, marketing=campaign.marketing))
 
 
-def _has_address(channel: str) -> Q:
-    """Where the claim finds an address (crm.selectors.profiles_contact): the
-    profile's email or phone, the push token of one of its devices. A webhook
-    message carries its URL and an in-app one needs none."""
-    if channel == CampaignChannel.EMAIL:
-        return ~Q(email="")
-    if channel == CampaignChannel.SMS:
-        return ~Q(phone="")
-    if channel == CampaignChannel.PUSH:
-        return Q(Exists(Device.objects.filter(profile_id=OuterRef("pk")).exclude(push_token="")))
-    return Q(pk__isnull=False)
-
-
-def _unsubscribed(channel: str) -> Q:
-    """ProfileContact.subscribed(channel) is False: an opt-out (null, never asked,
-    is not one). Two-valued: `NOT col` is NULL on a NULL column, and NOT of the
-    annotation would then drop the never-asked profiles from every count."""
-    if channel in (CampaignChannel.EMAIL, CampaignChannel.PUSH, CampaignChannel.SMS):
-        column = f"{channel}_subscribed"
-        return Q(**{column: False, f"{column}__isnull": False})
-    return Q(pk__isnull=True)
-
-
 def _capped(*, campaign: Campaign, at: datetime) -> Q | None:
     """The profiles the claim's caps and minimum gap would refuse at `at`: a
     rule {max, window} is full when `max` counted marketing messages (sent or
@@ -218,8 +196,8 @@ def campaign_estimate(campaign: Campaign, *, now: datetime | None = None) -> Cam
     )
     group = assignment_sql(rules)
     marketing = campaign.marketing
-    unsubscribed = _unsubscribed(campaign.channel) if marketing else Q(pk__isnull=True)
-    has_address = _has_address(campaign.channel)
+    unsubscribed = profile_opted_out_q(campaign.channel) if marketing else Q(pk__isnull=True)
+    has_address = profile_has_address_q(campaign.channel)
     capped = _capped(campaign=campaign, at=at)
     profiles = audience_profiles(campaign).annotate(grp=group, unsub=_bool(unsubscribed), addressed=_bool(has_address))
     reachable = Q(unsub=False, addressed=True)

@@ -32,7 +32,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Exists, OuterRef, Q
+from django.db.models import Q
 from django.utils import timezone
 
 from campaigns.models import (
@@ -50,7 +50,8 @@ from campaigns.sending.assignment import assign, assignment_rules
 from campaigns.sending.context import ContextSpec, context_spec, contexts_build
 from campaigns.sending.render import RenderError, variant_render
 from crm.bulk import json_param
-from crm.models import Device, Profile
+from crm.models import Profile
+from crm.selectors import profile_reachable_q
 from delivery.models import SkipReason
 from delivery.services import MessageIn, messages_enqueue
 
@@ -137,19 +138,9 @@ def audience_ids(*, campaign: Campaign, after: int, limit: int) -> list[int]:
 
 
 def reachable_q(*, channel: str, marketing: bool) -> Q:
-    """Profiles reachable on `channel`: an address (email, phone) or a device with
-    a push token, and (marketing) not unsubscribed on it. Delivery checks both
-    again when it sends (the profile may change meanwhile)."""
-    if channel == CampaignChannel.EMAIL:
-        q = ~Q(email="")
-        return q & ~Q(email_subscribed=False) if marketing else q
-    if channel == CampaignChannel.SMS:
-        q = ~Q(phone="")
-        return q & ~Q(sms_subscribed=False) if marketing else q
-    if channel == CampaignChannel.PUSH:
-        q = Q(Exists(Device.objects.filter(profile_id=OuterRef("pk")).exclude(push_token="")))
-        return q & ~Q(push_subscribed=False) if marketing else q
-    return Q()
+    """Profiles reachable on `channel` (crm.selectors.profile_reachable_q); delivery
+    checks both again when it sends (the profile may change meanwhile)."""
+    return profile_reachable_q(channel, marketing=marketing)
 
 
 def run_plan_step(*, run_id: int, chunks: int | None = None) -> bool:

@@ -6,13 +6,12 @@ else goes through Django."""
 from __future__ import annotations
 
 import json
-from io import BytesIO
 
 import pytest
-from django.core import signals, signing
-from django.db import close_old_connections
+from django.core import signing
 
 from localproviders.models import OutboxMessage
+from tests.conftest import wsgi_call
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -22,26 +21,7 @@ SENDGRID = "/_local/sendgrid/v3/mail/send"
 
 def _call(app, path: str, body: object = None, method: str = "POST", **headers: str):  # noqa: ANN001, ANN202
     raw = json.dumps(body).encode() if body is not None else b""
-    environ = {
-        "REQUEST_METHOD": method, "PATH_INFO": path, "QUERY_STRING": "", "SERVER_NAME": "testserver",
-        "SERVER_PORT": "80", "HTTP_HOST": "testserver", "wsgi.url_scheme": "http", "wsgi.input": BytesIO(raw),
-        "wsgi.errors": BytesIO(), "SERVER_PROTOCOL": "HTTP/1.1", "CONTENT_LENGTH": str(len(raw)),
-        "CONTENT_TYPE": "application/json", **headers,
-    }  # fmt: skip
-    seen: dict[str, object] = {}
-
-    def start_response(status: str, response_headers: list, exc_info: object = None) -> None:
-        seen["status"], seen["headers"] = status, dict(response_headers)
-
-    # As Django's test client does: the request signals must not close the test's connection.
-    signals.request_started.disconnect(close_old_connections)
-    signals.request_finished.disconnect(close_old_connections)
-    try:
-        answer = b"".join(app(environ, start_response))
-    finally:
-        signals.request_started.connect(close_old_connections)
-        signals.request_finished.connect(close_old_connections)
-    return int(str(seen["status"]).split()[0]), seen["headers"], answer
+    return wsgi_call(path, method=method, body=raw, app=app, **headers)
 
 
 @pytest.fixture
