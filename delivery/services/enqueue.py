@@ -40,6 +40,13 @@ class MessageIn:
     cutoff_at: datetime | None = None
     skip_reason: str = ""
     error: str = ""
+    # The sender's label of the row ("variant:5"), handed back in every Outcome.
+    label: str = ""
+    # Product ids the message carries, in slot order (per-product results, tracked links).
+    items: list[str] = field(default_factory=list)
+    # A message id reserved beforehand (message_ids_reserve) so the content can carry
+    # tracked links naming it; None: the insert assigns one.
+    id: int | None = None
 
 
 @dataclass(frozen=True)
