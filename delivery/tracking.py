@@ -209,6 +209,7 @@ def message_click_record(
     product_id: str = "",
     slot: int | None = None,
     via: str = "link",
+    dedupe_key: str = "",
     now: datetime | None = None,
 ) -> bool:
     """Record a click on one link of the project's message, in one transaction:
@@ -216,7 +217,8 @@ def message_click_record(
     tells nothing), clicked_at set on the message's first click (its conditional
     UPDATE decides `first_click`), `clicked` told with the product and slot, and
     the implied open (module docstring) when none was recorded. Returns whether
-    the click was new. A message of another project records nothing."""
+    the click was new. `dedupe_key` replaces the link's key (the SDK's
+    Notification Clicked: one per message). A message of another project records nothing."""
     now = now or timezone.now()
     with transaction.atomic():
         data: dict[str, Any] = {"url": url, "via": via}
@@ -226,7 +228,7 @@ def message_click_record(
             project_id=project_id,
             message_id=message_id,
             kind=OutcomeKind.CLICKED,
-            dedupe_key=click_dedupe_key(url=url, slot=slot),
+            dedupe_key=dedupe_key or click_dedupe_key(url=url, slot=slot),
             at=now,
             data=data,
         )

@@ -104,6 +104,16 @@ def _address(row: _Row, contact: ProfileContact | None) -> str:
     return {"email": contact.email, "sms": contact.phone, "push": contact.push_token}.get(row.channel, "")
 
 
+def _content_of(row: _Row) -> dict[str, Any]:
+    """What the channel sends: the content plus what is made per message at
+    claim: a marketing email's unsubscribe link, an SMS's status callback."""
+    if row.channel == "sms" and not row.content.get("status_callback"):
+        from delivery.receipts import twilio_status_url
+
+        return {**row.content, "status_callback": twilio_status_url(project_id=row.project_id, message_id=row.id)}
+    return _with_unsubscribe(row)
+
+
 def _with_unsubscribe(row: _Row) -> dict[str, Any]:
     """A marketing email's content with its signed unsubscribe link when the
     caller gave none: the email channel turns it into the List-Unsubscribe and
@@ -307,7 +317,7 @@ def messages_claim(*, message_ids: list[int], token: str, now: datetime) -> list
                     channel=r.channel,
                     idempotency_key=r.idempotency_key,
                     to=to,
-                    content=_with_unsubscribe(r),
+                    content=_content_of(r),
                     attempts=r.attempts,
                 )
             )
