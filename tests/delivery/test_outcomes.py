@@ -132,7 +132,11 @@ def test_the_claim_tells_the_rows_it_ends_and_not_the_ones_queued_again(shop, ma
     sent = [o.message_id for o in told if o.kind == "sent"]
     assert len(sent) == 1 and sent[0] in {ids[f"c:throttled:{p.pk}"] for p in throttled}
     assert ends == sorted(
-        [(ids["c:unsub"], "skipped", "unsubscribed"), (ids["c:late"], "skipped", "cutoff_passed"), (sent[0], "sent", "")]
+        [
+            (ids["c:unsub"], "skipped", "unsubscribed"),
+            (ids["c:late"], "skipped", "cutoff_passed"),
+            (sent[0], "sent", ""),
+        ]
     )
 
 
