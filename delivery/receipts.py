@@ -240,6 +240,9 @@ def sendgrid_events_record(*, project_id: int, events: Sequence[Any], now: datet
                     told += _open_record(project_id=project_id, message_id=message_id, at=at, data={"via": "sendgrid"})
                 continue
             if kind == OutcomeKind.CLICKED:
+                # message_click_record tells its own outcomes: the earlier ones go first, in order.
+                outcomes_told(told)
+                told = []
                 url = str(event.get("url") or "")
                 if url.startswith(("http://", "https://")) and message_click_record(
                     project_id=project_id, message_id=message_id, url=url, via="sendgrid", now=at
