@@ -166,6 +166,17 @@ class Recurrence(models.TextChoices):
     WEEKLY = "weekly"
 
 
+class ABMetric(models.TextChoices):
+    OPEN_RATE = "open_rate", "open rate"
+    CLICK_RATE = "click_rate", "click rate"
+    CONVERSION_RATE = "conversion_rate", "conversion rate"
+
+
+class ABFallback(models.TextChoices):
+    KEEP_SPLIT = "keep_split", "keep the split"
+    FIRST_VARIANT = "first_variant", "send the first variant"
+
+
 class Campaign(models.Model):
     """A message to an audience on one channel, in one or more variants.
 
@@ -227,6 +238,21 @@ class Campaign(models.Model):
     # Conversion goal (results, issue 15): this event within the window after the message.
     goal_event = models.CharField(max_length=255, blank=True, default="")
     goal_window_hours = models.PositiveIntegerField(default=72)
+
+    # A/B test first (campaigns.results.decision): 0 = every variant's share is sent
+    # at once. Else `ab_test_percent` of the non-control audience gets the variants
+    # by their shares, and `ab_decision_hours` after that run started the rule picks
+    # the winner, which is sent to the rest (its own run, occurrence "<occ>:winner").
+    ab_test_percent = models.PositiveSmallIntegerField(
+        default=0, validators=[MaxValueValidator(90)], help_text="Share of the audience in the test (0: no test)."
+    )
+    ab_decision_hours = models.PositiveIntegerField(default=24)
+    ab_metric = models.CharField(max_length=16, choices=ABMetric.choices, default=ABMetric.CLICK_RATE)
+    ab_confidence = models.PositiveSmallIntegerField(
+        default=95, validators=[MinValueValidator(50), MaxValueValidator(99)], help_text="Percent."
+    )
+    ab_min_sample = models.PositiveIntegerField(default=100, help_text="Messages per variant before any may win.")
+    ab_fallback = models.CharField(max_length=16, choices=ABFallback.choices, default=ABFallback.KEEP_SPLIT)
 
     # "" = the project's delivery setting (delivery.models.QuietHoursPolicy).
     quiet_hours_policy = models.CharField(max_length=8, blank=True, default="")
@@ -392,3 +418,123 @@ class CampaignTrigger(models.Model):
 
     def __str__(self) -> str:
         return f"{self.campaign_id}: {self.event_name} of profile {self.profile_id} ({self.state})"
+
+
+# --- Results (campaigns.results) --------------------------------------------------
+# Counters kept as the outcomes and events arrive (delivery.outcomes listeners and
+# the ingest workers' stored-events hook), so a report reads a few hundred rows
+# whatever the campaign's size. A `group` is "variant:<id>", "control" or
+# "system_control".
+
+
+class CampaignStat(models.Model):
+    """One counter of a campaign: (group, UTC day, metric) -> count (and amount,
+    the revenue of "converted" / "revenue"). Metrics: targeted, sent, failed,
+    delivered, bounced, opened, clicked, converted, unsubscribed, and
+    skipped:<reason> per skip reason. Added to by INSERT ... ON CONFLICT DO UPDATE,
+    one statement per batch."""
+
+    id = models.BigAutoField(primary_key=True)
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="stats", db_index=False)
+    group = models.CharField(max_length=32)
+    day = models.DateField()
+    metric = models.CharField(max_length=48)
+    count = models.BigIntegerField(default=0)
+    amount = models.DecimalField(max_digits=20, decimal_places=4, default=0)
+
+    class Meta:
+        constraints = [
+            # Also serves the report's read of one campaign's counters.
+            models.UniqueConstraint(fields=["campaign", "group", "day", "metric"], name="campaign_stat_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.campaign_id} {self.group} {self.day} {self.metric}={self.count}"
+
+
+class CampaignProductStat(models.Model):
+    """Per campaign, group, product and slot: sent, clicked, converted, revenue."""
+
+    id = models.BigAutoField(primary_key=True)
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="product_stats", db_index=False)
+    group = models.CharField(max_length=32)
+    product_id = models.CharField(max_length=255)
+    slot = models.PositiveSmallIntegerField()
+    sent = models.BigIntegerField(default=0)
+    clicked = models.BigIntegerField(default=0)
+    converted = models.BigIntegerField(default=0)
+    revenue = models.DecimalField(max_digits=20, decimal_places=4, default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["campaign", "group", "product_id", "slot"], name="campaign_product_stat_unique"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.campaign_id} {self.group} {self.product_id}#{self.slot}"
+
+
+class CampaignConversion(models.Model):
+    """A goal event attributed to a campaign's message (or held-out row), once per
+    (campaign, event): last touch across campaigns, within the goal window."""
+
+    id = models.BigAutoField(primary_key=True)
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+", db_index=False)
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="conversions", db_index=False)
+    group = models.CharField(max_length=32)
+    # Plain ids: the delivery row and the profile may be deleted (merges) without losing the figure.
+    message_id = models.BigIntegerField()
+    profile_id = models.BigIntegerField()
+    event_message_id = models.CharField(max_length=255)
+    product_id = models.CharField(max_length=255, blank=True, default="")
+    revenue = models.DecimalField(max_digits=20, decimal_places=4, default=0)
+    # Whether this is the message's first conversion (the conversion rate counts those).
+    first = models.BooleanField(default=True)
+    converted_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["campaign", "event_message_id"], name="campaign_conversion_once"),
+        ]
+        indexes = [models.Index(fields=["message_id"], name="campaign_conversion_message")]
+
+    def __str__(self) -> str:
+        return f"{self.campaign_id}: {self.event_message_id}"
+
+
+class CampaignNewView(models.Model):
+    """A product first viewed by someone of a group after their message (within the
+    goal window): diversity is the count of these rows per 1,000 profiles of the group."""
+
+    id = models.BigAutoField(primary_key=True)
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="+", db_index=False)
+    group = models.CharField(max_length=32)
+    product_id = models.CharField(max_length=255)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["campaign", "group", "product_id"], name="campaign_new_view_unique")
+        ]
+
+
+class ABDecision(models.Model):
+    """The A/B decision of a campaign: the rule as it was, the figures it saw, the
+    winner (null: none qualified, the fallback applied) and who decided (the rule,
+    or a marketer's override, which adds a row)."""
+
+    id = models.BigAutoField(primary_key=True)
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="decisions")
+    winner = models.ForeignKey(Variant, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    rule = models.JSONField(default=dict)  # metric, confidence, min_sample, fallback
+    figures = models.JSONField(default=dict)  # per variant: n, successes, rate, interval, p-value vs the best
+    outcome = models.CharField(max_length=32)  # "winner", "fallback:keep_split", "fallback:first_variant", "override"
+    decided_by = models.CharField(max_length=150, default="rule")  # "rule" or the user's name
+    decided_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["campaign", "-decided_at"]
+
+    def __str__(self) -> str:
+        return f"{self.campaign_id}: {self.outcome}"

@@ -377,6 +377,8 @@ INGEST_STORED_EVENT_HOOKS = [
     "recommendations.tracking.attribution.events_stored_hook",
     "campaigns.segments.hooks.events_stored_hook",
     "campaigns.sending.triggers.events_stored_hook",
+    # The SDK's "Notification Clicked" with our message_id: a click of that message.
+    "delivery.receipts.events_stored_hook",
 ]
 
 # --- Recommendation serving (recommendations/serving/) -----------------------------
@@ -529,6 +531,14 @@ LOCAL_PROVIDERS_SLOW_MS = env_int("LOCAL_PROVIDERS_SLOW_MS", 15_000)
 LOCAL_PROVIDERS_WEBHOOK_SECRET = (
     env_str("LOCAL_PROVIDERS_WEBHOOK_SECRET") or "whsec_ZW5nYWdlLWxvY2FsLXByb3ZpZGVyLXdlYmhvb2tzISE="
 )
+# How the local SendGrid and Twilio post their receipts back (localproviders/receipts.py):
+# "background" (a thread, after the response), "manual" (queued until a test flushes them), "off".
+LOCAL_PROVIDERS_RECEIPTS = env_str("LOCAL_PROVIDERS_RECEIPTS", "background") or "background"
+if LOCAL_PROVIDERS_RECEIPTS not in ("background", "manual", "off"):
+    raise ImproperlyConfigured(
+        f"LOCAL_PROVIDERS_RECEIPTS must be background, manual or off, got {LOCAL_PROVIDERS_RECEIPTS!r}"
+    )
+LOCAL_PROVIDERS_RECEIPTS_DELAY_MS = env_int("LOCAL_PROVIDERS_RECEIPTS_DELAY_MS", 500)
 
 LOGGING = {
     "version": 1,

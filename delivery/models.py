@@ -88,6 +88,11 @@ class Message(models.Model):
     idempotency_key = models.CharField(max_length=255)
     # Who sent it, for results and throttles: "campaign:12", "journey:4".
     source = models.CharField(max_length=255, blank=True, default="")
+    # The sender's label of this row, handed back in every Outcome ("variant:5").
+    label = models.CharField(max_length=64, blank=True, default="")
+    # The products the message carries, in slot order (slot = index + 1): per-product
+    # results, and the product and slot a tracked recommendation link names.
+    items = models.JSONField(default=list, blank=True)
     content = models.JSONField(default=dict, blank=True)
     to = models.CharField(max_length=4096, blank=True, default="")
     state = models.CharField(max_length=8, choices=MessageState.choices, default=MessageState.QUEUED)
@@ -114,6 +119,11 @@ class Message(models.Model):
     provider_id = models.CharField(max_length=255, blank=True, default="")
     error = models.TextField(blank=True, default="")
     created_at = models.DateTimeField(default=dj_timezone.now)
+    # Set once, by a conditional UPDATE (... WHERE opened_at IS NULL): the first
+    # receipt of each kind is told as an Outcome, a repeat is stored but not counted.
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    opened_at = models.DateTimeField(null=True, blank=True)
+    clicked_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [
@@ -143,6 +153,33 @@ class Message(models.Model):
 
     def __str__(self) -> str:
         return f"{self.channel} #{self.pk} to profile {self.profile_id} ({self.state})"
+
+
+class MessageEvent(models.Model):
+    """A receipt or an engagement of a message, stored once: a provider's event
+    (SendGrid's event webhook, Twilio's status callback), an open, a click.
+    `dedupe_key` is the provider's event id (sg_event_id; MessageSid:status) or
+    ours ("open", "click:<slot or link hash>"), unique per message, so a
+    provider retrying its webhook or a user clicking twice stores nothing twice."""
+
+    id = models.BigAutoField(primary_key=True)
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+", db_index=False)
+    # No index of its own: the unique constraint below leads with it.
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="events", db_index=False)
+    kind = models.CharField(max_length=16)  # delivery.outcomes.OutcomeKind
+    dedupe_key = models.CharField(max_length=255)
+    at = models.DateTimeField()
+    # The provider's payload (trimmed), the clicked URL, product and slot.
+    data = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=dj_timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["message", "dedupe_key"], name="message_event_once"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} of message {self.message_id}"
 
 
 # The channels caps count: the sent ones. In-app messages are recorded when shown,
