@@ -7,7 +7,7 @@ it credits nothing twice; the conversions are unique on (campaign, event
 message id) besides (INSERT ... ON CONFLICT DO NOTHING RETURNING: only the rows
 it inserted add to the counters).
 
-The rule (docs/campaigns-results.md): **last touch**. A profile's touches are
+The rule (docs/campaign-results.md): **last touch**. A profile's touches are
 the messages of campaign sources that were sent (touched at `sent_at`) and the
 rows that held it out (skipped `control` / `system_control`, touched at
 `created_at`: the control groups convert from the moment they were held out,
