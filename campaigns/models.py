@@ -518,6 +518,9 @@ class CampaignNewView(models.Model):
             models.UniqueConstraint(fields=["campaign", "group", "product_id"], name="campaign_new_view_unique")
         ]
 
+    def __str__(self) -> str:
+        return f"{self.campaign_id} {self.group}: {self.product_id}"
+
 
 class ABDecision(models.Model):
     """The A/B decision of a campaign: the rule as it was, the figures it saw, the

@@ -276,6 +276,8 @@ for _name in (
 ):
     if globals()[_name] < 1:
         raise ImproperlyConfigured(f"{_name} must be at least 1, got {globals()[_name]}")
+# Listeners of what happened to messages (delivery/outcomes.py): campaign counters.
+DELIVERY_OUTCOME_HOOKS = ["campaigns.results.counters.outcomes_count_hook"]
 
 # --- Campaigns (campaigns.sending) -------------------------------------------------
 # Profile ids per chunk task of a run's fan-out: each chunk is one transaction and
@@ -309,7 +311,10 @@ CAMPAIGNS_TRIGGER_MAX_AGE_SECONDS = env_int("CAMPAIGNS_TRIGGER_MAX_AGE_SECONDS",
 for _name in ("CAMPAIGNS_TRIGGERS_SWEEP_SECONDS", "CAMPAIGNS_TRIGGERS_BATCH", "CAMPAIGNS_TRIGGER_MAX_AGE_SECONDS"):
     if globals()[_name] < 1:
         raise ImproperlyConfigured(f"{_name} must be at least 1, got {globals()[_name]}")
-for _name in ("CAMPAIGNS_TRIGGERS_CACHE_SECONDS", "CAMPAIGNS_INAPP_CACHE_SECONDS"):
+# Seconds the ingest workers keep a project's campaign goals and touch windows
+# (campaigns.results.attribution): a goal set or a campaign started takes effect this long after.
+CAMPAIGNS_RESULTS_CACHE_SECONDS = env_int("CAMPAIGNS_RESULTS_CACHE_SECONDS", 5)
+for _name in ("CAMPAIGNS_TRIGGERS_CACHE_SECONDS", "CAMPAIGNS_INAPP_CACHE_SECONDS", "CAMPAIGNS_RESULTS_CACHE_SECONDS"):
     if globals()[_name] < 0:
         raise ImproperlyConfigured(f"{_name} must be 0 or more, got {globals()[_name]}")
 

@@ -1,13 +1,16 @@
-"""Segments API (secret key). Thin: parse, call a service or selector, format.
+"""Segments and campaign results API (secret key). Thin: parse, call a service or
+selector, format.
 
 `/api/v1/segments` (CRUD), `POST /api/v1/segments/preview`,
-`GET /api/v1/segments/{id}/members`, `GET /api/v1/users/{user_id}/segments`."""
+`GET /api/v1/segments/{id}/members`, `GET /api/v1/users/{user_id}/segments`,
+`GET /api/v1/campaigns/{id}/report`."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from django.db.models import QuerySet
+from django.http import Http404
 from django.shortcuts import get_object_or_404
 from rest_framework import generics, mixins, status
 from rest_framework.exceptions import ValidationError
@@ -23,7 +26,8 @@ from campaigns.api.serializers import (
     SegmentListSerializer,
     SegmentOutSerializer,
 )
-from campaigns.models import Segment, SegmentMembership
+from campaigns.models import Campaign, Segment, SegmentMembership
+from campaigns.results.report import campaign_report, report_json
 from campaigns.segments import selectors
 from campaigns.segments.membership import SegmentInUse, segment_delete, segment_save
 from campaigns.segments.rules import RulesInvalid
@@ -141,3 +145,15 @@ class UserSegmentsView(_ProjectAPIView):
         profile = get_object_or_404(Profile.objects.filter(project_id=self.project.pk), user_id=user_id)
         rows = selectors.profile_segments(project_id=self.project.pk, profile_id=profile.pk)
         return Response({"user_id": user_id, "segments": ProfileSegmentOutSerializer(rows, many=True).data})
+
+
+class CampaignReportView(_ProjectAPIView):
+    """`GET /api/v1/campaigns/{id}/report`: the campaign's results as JSON
+    (campaigns.results.report.report_json), from its counters; another
+    project's campaign, or none, answers 404."""
+
+    def get(self, request: Request, pk: int) -> Response:
+        if pk > params.MAX_ID:  # no such id (and past bigint, which the query would refuse with a 500)
+            raise Http404
+        campaign = get_object_or_404(Campaign.objects.filter(project_id=self.project.pk), pk=pk)
+        return Response(report_json(campaign_report(campaign=campaign)))
