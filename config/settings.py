@@ -388,6 +388,7 @@ INGEST_STORED_EVENT_HOOKS = [
     "recommendations.tracking.attribution.events_stored_hook",
     "campaigns.segments.hooks.events_stored_hook",
     "campaigns.sending.triggers.events_stored_hook",
+    "campaigns.results.attribution.events_stored_hook",
 ]
 
 # --- Recommendation serving (recommendations/serving/) -----------------------------

@@ -103,34 +103,52 @@ def outcomes_count_hook(outcomes: Sequence[Outcome]) -> None:
                     products[(campaign_id, outcome.project_id, group, str(item)[:255], index + 1)][0] += 1
         elif outcome.kind == OutcomeKind.CLICKED and outcome.item and outcome.slot:
             products[(campaign_id, outcome.project_id, group, outcome.item[:255], outcome.slot)][1] += 1
-    if not stats and not products:
+    stats_add(rows=[(*key, count, "0") for key, count in sorted(stats.items())])
+    product_stats_add(rows=[(*key, sent, clicked, 0, "0") for key, (sent, clicked) in sorted(products.items())])
+
+
+StatRow = tuple[int, int, str, str, str, int, str]  # campaign, project, group, ISO day, metric, count, amount
+ProductRow = tuple[int, int, str, str, int, int, int, int, str]  # ..., product, slot, sent, clicked, converted, revenue
+
+
+def stats_add(*, rows: Sequence[StatRow]) -> None:
+    """Add to CampaignStat counters in one statement. `rows` sorted by key:
+    the rows are locked in that order (WITH ORDINALITY ... ORDER BY), so two
+    batches adding to the same counters never deadlock. A row whose campaign
+    is gone or is not its project's adds nothing."""
+    if not rows:
         return
     with connection.cursor() as cursor:
-        if stats:
-            rows = [[*key, count] for key, count in sorted(stats.items())]
-            # WITH ORDINALITY ... ORDER BY: the rows are locked in the sorted order (no deadlock).
-            cursor.execute(
-                'INSERT INTO campaigns_campaignstat (campaign_id, "group", day, metric, count, amount) '
-                "SELECT c.id, e->>2, (e->>3)::date, e->>4, (e->>5)::bigint, 0 "
-                "FROM jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS t(e, i) "
-                "JOIN campaigns_campaign c ON c.id = (e->>0)::bigint AND c.project_id = (e->>1)::bigint "
-                "ORDER BY i "
-                'ON CONFLICT (campaign_id, "group", day, metric) DO UPDATE SET '
-                "count = campaigns_campaignstat.count + EXCLUDED.count, "
-                "amount = campaigns_campaignstat.amount + EXCLUDED.amount",
-                [json_param(rows)],
-            )
-        if products:
-            rows = [[*key, sent, clicked] for key, (sent, clicked) in sorted(products.items())]
-            cursor.execute(
-                "INSERT INTO campaigns_campaignproductstat "
-                '(campaign_id, "group", product_id, slot, sent, clicked, converted, revenue) '
-                "SELECT c.id, e->>2, e->>3, (e->>4)::smallint, (e->>5)::bigint, (e->>6)::bigint, 0, 0 "
-                "FROM jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS t(e, i) "
-                "JOIN campaigns_campaign c ON c.id = (e->>0)::bigint AND c.project_id = (e->>1)::bigint "
-                "ORDER BY i "
-                'ON CONFLICT (campaign_id, "group", product_id, slot) DO UPDATE SET '
-                "sent = campaigns_campaignproductstat.sent + EXCLUDED.sent, "
-                "clicked = campaigns_campaignproductstat.clicked + EXCLUDED.clicked",
-                [json_param(rows)],
-            )
+        cursor.execute(
+            'INSERT INTO campaigns_campaignstat (campaign_id, "group", day, metric, count, amount) '
+            "SELECT c.id, e->>2, (e->>3)::date, e->>4, (e->>5)::bigint, (e->>6)::numeric "
+            "FROM jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS t(e, i) "
+            "JOIN campaigns_campaign c ON c.id = (e->>0)::bigint AND c.project_id = (e->>1)::bigint "
+            "ORDER BY i "
+            'ON CONFLICT (campaign_id, "group", day, metric) DO UPDATE SET '
+            "count = campaigns_campaignstat.count + EXCLUDED.count, "
+            "amount = campaigns_campaignstat.amount + EXCLUDED.amount",
+            [json_param(list(rows))],
+        )
+
+
+def product_stats_add(*, rows: Sequence[ProductRow]) -> None:
+    """Add to CampaignProductStat in one statement (sorted rows, as stats_add)."""
+    if not rows:
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO campaigns_campaignproductstat "
+            '(campaign_id, "group", product_id, slot, sent, clicked, converted, revenue) '
+            "SELECT c.id, e->>2, e->>3, (e->>4)::smallint, (e->>5)::bigint, (e->>6)::bigint, "
+            "(e->>7)::bigint, (e->>8)::numeric "
+            "FROM jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS t(e, i) "
+            "JOIN campaigns_campaign c ON c.id = (e->>0)::bigint AND c.project_id = (e->>1)::bigint "
+            "ORDER BY i "
+            'ON CONFLICT (campaign_id, "group", product_id, slot) DO UPDATE SET '
+            "sent = campaigns_campaignproductstat.sent + EXCLUDED.sent, "
+            "clicked = campaigns_campaignproductstat.clicked + EXCLUDED.clicked, "
+            "converted = campaigns_campaignproductstat.converted + EXCLUDED.converted, "
+            "revenue = campaigns_campaignproductstat.revenue + EXCLUDED.revenue",
+            [json_param(list(rows))],
+        )
