@@ -388,6 +388,8 @@ INGEST_STORED_EVENT_HOOKS = [
     "recommendations.tracking.attribution.events_stored_hook",
     "campaigns.segments.hooks.events_stored_hook",
     "campaigns.sending.triggers.events_stored_hook",
+    # The SDK's "Notification Clicked" with our message_id: a click of that message.
+    "delivery.receipts.events_stored_hook",
     "campaigns.results.attribution.events_stored_hook",
 ]
 

@@ -22,4 +22,6 @@ urlpatterns = [
     # The local provider server (404 unless LOCAL_PROVIDERS is on: localproviders.views).
     path("_local/", include("localproviders.urls")),
     path("u/", include("delivery.urls")),  # signed unsubscribe links, RFC 8058 one-click (delivery.views)
+    path("t/", include("delivery.urls_tracking")),  # the open pixel and tracked links (delivery.tracking)
+    path("hooks/", include("delivery.urls_hooks")),  # providers' receipts: SendGrid events, Twilio status
 ]

@@ -106,5 +106,7 @@ def unsubscribe_apply(*, token: str) -> UnsubscribeTarget:
     claim on). Idempotent: a second click changes nothing more. Raises
     UnsubscribeError for a token unsubscribe_check refuses."""
     target = unsubscribe_check(token=token)
-    profile_set_subscription(profile_id=target.profile_id, channel=target.channel, subscribed=False)
+    profile_set_subscription(
+        project_id=target.project_id, profile_id=target.profile_id, channel=target.channel, subscribed=False
+    )
     return target

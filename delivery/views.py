@@ -1,4 +1,5 @@
-"""The recipient-facing page of the delivery service: unsubscribe links.
+"""The recipient-facing pages of the delivery service: unsubscribe links, and
+the open pixel and tracked links (/t/o/<token>, /t/c/<token>: delivery.tracking).
 
 /u/<token>: GET shows a confirmation page with one button (link scanners and
 prefetchers follow GETs, so a GET changes nothing); POST unsubscribes. The POST
@@ -10,11 +11,12 @@ unsubscribes: a forged request can only do what the recipient's own link does.""
 
 from __future__ import annotations
 
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
+from delivery.tracking import PIXEL_GIF, TrackingError, message_click_record, message_open_record, tracked_read
 from delivery.unsubscribe import UnsubscribeError, unsubscribe_apply, unsubscribe_check
 
 # RFC 8058, section 3.1: the body a one-click POST carries (the page's button sends it too).
@@ -39,3 +41,44 @@ def unsubscribe(request: HttpRequest, token: str) -> HttpResponse:
     except UnsubscribeError as error:
         return render(request, "delivery/unsubscribe.html", {"error": error.message}, status=error.status)
     return render(request, "delivery/unsubscribe.html", {"channel": target.channel, "done": True})
+
+
+# --- opens and clicks (delivery.tracking) ------------------------------------------
+
+
+@require_http_methods(["GET", "HEAD"])
+def track_open(request: HttpRequest, token: str) -> HttpResponse:
+    """The open pixel: a 1x1 GIF, never cached (each load must reach us). A
+    token not signed here answers 400. HEAD (a prefetcher's probe) records nothing."""
+    try:
+        target = tracked_read(token, click=False)
+    except TrackingError as error:
+        return HttpResponse(str(error), status=400, content_type="text/plain")
+    if request.method == "GET":
+        message_open_record(project_id=target.project_id, message_id=target.message_id)
+    response = HttpResponse(PIXEL_GIF, content_type="image/gif")
+    response["Cache-Control"] = "no-store, no-cache, must-revalidate, private"
+    return response
+
+
+@require_http_methods(["GET", "HEAD"])
+def track_click(request: HttpRequest, token: str) -> HttpResponse:
+    """A tracked link: records the click (delivery.tracking.message_click_record)
+    and redirects to the URL the token carries, and only there: a token not
+    signed here answers 400 and redirects nowhere (no open redirect)."""
+    try:
+        target = tracked_read(token, click=True)
+    except TrackingError as error:
+        return HttpResponse(str(error), status=400, content_type="text/plain")
+    if request.method == "GET":
+        message_click_record(
+            project_id=target.project_id,
+            message_id=target.message_id,
+            url=target.url,
+            product_id=target.product_id,
+            slot=target.slot,
+        )
+    response = HttpResponseRedirect(target.url)
+    response["Cache-Control"] = "no-store"
+    response["Referrer-Policy"] = "no-referrer"
+    return response

@@ -58,12 +58,13 @@ from django.utils import timezone
 from campaigns.models import Campaign, CampaignChannel, CampaignStatus, Variant
 from campaigns.sending.assignment import AssignmentRules, assign, assignment_rules
 from campaigns.sending.context import SERVED, ContextSpec, context_spec, contexts_build
-from campaigns.sending.fanout import message_key, system_control_percent_get
+from campaigns.sending.fanout import message_key, recommended_items, system_control_percent_get
 from campaigns.sending.render import RenderError, variant_render
 from crm.models import Project
 from delivery.models import SkipReason
-from delivery.services import MessageIn
+from delivery.services import MessageIn, message_ids_reserve
 from delivery.services.record import messages_record
+from delivery.tracking import links_track
 from recommendations import tracking
 
 logger = logging.getLogger(__name__)
@@ -282,6 +283,7 @@ def inapp_answer(
         marketing=campaign.marketing,
     )
     assignment = assign(chosen.rules, profile_id)
+    record.label = assignment.group if assignment.group != "variant" else f"variant:{assignment.variant_id}"
     if assignment.group != "variant":
         record.skip_reason = SkipReason.SYSTEM_CONTROL if assignment.group == "system_control" else SkipReason.CONTROL
         messages_record(project_id=project.pk, messages=[record], now=now)
@@ -306,12 +308,29 @@ def inapp_answer(
         record.skip_reason, record.error = SkipReason.TEMPLATE_ERROR, str(exc)
         messages_record(project_id=project.pk, messages=[record], now=now)
         return None
-    html = content["html"]
-    record.content = content
-    messages_record(project_id=project.pk, messages=[record], now=now)
+    # The id first, so the shown HTML's tracked links name its message.
+    record.id = message_ids_reserve(count=1)[0]
+    record.items, item_urls = recommended_items(contexts[profile_id])
+    record.content = links_track(
+        channel=CampaignChannel.IN_APP,
+        content=content,
+        message_id=record.id,
+        project_id=project.pk,
+        item_urls=item_urls,
+    )
+    inserted = messages_record(project_id=project.pk, messages=[record], now=now)
+    message_id, html = record.id, record.content["html"]
+    if record.idempotency_key not in inserted:
+        # An SDK retrying the same launch: answer with the message recorded the
+        # first time (its id and links), not the unused reserved id.
+        stored = _recorded(project.pk, record.idempotency_key)
+        if stored is not None:
+            message_id, html = stored
     _count(campaign.pk, who, session, today)
     answer = {
         "id": campaign.pk,
+        # The delivery message shown: the SDK's `Notification Clicked` names it (message_id).
+        "message_id": message_id,
         "name": campaign.name,
         "variant": variant.name,
         "placement": placement,
@@ -326,6 +345,17 @@ def inapp_answer(
         tracking.served_record(project_id=project.pk, served=mine, surface="in_app", user_ref=who)
         answer["recommendation_id"] = served.recommendation_id
     return answer
+
+
+def _recorded(project_id: int, key: str) -> tuple[int, str] | None:
+    """The id and shown HTML of the in-app message recorded under `key`."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT id, content->>'html' FROM delivery_message WHERE project_id = %s AND idempotency_key = %s",
+            [project_id, key],
+        )
+        row = cursor.fetchone()
+    return (row[0], row[1] or "") if row else None
 
 
 def collector_response(project: Project, messages: list[dict[str, Any]]) -> dict[str, Any]:

@@ -54,7 +54,8 @@ from crm.bulk import json_param
 from crm.models import Profile
 from crm.selectors import profile_reachable_q
 from delivery.models import SkipReason
-from delivery.services import MessageIn, messages_enqueue
+from delivery.services import MessageIn, message_ids_reserve, messages_enqueue
+from delivery.tracking import links_track
 
 logger = logging.getLogger(__name__)
 
@@ -359,6 +360,9 @@ def profiles_send(
                 [project_id, fresh],
             )
             present = {r[0] for r in cursor.fetchall()}
+        # Ids for the messages that will be rendered, so their tracked links name
+        # them; one left unused (a template error) is a gap in the sequence.
+        reserved = iter(message_ids_reserve(count=len([pid for pid in spec_of if pid in present])))
         messages: list[MessageIn] = []
         for pid in fresh:
             if pid not in present:
@@ -387,6 +391,7 @@ def profiles_send(
                 not_before=due,
                 cutoff_at=(due or now) + cutoff if cutoff else run.cutoff_at,
             )
+            message.label = group.group if group.group != "variant" else f"variant:{group.variant_id}"
             if group.group == "system_control":
                 message.skip_reason = SkipReason.SYSTEM_CONTROL
             elif group.group == "control":
@@ -403,9 +408,15 @@ def profiles_send(
                 counts[f"variant:{group.variant_id}"] += 1
             else:
                 try:
-                    message.content = variant_render(
+                    rendered = variant_render(
                         channel=channel, content=by_id[group.variant_id].content, context=contexts[pid]
                     )
+                    message.id = next(reserved)
+                    message.items, item_urls = recommended_items(contexts[pid])
+                    message.content = links_track(
+                        channel=channel, content=rendered, message_id=message.id, project_id=project_id,
+                        item_urls=item_urls,
+                    )  # fmt: skip
                 except RenderError as exc:
                     message.skip_reason, message.error = SkipReason.TEMPLATE_ERROR, str(exc)
                 counts[f"variant:{group.variant_id}"] += 1
@@ -422,6 +433,20 @@ def profiles_send(
             counts[str(m.skip_reason) if m.skip_reason else "enqueued"] += 1
         run_counts_add(run_id=run.pk, counts=counts)
     return dict(counts)
+
+
+def recommended_items(context: Mapping[str, Any]) -> tuple[list[str], dict[str, tuple[str, int]]]:
+    """The product ids a rendered message carries in slot order (slot = index + 1),
+    and each one's URL -> (product id, slot) for its tracked link: from the
+    context's `recommendations` (campaigns.sending.context), [] when the
+    templates used none. A URL shared by two slots names the first."""
+    picks = context.get("recommendations") or []
+    items = [str(p["id"]) for p in picks]
+    urls: dict[str, tuple[str, int]] = {}
+    for slot, p in enumerate(picks, start=1):
+        if p.get("url"):
+            urls.setdefault(p["url"], (str(p["id"]), slot))
+    return items, urls
 
 
 def profiles_send_chunk(*, run_id: int, profile_ids: Sequence[int]) -> dict[str, int]:

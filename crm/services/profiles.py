@@ -244,12 +244,21 @@ def profile_upsert(
         return Profile.objects.get(pk=profile_id)
 
 
-def profile_set_subscription(*, profile_id: int, channel: str, subscribed: bool | None) -> None:
+def profile_set_subscription(
+    *, profile_id: int, channel: str, subscribed: bool | None, project_id: int | None = None
+) -> None:
+    """Set the profile's subscription on `channel`. `project_id` given (a
+    provider's receipt names the project it came for): only a profile of that
+    project changes, so a receipt of project A never touches project B."""
     column = {"email": "email_subscribed", "push": "push_subscribed", "sms": "sms_subscribed"}.get(channel)
     if column is None:
         raise ValueError(f"unknown channel {channel!r}; expected email, push or sms")
+    profiles = Profile.objects.filter(pk=profile_id)
+    if project_id is not None:
+        profiles = profiles.filter(project_id=project_id)
     with transaction.atomic():
-        Profile.objects.filter(pk=profile_id).update(**{column: subscribed, "updated_at": timezone.now()})
+        if not profiles.update(**{column: subscribed, "updated_at": timezone.now()}):
+            return
         project_id = Profile.objects.filter(pk=profile_id).values_list("project_id", flat=True).first()
         if project_id is not None:
             profiles_changed(project_id, [profile_id])

@@ -54,6 +54,8 @@ TEXT_TAG = "-engage-text-"
 HTML_TAG = "-engage-html-"
 # Calls of one chunk at most: each one after a 400 naming personalizations leaves those out.
 RESEND_ROUNDS = 3
+# The SendGrid Event Webhook's verification key (delivery.receipts).
+EVENT_WEBHOOK_KEY = "event_webhook_public_key"
 _PERSONALIZATION_FIELD = re.compile(r"^personalizations\.(\d+)\.(.*)$")
 
 
@@ -74,12 +76,24 @@ class EmailChannel:
                 errors["from_email"] = "Enter a valid email address."
         host = setting_url(settings, "host", errors, default=DEFAULT_HOST)
         timeout_s = setting_timeout(settings, errors)
-        unknown = sorted(set(settings) - {"api_key", "from_email", "host", "timeout_s"})
+        # Optional: the Event Webhook's verification key (public, so shown back),
+        # without which the project's receipts endpoint refuses every request.
+        public_key = setting_text(settings, EVENT_WEBHOOK_KEY, errors, required=False)
+        if public_key:
+            from delivery.receipts import public_key_problem
+
+            problem = public_key_problem(public_key)
+            if problem:
+                errors[EVENT_WEBHOOK_KEY] = problem
+        unknown = sorted(set(settings) - {"api_key", "from_email", "host", "timeout_s", EVENT_WEBHOOK_KEY})
         for field in unknown:
             errors[field] = "Unknown setting."
         if errors:
             raise ValidationError(errors)
-        return {"api_key": api_key, "from_email": from_email, "host": host, "timeout_s": timeout_s}
+        out = {"api_key": api_key, "from_email": from_email, "host": host, "timeout_s": timeout_s}
+        if public_key:
+            out[EVENT_WEBHOOK_KEY] = public_key
+        return out
 
     def settings_public(self, settings: dict[str, Any]) -> dict[str, Any]:
         return {**settings, "api_key": masked(settings.get("api_key", ""))}

@@ -116,7 +116,10 @@ def _send_one(settings: dict[str, Any], message: Outgoing) -> Result:
     if not text:
         return Result(message.message_id, error=PermanentError("the SMS has no text"))
     sender = settings["from_number"]
-    origin = {"messaging_service_sid": sender} if sender.startswith("MG") else {"from_": sender}
+    origin: dict[str, str] = {"messaging_service_sid": sender} if sender.startswith("MG") else {"from_": sender}
+    # The message's own status callback (delivery.receipts.twilio_status_url, set at claim).
+    if message.content.get("status_callback"):
+        origin["status_callback"] = message.content["status_callback"]
     try:
         sent = _client_for(settings).messages.create(to=message.to, body=text, **origin)
     except TwilioRestException as error:

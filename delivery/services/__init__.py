@@ -5,7 +5,13 @@ transaction, results recorded), sweeper (stale claims, due rows), settings
 (a project's delivery rules and provider settings)."""
 
 from delivery.services.claim import Claimed, messages_claim
-from delivery.services.enqueue import EnqueueResult, MessageIn, messages_dispatch, messages_enqueue
+from delivery.services.enqueue import (
+    EnqueueResult,
+    MessageIn,
+    message_ids_reserve,
+    messages_dispatch,
+    messages_enqueue,
+)
 from delivery.services.send import SendSummary, messages_send
 from delivery.services.settings import channel_settings_save
 from delivery.services.sweeper import messages_sweep
@@ -16,6 +22,7 @@ __all__ = [
     "MessageIn",
     "SendSummary",
     "channel_settings_save",
+    "message_ids_reserve",
     "messages_claim",
     "messages_dispatch",
     "messages_enqueue",

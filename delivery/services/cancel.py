@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from django.db import connection
+from django.db import connection, transaction
 from django.utils import timezone
 
 from delivery.models import MessageState, SkipReason
+from delivery.outcomes import OutcomeKind, outcomes_told
+from delivery.services.told import OUTCOME_COLUMNS, outcome_of
 
 
 def messages_cancel(*, project_id: int, source: str, now: datetime | None = None) -> int:
@@ -20,10 +22,10 @@ def messages_cancel(*, project_id: int, source: str, now: datetime | None = None
     if not source:
         raise ValueError("source: required (cancelling every message of a project is not a thing)")
     now = now or timezone.now()
-    with connection.cursor() as cursor:
+    with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(
-            "UPDATE delivery_message SET state = %s, skip_reason = %s, error = %s "
-            "WHERE project_id = %s AND source = %s AND state = %s",
+            "UPDATE delivery_message AS m SET state = %s, skip_reason = %s, error = %s "
+            f"WHERE project_id = %s AND source = %s AND state = %s RETURNING {OUTCOME_COLUMNS}",
             [
                 MessageState.SKIPPED,
                 SkipReason.CANCELLED,
@@ -33,4 +35,6 @@ def messages_cancel(*, project_id: int, source: str, now: datetime | None = None
                 MessageState.QUEUED,
             ],
         )
-        return cursor.rowcount
+        returned = cursor.fetchall()
+        outcomes_told([outcome_of(r, kind=OutcomeKind.SKIPPED, at=now, reason=SkipReason.CANCELLED) for r in returned])
+        return len(returned)

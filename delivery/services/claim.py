@@ -37,8 +37,10 @@ from delivery.models import (
     SkipReason,
     cap_window_seconds,
 )
+from delivery.outcomes import OutcomeKind, outcomes_told
 from delivery.selectors import delivery_settings_get
 from delivery.services.rules import quiet_hours_end, zone_get
+from delivery.services.told import OUTCOME_COLUMNS, outcome_of
 from delivery.unsubscribe import unsubscribe_url
 
 # The two-key form of pg_advisory_xact_lock for throttles; profiles use the
@@ -100,6 +102,16 @@ def _address(row: _Row, contact: ProfileContact | None) -> str:
     if contact is None:
         return ""
     return {"email": contact.email, "sms": contact.phone, "push": contact.push_token}.get(row.channel, "")
+
+
+def _content_of(row: _Row) -> dict[str, Any]:
+    """What the channel sends: the content plus what is made per message at
+    claim: a marketing email's unsubscribe link, an SMS's status callback."""
+    if row.channel == "sms" and not row.content.get("status_callback"):
+        from delivery.receipts import twilio_status_url
+
+        return {**row.content, "status_callback": twilio_status_url(project_id=row.project_id, message_id=row.id)}
+    return _with_unsubscribe(row)
 
 
 def _with_unsubscribe(row: _Row) -> dict[str, Any]:
@@ -305,7 +317,7 @@ def messages_claim(*, message_ids: list[int], token: str, now: datetime) -> list
                     channel=r.channel,
                     idempotency_key=r.idempotency_key,
                     to=to,
-                    content=_with_unsubscribe(r),
+                    content=_content_of(r),
                     attempts=r.attempts,
                 )
             )
@@ -316,7 +328,17 @@ def messages_claim(*, message_ids: list[int], token: str, now: datetime) -> list
                 "attempts = m.attempts - 1 + (e->>5)::int, "
                 # Queued again for later: no task is pending; the sweeper dispatches it when due.
                 "dispatched_at = CASE WHEN e->>1 = 'queued' THEN NULL ELSE m.dispatched_at END "
-                "FROM jsonb_array_elements(%s::jsonb) AS e WHERE m.id = (e->>0)::bigint",
+                "FROM jsonb_array_elements(%s::jsonb) AS e WHERE m.id = (e->>0)::bigint "
+                # Only the rows this claim ends are told (skipped / failed); the ones
+                # queued again for later tell nothing until their own end.
+                f"RETURNING m.state, m.skip_reason, {OUTCOME_COLUMNS}",
                 [json_param(changes)],
+            )
+            outcomes_told(
+                [
+                    outcome_of(r[2:], kind=r[0], at=now, reason=r[1])
+                    for r in cursor.fetchall()
+                    if r[0] in (OutcomeKind.SKIPPED, OutcomeKind.FAILED)
+                ]
             )
     return claimed

@@ -15,6 +15,8 @@ from django.utils import timezone
 from crm.bulk import json_param
 from delivery.channels import channel_get
 from delivery.models import ChannelName, MessageState, QuietHoursPolicy, SkipReason
+from delivery.outcomes import OutcomeKind, outcomes_told
+from delivery.services.told import OUTCOME_COLUMNS, outcome_of
 
 # messages_enqueue refuses more rows than this in one call: callers plan their
 # fan-out in chunks (each its own transaction), so a crash resumes.
@@ -74,6 +76,33 @@ def _check(messages: Sequence[MessageIn], throttle_per_minute: int | None) -> No
             raise ValueError(f"messages[{i}].quiet_hours_policy: {m.quiet_hours_policy!r} is not discard or delay")
         if not isinstance(m.content, dict):
             raise ValueError(f"messages[{i}].content: must be a dict")
+        if len(m.label) > 64:
+            raise ValueError(f"messages[{i}].label: at most 64 characters")
+        if not isinstance(m.items, list) or not all(isinstance(item, str) for item in m.items):
+            raise ValueError(f"messages[{i}].items: must be a list of product ids (strings)")
+        if m.id is not None and (type(m.id) is not int or m.id < 1):
+            raise ValueError(f"messages[{i}].id: must be a reserved message id (message_ids_reserve)")
+
+
+# A row's id: the reserved one when the caller gave it (its content names it in
+# tracked links), else the column's own sequence, as the default would.
+ID_SQL = "COALESCE((e->>{index})::bigint, nextval(pg_get_serial_sequence('delivery_message', 'id')))"
+
+
+def message_ids_reserve(*, count: int) -> list[int]:
+    """`count` fresh message ids from delivery_message's own sequence, for a
+    sender whose rendered content must name its message (tracked links, the
+    open pixel) before the row exists: hand them back in MessageIn.id. An id
+    reserved and never used is a gap in the sequence, nothing more."""
+    if count < 0 or count > ENQUEUE_MAX:
+        raise ValueError(f"count: must be 0 to {ENQUEUE_MAX}, got {count}")
+    if not count:
+        return []
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT nextval(pg_get_serial_sequence('delivery_message', 'id')) FROM generate_series(1, %s)", [count]
+        )
+        return [r[0] for r in cursor.fetchall()]
 
 
 def messages_enqueue(
@@ -122,6 +151,9 @@ def messages_enqueue(
             # A due row's task is dispatched at commit; a later one by the sweeper.
             now.isoformat() if not m.skip_reason and (m.not_before is None or m.not_before <= now) else None,
             m.error,
+            m.label,
+            m.items,
+            m.id,
         ]
         for m in messages
     ]
@@ -131,18 +163,27 @@ def messages_enqueue(
         if missing:
             raise ValueError(f"messages: profiles {missing[:10]} are not profiles of project {project_id}")
         cursor.execute(
-            "INSERT INTO delivery_message (project_id, profile_id, channel, idempotency_key, source, content, "
-            '"to", state, skip_reason, marketing, quiet_hours_policy, not_before, cutoff_at, dispatched_at, '
-            "error, throttle_per_minute, attempts, claimed_by, provider_id, created_at) "
-            "SELECT %s, (e->>0)::bigint, e->>1, e->>2, e->>3, e->4, e->>5, e->>6, e->>7, (e->>8)::boolean, "
-            "e->>9, (e->>10)::timestamptz, (e->>11)::timestamptz, (e->>12)::timestamptz, e->>13, "
-            "%s::integer, 0, '', '', %s "
+            "INSERT INTO delivery_message AS m (id, project_id, profile_id, channel, idempotency_key, source, "
+            'content, "to", state, skip_reason, marketing, quiet_hours_policy, not_before, cutoff_at, '
+            "dispatched_at, error, label, items, throttle_per_minute, attempts, claimed_by, provider_id, created_at) "
+            f"SELECT {ID_SQL.format(index=16)}, %s, (e->>0)::bigint, e->>1, e->>2, e->>3, e->4, e->>5, e->>6, "
+            "e->>7, (e->>8)::boolean, e->>9, (e->>10)::timestamptz, (e->>11)::timestamptz, "
+            "(e->>12)::timestamptz, e->>13, e->>14, e->15, %s::integer, 0, '', '', %s "
             "FROM jsonb_array_elements(%s::jsonb) AS e "
             "ON CONFLICT (project_id, idempotency_key) DO NOTHING "
-            "RETURNING id, channel, state, dispatched_at IS NOT NULL",
+            f"RETURNING m.id, m.channel, m.state, m.dispatched_at IS NOT NULL, m.skip_reason, {OUTCOME_COLUMNS}",
             [project_id, throttle_per_minute, now, json_param(rows)],
         )
-        inserted = cursor.fetchall()
+        returned = cursor.fetchall()
+        # Told in the insert's transaction, for the rows it really inserted (a key
+        # enqueued before returns nothing): created for each, skipped with its reason too.
+        told = []
+        for r in returned:
+            told.append(outcome_of(r[5:], kind=OutcomeKind.CREATED, at=now))
+            if r[2] == MessageState.SKIPPED:
+                told.append(outcome_of(r[5:], kind=OutcomeKind.SKIPPED, at=now, reason=r[4]))
+        outcomes_told(told)
+    inserted = [r[:4] for r in returned]
     queued = sorted((r[0], r[1]) for r in inserted if r[2] == MessageState.QUEUED)
     due: dict[str, list[int]] = defaultdict(list)
     for message_id, channel, state, dispatched in inserted:

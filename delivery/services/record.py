@@ -10,12 +10,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from django.db import connection
+from django.db import connection, transaction
 from django.utils import timezone
 
 from crm.bulk import json_param
 from delivery.models import ChannelName, MessageState
-from delivery.services.enqueue import MessageIn, _check
+from delivery.outcomes import OutcomeKind, outcomes_told
+from delivery.services.enqueue import ID_SQL, MessageIn, _check
+from delivery.services.told import OUTCOME_COLUMNS, outcome_of
 
 
 def messages_record(*, project_id: int, messages: Sequence[MessageIn], now: datetime | None = None) -> dict[str, int]:
@@ -49,22 +51,37 @@ def messages_record(*, project_id: int, messages: Sequence[MessageIn], now: date
             m.skip_reason,
             m.marketing,
             m.error,
+            m.label,
+            m.items,
+            m.id,
         ]
         for m in messages
     ]
-    with connection.cursor() as cursor:
+    # savepoint=False: inside a caller's transaction this adds no statement; alone
+    # it makes the insert and its outcomes one transaction.
+    with transaction.atomic(savepoint=False), connection.cursor() as cursor:
         cursor.execute(
-            "INSERT INTO delivery_message (project_id, profile_id, channel, idempotency_key, source, content, "
-            '"to", state, skip_reason, marketing, error, quiet_hours_policy, not_before, attempts, claimed_at, '
-            "claimed_by, sent_at, provider_id, created_at) "
-            "SELECT %s, p.id, %s, e->>1, e->>2, e->3, '', e->>4, e->>5, (e->>6)::boolean, e->>7, '', %s, 0, "
+            "INSERT INTO delivery_message AS m (id, project_id, profile_id, channel, idempotency_key, source, "
+            'content, "to", state, skip_reason, marketing, error, label, items, quiet_hours_policy, not_before, '
+            "attempts, claimed_at, claimed_by, sent_at, provider_id, created_at) "
+            f"SELECT {ID_SQL.format(index=10)}, %s, p.id, %s, e->>1, e->>2, e->3, '', e->>4, e->>5, "
+            "(e->>6)::boolean, e->>7, e->>8, e->9, '', %s, 0, "
             "CASE WHEN e->>5 = '' THEN %s::timestamptz END, '', CASE WHEN e->>5 = '' THEN %s::timestamptz END, "
             "'', %s "
             "FROM jsonb_array_elements(%s::jsonb) AS e "
             # The project's own profiles only (the primary key probe; the project checked on the row).
             "JOIN crm_profile p ON p.id = (e->>0)::bigint AND p.project_id = %s "
             "ON CONFLICT (project_id, idempotency_key) DO NOTHING "
-            "RETURNING idempotency_key, id",
+            f"RETURNING m.idempotency_key, m.state, m.skip_reason, {OUTCOME_COLUMNS}",
             [project_id, ChannelName.IN_APP.value, now, now, now, now, json_param(rows), project_id],
         )
-        return dict(cursor.fetchall())
+        returned = cursor.fetchall()
+        told = []
+        for r in returned:
+            told.append(outcome_of(r[3:], kind=OutcomeKind.CREATED, at=now))
+            if r[1] == MessageState.SKIPPED:
+                told.append(outcome_of(r[3:], kind=OutcomeKind.SKIPPED, at=now, reason=r[2]))
+            else:
+                told.append(outcome_of(r[3:], kind=OutcomeKind.SENT, at=now))
+        outcomes_told(told)
+    return {r[0]: r[3] for r in returned}

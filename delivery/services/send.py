@@ -35,10 +35,12 @@ from crm.bulk import json_param
 from crm.services import devices_clear_push_tokens
 from delivery.channels import Outgoing, PermanentError, Result, TemporaryError, channel_get
 from delivery.models import MessageState, SkipReason
+from delivery.outcomes import OutcomeKind, outcomes_told
 from delivery.selectors import channel_settings_get
 from delivery.services.claim import Claimed, messages_claim
 from delivery.services.enqueue import messages_dispatch
 from delivery.services.rules import retry_delay_seconds
+from delivery.services.told import OUTCOME_COLUMNS, outcome_of
 
 logger = logging.getLogger(__name__)
 
@@ -175,15 +177,27 @@ def _record(
             retry[channel_name].append((message.id, delay))
             summary.retrying += 1
             summary.retry_ids.append(message.id)
-    with connection.cursor() as cursor:
+    # The record and its outcomes in one transaction: a listener's counters
+    # commit with the states they count. RETURNING names the rows this record
+    # really changed: a stale claim (the sweeper gave the row to another
+    # worker, which may have sent it) changes nothing and tells nothing.
+    with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(
             "UPDATE delivery_message AS m SET state = e->>1, skip_reason = e->>2, provider_id = e->>3, "
             "error = e->>4, sent_at = (e->>5)::timestamptz, "
             "not_before = COALESCE((e->>6)::timestamptz, m.not_before), dispatched_at = (e->>7)::timestamptz, "
             '"to" = e->>8 '
             "FROM jsonb_array_elements(%s::jsonb) AS e "
-            "WHERE m.id = (e->>0)::bigint AND m.state = 'claimed' AND m.claimed_by = %s",
+            "WHERE m.id = (e->>0)::bigint AND m.state = 'claimed' AND m.claimed_by = %s "
+            f"RETURNING m.state, m.skip_reason, {OUTCOME_COLUMNS}",
             [json_param(rows), token],
+        )
+        outcomes_told(
+            [
+                outcome_of(r[2:], kind=r[0], at=done, reason=r[1])
+                for r in cursor.fetchall()
+                if r[0] in (OutcomeKind.SENT, OutcomeKind.FAILED)
+            ]
         )
     if dead_tokens:
         summary.tokens_cleared += devices_clear_push_tokens(project_id=project_id, tokens=dead_tokens)

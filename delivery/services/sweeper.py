@@ -9,7 +9,9 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
+from delivery.outcomes import OutcomeKind, outcomes_told
 from delivery.services.enqueue import messages_dispatch
+from delivery.services.told import OUTCOME_COLUMNS, outcome_of
 
 
 def messages_sweep(*, now: datetime | None = None, limit: int | None = None) -> tuple[int, int]:
@@ -30,15 +32,20 @@ def messages_sweep(*, now: datetime | None = None, limit: int | None = None) -> 
         # A message whose every claim died (a worker killed by it, again and
         # again) fails after the attempts allowed, like one with temporary errors.
         cursor.execute(
-            "UPDATE delivery_message SET "
+            "UPDATE delivery_message AS m SET "
             "state = CASE WHEN attempts >= %s THEN 'failed' ELSE 'queued' END, "
             "skip_reason = CASE WHEN attempts >= %s THEN 'retries_exhausted' ELSE '' END, "
             "not_before = %s, dispatched_at = NULL, "
             "error = 'claim timed out: its worker stopped before recording a result' "
-            "WHERE state = 'claimed' AND claimed_at < %s",
+            f"WHERE state = 'claimed' AND claimed_at < %s RETURNING m.state, m.skip_reason, {OUTCOME_COLUMNS}",
             [settings.DELIVERY_MAX_ATTEMPTS, settings.DELIVERY_MAX_ATTEMPTS, now, stale],
         )
-        released = cursor.rowcount
+        returned = cursor.fetchall()
+        released = len(returned)
+        # The rows this sweep ends (failed) are told; the ones queued again are not, yet.
+        outcomes_told(
+            [outcome_of(r[2:], kind=OutcomeKind.FAILED, at=now, reason=r[1]) for r in returned if r[0] == "failed"]
+        )
         # Index message_queued_due; SKIP LOCKED: rows a claim holds are being sent.
         cursor.execute(
             "UPDATE delivery_message AS m SET dispatched_at = %s WHERE m.id IN ("

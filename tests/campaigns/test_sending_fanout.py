@@ -15,6 +15,7 @@ from campaigns.sending.assignment import assign, assignment_rules
 from campaigns.sending.tasks import profiles_send_task, run_plan_task
 from crm.models import Device, Profile
 from delivery.models import Message, MessageState, SkipReason
+from delivery.tracking import open_url
 from recommendations.serving import ServeFilters, recommendations_for_user
 from tests.campaigns.sending_fixtures import (
     EMAIL,
@@ -82,7 +83,9 @@ def test_subject_is_plain_text_and_html_is_escaped(project_a, eager):  # noqa: F
     [message] = campaign_messages(campaign)
     assert message.content["subject"] == "Fish & <Chips> deals"
     assert message.content["text"] == "Fish & <Chips>"
-    assert message.content["html"] == "<b>Fish &amp; &lt;Chips&gt;</b>"
+    # The email's open pixel follows the escaped HTML (delivery.tracking.links_track).
+    pixel = f'<img src="{open_url(project_id=project.pk, message_id=message.pk)}" width="1" height="1" alt="" '
+    assert message.content["html"] == "<b>Fish &amp; &lt;Chips&gt;</b>" + pixel + 'style="display:none">'
 
 
 def test_control_and_system_control_are_recorded_with_their_reasons(project_a, eager):  # noqa: F811
