@@ -22,7 +22,7 @@ The rule, exactly (RULE_TEXT; the console shows it in words, rule_in_words):
 - otherwise the fallback: `keep_split` (the held-back profiles get the variants
   by their shares) or `first_variant` (they all get the first variant, lowest id).
 
-Idempotent: a decision locks the campaign row (SELECT ... FOR UPDATE) and finds
+Idempotent: a decision locks the campaign row (SELECT ... FOR NO KEY UPDATE) and finds
 any earlier decision first, so the beat firing twice (or the beat racing an
 override) decides once, and the winner run's occurrence is unique besides.
 """
@@ -299,7 +299,8 @@ def ab_decide(*, campaign_id: int, now: datetime | None = None) -> tuple[ABDecis
     no A/B test or no started test run."""
     now = now or timezone.now()
     with transaction.atomic():
-        campaign = Campaign.objects.select_for_update().get(pk=campaign_id)
+        # NO KEY UPDATE: serialises deciders without waiting for the chunks' KEY SHARE.
+        campaign = Campaign.objects.select_for_update(no_key=True).get(pk=campaign_id)
         existing = campaign_decision_get(campaign=campaign)
         if existing is not None:
             return existing, False
@@ -336,7 +337,8 @@ def ab_override(*, campaign_id: int, variant_id: int, decided_by: str, now: date
     messages or are getting them, and a second message is what the test avoids."""
     now = now or timezone.now()
     with transaction.atomic():
-        campaign = Campaign.objects.select_for_update().get(pk=campaign_id)
+        # NO KEY UPDATE: serialises deciders without waiting for the chunks' KEY SHARE.
+        campaign = Campaign.objects.select_for_update(no_key=True).get(pk=campaign_id)
         variants = list(campaign.variants.order_by("pk"))
         if variant_id not in {v.pk for v in variants}:
             raise ValidationError({"variant": "not a variant of this campaign"})
