@@ -238,3 +238,34 @@ def test_the_builder_saves_the_ab_fields_and_names_what_a_start_refuses(console,
     assert response.context["adminform"].form.errors["ab_test_percent"] == [
         "Ensure this value is less than or equal to 90."
     ]
+
+
+def test_the_srm_check_of_an_ab_test_expects_the_test_share_then_the_winner(console, project_a):
+    from campaigns.results.report import campaign_report
+
+    # Control 10 %: buckets [0, 100); the 20 % test share of the rest is [100, 280): A [100, 190), B [190, 280).
+    campaign = campaign_make(
+        project_a[0].pk, variants=[("A", 50, EMAIL), ("B", 50, EMAIL)], control_percent=10, ab_test_percent=20
+    )
+    va, vb = campaign.variants.order_by("pk")
+    told(campaign, "created", "control", 10, at=DAY1)
+    told(campaign, "created", f"variant:{va.pk}", 9, at=DAY1)
+    told(campaign, "created", f"variant:{vb.pk}", 9, at=DAY1)
+    srm = campaign_report(campaign=campaign).sample_ratio
+    assert srm.expected == {
+        "system_control": 0.0,
+        "control": pytest.approx(28 * 100 / 280),
+        f"variant:{va.pk}": pytest.approx(28 * 90 / 280),
+        f"variant:{vb.pk}": pytest.approx(28 * 90 / 280),
+    }
+    assert srm.mismatch is False
+    assert 'id="report-srm"' not in console.get(url(campaign)).content.decode()
+    # The first variant sent to the rest (fallback): the variants are checked together against control.
+    ABDecision.objects.create(
+        campaign=campaign, rule={}, figures={"chosen": [va.pk]}, outcome="fallback:first_variant", decided_at=NOW
+    )
+    told(campaign, "created", f"variant:{va.pk}", 72, at=DAY1)
+    srm = campaign_report(campaign=campaign).sample_ratio
+    assert srm.observed == {"system_control": 0, "control": 10, "variants": 90}
+    assert srm.expected["variants"] == pytest.approx(90.0)
+    assert srm.mismatch is False
