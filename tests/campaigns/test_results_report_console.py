@@ -12,7 +12,9 @@ import re
 import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.messages import get_messages
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 
 from campaigns.models import ABDecision, Campaign, CampaignRun, CampaignStatus
 from campaigns.results.statistics import two_proportion_z_test, wilson_interval
@@ -60,8 +62,12 @@ def interval(s: int, n: int) -> str:
 
 def test_the_report_page_shows_the_exact_figures(console, sent_campaign):  # noqa: F811
     campaign, a, b = sent_campaign
-    response = console.get(url(campaign))
+    with CaptureQueriesContext(connection) as queries:
+        response = console.get(url(campaign))
     assert response.status_code == 200
+    # Session, user, memberships, the campaign, the report's reads, the variants, permissions:
+    # a fixed number whatever the campaign's size (the counters are summed in the report).
+    assert len(queries) <= 16
     html = response.content.decode()
     # Funnel: targeted → sent → delivered → opened → clicked → converted, share of targeted after the first.
     assert row_of(html, "report-funnel", group=a) == (
