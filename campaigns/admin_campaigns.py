@@ -655,6 +655,7 @@ class CampaignAdmin(ProjectScopedAdmin):
             path("<int:pk>/preview/", wrap(self.preview_view), name="campaigns_campaign_preview"),
             path("<int:pk>/estimate/", wrap(self.estimate_view), name="campaigns_campaign_estimate"),
             path("audience/", wrap(self.audience_view), name="campaigns_campaign_audience"),
+            path("ab-rule/", wrap(self.ab_rule_view), name="campaigns_campaign_ab_rule"),
             *super().get_urls(),
         ]
 
@@ -671,7 +672,10 @@ class CampaignAdmin(ProjectScopedAdmin):
         form_url: str = "",
         obj: Campaign | None = None,
     ) -> Any:
-        context["builder"] = {"audience_url": reverse("admin:campaigns_campaign_audience")}
+        context["builder"] = {
+            "audience_url": reverse("admin:campaigns_campaign_audience"),
+            "ab_rule_url": reverse("admin:campaigns_campaign_ab_rule"),
+        }
         if obj is not None and obj.pk:
             problems = _lifecycle().campaign_validate(obj) if obj.status in EDITABLE else {}
             context["problems"] = [(name, problem, _field_anchor(obj, name)) for name, problem in problems.items()]
@@ -827,6 +831,35 @@ class CampaignAdmin(ProjectScopedAdmin):
             "has_view_permission": True,
         }
         return TemplateResponse(request, "admin/campaigns/campaign/estimate.html", context)
+
+    def ab_rule_view(self, request: HttpRequest) -> JsonResponse:
+        """GET `?ab_test_percent=&ab_decision_hours=&ab_metric=&ab_confidence=&ab_min_sample=
+        &ab_fallback=&variants=`: the A/B rule in words as the builder's fields
+        stand (campaigns.results.decision.rule_in_words, the one wording), for
+        the builder to show while it is edited. 400 naming the field."""
+        from campaigns.models import ABFallback, ABMetric
+        from campaigns.results.decision import rule_in_words
+
+        bounds = {
+            "ab_test_percent": (0, 90),
+            "ab_decision_hours": (1, 24 * 30),
+            "ab_confidence": (50, 99),
+            "ab_min_sample": (1, 10**9),
+            "variants": (1, 100),
+        }
+        values: dict[str, Any] = {}
+        try:
+            for name, (low, high) in bounds.items():
+                values[name] = params.integer(name, request.GET.get(name, ""), minimum=low, maximum=high)
+        except params.BadParameter as exc:
+            return JsonResponse({exc.field: [exc.message]}, status=400)
+        for name, choices in (("ab_metric", ABMetric.values), ("ab_fallback", ABFallback.values)):
+            values[name] = request.GET.get(name, "")
+            if values[name] not in choices:
+                return JsonResponse({name: [f"must be one of {', '.join(choices)}"]}, status=400)
+        k = values.pop("variants")
+        probe = Campaign(**values)
+        return JsonResponse({"text": rule_in_words(probe, variants=k)})
 
     def audience_view(self, request: HttpRequest) -> JsonResponse:
         """GET `?project=&channel=&segment=&marketing=`: the audience's live

@@ -196,3 +196,35 @@ def test_the_report_of_a_sent_clicked_and_converted_campaign_shows_its_figures(
         expect(page.locator("#report-csv")).to_have_attribute("href", f"{report}?format=csv")
         assert errors == []
         browser.close()
+
+
+def test_the_builder_words_the_ab_rule_as_its_fields_change(live_server, marketer_a, project_a, monkeypatch):
+    from playwright.sync_api import expect, sync_playwright
+
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_page()
+        page.set_default_timeout(30_000)
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.goto(f"{live_server.url}/admin/login/?next=/admin/campaigns/campaign/add/")
+        page.fill("#id_username", "alice")
+        page.fill("#id_password", "pw-alice-123")
+        page.click("input[type=submit]")
+        page.wait_for_url("**/admin/campaigns/campaign/add/")
+        rule = page.locator(".form-row.field-ab_rule .readonly")
+        expect(rule).to_have_text("No A/B test: every variant is sent by its share at once.")
+        page.fill("#id_ab_test_percent", "20")
+        page.dispatch_event("#id_ab_test_percent", "change")
+        page.fill("#id_ab_confidence", "90")
+        page.dispatch_event("#id_ab_confidence", "change")
+        page.select_option("#id_ab_fallback", "first_variant")
+        expect(rule).to_contain_text("20 % of the audience (after control) get the variants by their shares")
+        expect(rule).to_contain_text("at 90 % confidence")
+        expect(rule).to_contain_text("Otherwise the rest get the first variant.")
+        page.fill("#id_ab_confidence", "100")
+        page.dispatch_event("#id_ab_confidence", "change")
+        expect(rule).to_have_text("ab_confidence: ab_confidence must be an integer from 50 to 99, got '100'")
+        assert errors == []
+        browser.close()

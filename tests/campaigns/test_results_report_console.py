@@ -275,3 +275,30 @@ def test_the_srm_check_of_an_ab_test_expects_the_test_share_then_the_winner(cons
     assert srm.observed == {"system_control": 0, "control": 10, "variants": 90}
     assert srm.expected["variants"] == pytest.approx(90.0)
     assert srm.mismatch is False
+
+
+def test_the_builders_rule_view_words_the_fields_and_names_a_bad_one(console):
+    base = {
+        "ab_test_percent": "30",
+        "ab_decision_hours": "12",
+        "ab_metric": "conversion_rate",
+        "ab_confidence": "99",
+        "ab_min_sample": "200",
+        "ab_fallback": "keep_split",
+        "variants": "3",
+    }
+    response = console.get("/admin/campaigns/campaign/ab-rule/", base)
+    assert response.status_code == 200
+    assert response.json() == {
+        "text": "30 % of the audience (after control) get the variants by their shares; the rest wait. "
+        "12 hours after the test started, the variant with the highest conversion rate wins if every variant has "
+        "at least 200 messages sent and it beats each other variant in a one-sided two-proportion z-test at 99 % "
+        "confidence, Bonferroni-corrected for the 2 comparisons (each p < 0.005); the rest then get the winner. "
+        "Otherwise the rest get the variants by their shares (keep the split)."
+    }
+    bad = console.get("/admin/campaigns/campaign/ab-rule/", {**base, "ab_confidence": "100"})
+    assert bad.status_code == 400
+    assert bad.json() == {"ab_confidence": ["ab_confidence must be an integer from 50 to 99, got '100'"]}
+    bad = console.get("/admin/campaigns/campaign/ab-rule/", {**base, "ab_metric": "revenue"})
+    assert bad.status_code == 400
+    assert bad.json() == {"ab_metric": ["must be one of open_rate, click_rate, conversion_rate"]}
