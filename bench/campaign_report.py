@@ -15,7 +15,8 @@ read from its counters. Prints one JSON object on its last line.
    clicked (some on a product) as separate calls, as the receipts arrive.
    Conversions and revenue go through the same upserts the attribution hook
    uses (counters.stats_add / product_stats_add), per batch; new product views
-   as CampaignNewView rows. Then VACUUM ANALYZE.
+   as CampaignNewView rows. Then VACUUM ANALYZE. `listener_ms_per_call`: the
+   time inside the listener per call (what the send path pays per batch).
 3. `campaign_report` timed: `cold_ms` on a fresh database connection (its first
    call), then --repeat warm calls; `report_ms` {p50, max} over them all.
 """
@@ -115,6 +116,8 @@ def generate(project_id: int, args: argparse.Namespace) -> tuple[int, dict[str, 
     start = datetime(2026, 11, 1, 8, 0, tzinfo=UTC)
     started = time.perf_counter()
     outcomes = 0
+    listener_s = 0.0  # inside outcomes_count_hook only (the send path's added cost)
+    calls_made = 0
     per_day = args.messages // args.days
     message_id = 0
     for batch_start in range(0, args.messages, 1000):
@@ -176,7 +179,10 @@ def generate(project_id: int, args: argparse.Namespace) -> tuple[int, dict[str, 
         for call in calls:
             if call:
                 with transaction.atomic():
+                    before = time.perf_counter()
                     outcomes_count_hook(call)
+                    listener_s += time.perf_counter() - before
+                calls_made += 1
                 outcomes += len(call)
         with transaction.atomic():
             stats_add(rows=[(*k, c, f"{a:.2f}") for k, (c, a) in sorted(conv_stats.items())])
@@ -189,7 +195,13 @@ def generate(project_id: int, args: argparse.Namespace) -> tuple[int, dict[str, 
             for p in rng.sample(products, 200)
         ]
     )
-    return campaign.pk, {"outcomes": outcomes, "generate_s": round(generate_s, 1)}
+    return campaign.pk, {
+        "outcomes": outcomes,
+        "generate_s": round(generate_s, 1),
+        "listener_us_per_outcome": round(listener_s / outcomes * 1e6, 2),
+        "listener_calls": calls_made,
+        "listener_ms_per_call": round(listener_s / calls_made * 1000, 2),
+    }
 
 
 def main() -> None:

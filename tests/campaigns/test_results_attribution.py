@@ -29,7 +29,7 @@ from campaigns.models import (
 from campaigns.results import attribution
 from campaigns.results.attribution import revenue_of
 from config.celery import app
-from crm.models import Profile
+from crm.models import EventNameMapping, Profile
 from crm.selectors import event_name_mappings_cache_clear
 from delivery.models import Message, MessageState, SkipReason
 from ingestion.hooks import StoredEvent
@@ -332,3 +332,22 @@ def test_goal_and_view_batch_reads_the_touches_once(shop, t0):
     assert sql[2].startswith("INSERT INTO campaigns_campaignstat")
     assert sql[3].startswith("INSERT INTO campaigns_campaignnewview")
     assert CampaignConversion.objects.count() == 2
+
+
+def test_goal_and_view_names_are_read_through_the_projects_event_name_mappings(shop, t0):
+    project, keys, p, first, _second = shop
+    EventNameMapping.objects.create(project=project, source_name="Purchase", canonical_name=ORDER)
+    EventNameMapping.objects.create(project=project, source_name="Item Seen", canonical_name="Product Viewed")
+    event_name_mappings_cache_clear()
+    post_batch(keys, [{**view("old", t0 - H, "p5"), "event": "Item Seen"}])
+    message(first, p["u1"], t0)
+    post_batch(
+        keys,
+        [
+            {**order("o1", t0 + H, revenue=9), "event": "Purchase"},
+            {**view("v1", t0 + H, "p5"), "event": "Item Seen"},  # seen before, under the project's own name
+            {**view("v2", t0 + H, "p6"), "event": "Item Seen"},
+        ],
+    )
+    assert list(CampaignConversion.objects.values_list("event_message_id", "revenue")) == [("o1", Decimal("9"))]
+    assert list(CampaignNewView.objects.values_list("product_id", flat=True)) == ["p6"]
