@@ -76,6 +76,8 @@ def _env(args: argparse.Namespace, **extra: str) -> dict[str, str]:
         "LOG_LEVEL": "WARNING",
         "PYTHONUNBUFFERED": "1",
         "LOCAL_PROVIDERS": "1",
+        # No receipts posted back: the figures measure sending (PUBLIC_BASE_URL is not served here).
+        "LOCAL_PROVIDERS_RECEIPTS": "off",
         "CELERY_BROKER_URL": args.broker,
         "PUBLIC_BASE_URL": "https://shop.example",
         **extra,

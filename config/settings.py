@@ -543,6 +543,14 @@ LOCAL_PROVIDERS_SLOW_MS = env_int("LOCAL_PROVIDERS_SLOW_MS", 15_000)
 LOCAL_PROVIDERS_WEBHOOK_SECRET = (
     env_str("LOCAL_PROVIDERS_WEBHOOK_SECRET") or "whsec_ZW5nYWdlLWxvY2FsLXByb3ZpZGVyLXdlYmhvb2tzISE="
 )
+# How the local SendGrid and Twilio post their receipts back (localproviders/receipts.py):
+# "background" (a thread, after the response), "manual" (queued until a test flushes them), "off".
+LOCAL_PROVIDERS_RECEIPTS = env_str("LOCAL_PROVIDERS_RECEIPTS", "background") or "background"
+if LOCAL_PROVIDERS_RECEIPTS not in ("background", "manual", "off"):
+    raise ImproperlyConfigured(
+        f"LOCAL_PROVIDERS_RECEIPTS must be background, manual or off, got {LOCAL_PROVIDERS_RECEIPTS!r}"
+    )
+LOCAL_PROVIDERS_RECEIPTS_DELAY_MS = env_int("LOCAL_PROVIDERS_RECEIPTS_DELAY_MS", 500)
 
 LOGGING = {
     "version": 1,

@@ -88,6 +88,12 @@ def outcome_hook_unregister(hook: OutcomeHook) -> None:
         _hooks.remove(hook)
 
 
+def outcome_hooks_active() -> bool:
+    """Whether any listener is configured or registered: the send path opens a
+    transaction around its record only for them (delivery.services.send)."""
+    return bool(_hooks or _configured())
+
+
 def outcomes_told(outcomes: Sequence[Outcome]) -> None:
     """Tell every listener; call inside the transaction that recorded them."""
     if not outcomes:

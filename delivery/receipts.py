@@ -325,6 +325,18 @@ def events_stored_hook(project_id: int, events: list[Any]) -> None:
             clicks.append((int(raw), event.profile_id, url if isinstance(url, str) else ""))
     if not clicks:
         return
+    # Its own savepoint, taken only for a batch with clicks (hook.savepoint = False
+    # below): a failure rolls back these writes alone, never the batch's events.
+    with transaction.atomic():
+        _notification_clicks_record(project_id, clicks)
+
+
+# No savepoint from ingestion for every batch: ~0.4 ms each (ingestion/hooks.py) for a
+# hook that almost always finds no Notification Clicked; it takes its own when it writes.
+events_stored_hook.savepoint = False  # type: ignore[attr-defined]
+
+
+def _notification_clicks_record(project_id: int, clicks: list[tuple[int, int, str]]) -> None:
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT id, profile_id FROM delivery_message WHERE project_id = %s AND id = ANY(%s)",

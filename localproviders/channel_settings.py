@@ -11,6 +11,8 @@ from typing import Any
 
 from django.conf import settings
 
+from localproviders.receipts import local_sendgrid_public_key
+
 LOCAL_PREFIX = "/_local"
 LOCAL_FCM_PROJECT = "engage-local"
 
@@ -39,7 +41,13 @@ def local_channel_settings(*, base_url: str, service_account: dict[str, Any]) ->
     """Settings of each channel (email, push, sms, webhook) for the local server at `base_url`."""
     root = base_url.rstrip("/") + LOCAL_PREFIX
     return {
-        "email": {"api_key": "SG.local-provider-key", "from_email": "shop@example.com", "host": f"{root}/sendgrid"},
+        "email": {
+            "api_key": "SG.local-provider-key",
+            "from_email": "shop@example.com",
+            "host": f"{root}/sendgrid",
+            # The local SendGrid signs its Event Webhook posts with this key's private half.
+            "event_webhook_public_key": local_sendgrid_public_key(),
+        },
         "push": {"service_account": service_account, "fcm_url": f"{root}/fcm"},
         "sms": {
             "account_sid": "AC" + "0" * 31 + "1",

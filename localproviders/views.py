@@ -68,6 +68,7 @@ from django.views.decorators.http import require_POST
 from localproviders.faults import fault_for
 from localproviders.models import OutboxMessage
 from localproviders.outbox import OutboxUnavailable, outbox_record, storable
+from localproviders.receipts import sendgrid_receipts_queue, twilio_receipt_queue
 
 SENDGRID_MAX_BYTES = 30 * 1024 * 1024  # SendGrid: 30 MB per request
 OTHER_MAX_BYTES = 1024 * 1024
@@ -208,6 +209,16 @@ def sendgrid_mail_send(request: HttpRequest) -> HttpResponse:
     def accepted() -> HttpResponse:
         response = HttpResponse(status=202)
         response["X-Message-Id"] = secrets.token_urlsafe(16)
+        # Its receipts, posted after this response (localproviders.receipts).
+        sendgrid_receipts_queue(
+            recipients=[
+                (to["email"], {k: str(v) for k, v in {**(mail.get("custom_args") or {}),
+                                                      **(p.get("custom_args") or {})}.items()})
+                for p in personalizations
+                for to in p["to"]
+            ],
+            sg_message_id=response["X-Message-Id"],
+        )  # fmt: skip
         return response
 
     return _stored(rows, accepted)
@@ -576,7 +587,13 @@ def twilio_messages(request: HttpRequest, account_sid: str) -> HttpResponse:
         request=storable(form),
         received_at=now,
     )
-    return _stored([row], lambda: JsonResponse(resource, status=201))
+
+    def accepted() -> HttpResponse:
+        twilio_receipt_queue(callback=form.get("StatusCallback", ""), auth_token=credentials[1], sid=sid,
+                             account_sid=account_sid, to=to, sender=sender)  # fmt: skip
+        return JsonResponse(resource, status=201)
+
+    return _stored([row], accepted)
 
 
 def _sms_segments(body: str) -> int:

@@ -24,6 +24,8 @@ os.environ.setdefault("RECS_TRACKING_FLUSH_SECONDS", "0")
 # test's transaction); tests call recommendations.serving.related_preload directly.
 os.environ.setdefault("RECS_SERVE_PRELOAD_MAX_ROWS", "0")
 os.environ.setdefault("WHITENOISE_USE_FINDERS", "1")
+# The local providers' receipts wait for a test to flush them (localproviders.receipts).
+os.environ.setdefault("LOCAL_PROVIDERS_RECEIPTS", "manual")
 # Tests must not write into a developer's var/ folder.
 os.environ.setdefault("VAR_DIR", os.path.join(os.environ.get("TMPDIR", "/tmp"), "engage-test-var"))
 os.makedirs(os.path.join(os.environ["VAR_DIR"], "static"), exist_ok=True)

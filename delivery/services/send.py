@@ -23,6 +23,7 @@ import socket
 import time
 import uuid
 from collections import defaultdict
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -35,7 +36,7 @@ from crm.bulk import json_param
 from crm.services import devices_clear_push_tokens
 from delivery.channels import Outgoing, PermanentError, Result, TemporaryError, channel_get
 from delivery.models import MessageState, SkipReason
-from delivery.outcomes import OutcomeKind, outcomes_told
+from delivery.outcomes import OutcomeKind, outcome_hooks_active, outcomes_told
 from delivery.selectors import channel_settings_get
 from delivery.services.claim import Claimed, messages_claim
 from delivery.services.enqueue import messages_dispatch
@@ -178,10 +179,12 @@ def _record(
             summary.retrying += 1
             summary.retry_ids.append(message.id)
     # The record and its outcomes in one transaction: a listener's counters
-    # commit with the states they count. RETURNING names the rows this record
-    # really changed: a stale claim (the sweeper gave the row to another
-    # worker, which may have sent it) changes nothing and tells nothing.
-    with transaction.atomic(), connection.cursor() as cursor:
+    # commit with the states they count (with no listener, the UPDATE alone in
+    # autocommit, as before: no BEGIN / COMMIT round trips). RETURNING names the
+    # rows this record really changed: a stale claim (the sweeper gave the row
+    # to another worker, which may have sent it) changes nothing and tells nothing.
+    together = transaction.atomic() if outcome_hooks_active() else nullcontext()
+    with together, connection.cursor() as cursor:
         cursor.execute(
             "UPDATE delivery_message AS m SET state = e->>1, skip_reason = e->>2, provider_id = e->>3, "
             "error = e->>4, sent_at = (e->>5)::timestamptz, "

@@ -29,7 +29,8 @@ pytestmark = pytest.mark.django_db
 
 
 def test_variant_messages_carry_label_items_and_tracked_links_and_control_rows_their_label(
-    project_a, eager  # noqa: F811
+    project_a,
+    eager,  # noqa: F811
 ):
     project = project_a[0]
     shop_catalog(project.pk)

@@ -31,6 +31,7 @@ from catalog.models import Product
 from crm.models import EventNameMapping, Profile
 from crm.selectors import event_name_mappings_cache_clear
 from delivery.models import Message, MessageState, SkipReason
+from delivery.tracking import open_url
 from ingestion.hooks import StoredEvent
 from ingestion.spec import message_normalize
 from ingestion.store import messages_store
@@ -176,7 +177,9 @@ def test_the_message_sees_the_event_and_its_product(shop, t0):
     triggers.triggers_send_due(now=t0 + timedelta(seconds=1))
     [message] = campaign_messages(campaign)
     assert message.content["subject"] == "Still thinking about Trail shoe?"
-    assert message.content["html"] == "<p>Product Added: p1 x2</p>"
+    # The email's open pixel follows the rendered HTML (delivery.tracking.links_track).
+    pixel = f'<img src="{open_url(project_id=project.pk, message_id=message.pk)}" width="1" height="1" alt="" '
+    assert message.content["html"] == "<p>Product Added: p1 x2</p>" + pixel + 'style="display:none">'
 
 
 def test_the_cancelling_event_after_the_trigger_cancels_it_and_says_why(shop, t0):
