@@ -58,6 +58,9 @@ WEEKDAYS = [(1, "Mon"), (2, "Tue"), (3, "Wed"), (4, "Thu"), (5, "Fri"), (6, "Sat
 # A campaign's settings can change while it is a draft or paused; started, it sends what it was.
 EDITABLE = (CampaignStatus.DRAFT, CampaignStatus.PAUSED)
 
+# The A/B test's fields (campaigns.results.decision), fixed once the campaign has started.
+AB_FIELDS = ["ab_test_percent", "ab_decision_hours", "ab_metric", "ab_confidence", "ab_min_sample", "ab_fallback"]
+
 # Each channel's template fields in Variant.content, as render.py renders them:
 # (key, label, multi-line). The webhook's JSON body is rendered apart (as text, then parsed).
 _LABELS = {"html": "HTML body", "text": "text body", "from_email": "from (address)", "from_name": "from (name)",
@@ -506,7 +509,12 @@ class CampaignAdmin(ProjectScopedAdmin):
         if obj is None:
             return list(self.readonly_fields)
         # A campaign stays in its project: its segment and messages are that project's.
-        return [*self.readonly_fields, "project"]
+        fields = [*self.readonly_fields, "project"]
+        if obj.status != CampaignStatus.DRAFT:
+            # Started (paused included): the test share and rule are those of its
+            # test run, which the winner run's buckets and the decision rely on.
+            fields.extend(AB_FIELDS)
+        return fields
 
     def has_change_permission(self, request: HttpRequest, obj: Campaign | None = None) -> bool:
         if obj is not None and obj.status not in EDITABLE:

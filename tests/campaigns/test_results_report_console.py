@@ -302,3 +302,28 @@ def test_the_builders_rule_view_words_the_fields_and_names_a_bad_one(console):
     bad = console.get("/admin/campaigns/campaign/ab-rule/", {**base, "ab_metric": "revenue"})
     assert bad.status_code == 400
     assert bad.json() == {"ab_metric": ["must be one of open_rate, click_rate, conversion_rate"]}
+
+
+def test_a_started_campaigns_ab_fields_are_fixed(console, project_a):
+    from tests.campaigns.test_campaign_admin import _form
+
+    campaign = campaign_make(
+        project_a[0].pk,
+        variants=[("A", 50, EMAIL), ("B", 50, EMAIL)],
+        ab_test_percent=20,
+        status=CampaignStatus.PAUSED,
+    )
+    change = f"/admin/campaigns/campaign/{campaign.pk}/change/"
+    html = console.get(change).content.decode()
+    assert 'name="ab_test_percent"' not in html  # shown, not editable
+    assert 'name="name"' in html  # a paused campaign's other settings still are
+    va, vb = campaign.variants.order_by("pk")
+    variants = [
+        {"id": v.pk, "campaign": campaign.pk, "name": v.name, "share": 50, "email_subject": "Hi", "email_html": "x"}
+        for v in (va, vb)
+    ]
+    data = _form(project_a[0], variants, initial=2, name="Renamed", ab_test_percent=80, ab_min_sample=1)
+    response = console.post(change, data)
+    assert response.status_code == 302
+    campaign.refresh_from_db()
+    assert (campaign.name, campaign.ab_test_percent, campaign.ab_min_sample) == ("Renamed", 20, 100)
