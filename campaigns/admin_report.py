@@ -216,7 +216,41 @@ def report_context(report: CampaignReport) -> dict[str, Any]:
         "diversity": [{**d.__dict__, "name": names.get(d.group, d.group)} for d in report.diversity],
         "coverage_share": percent(report.coverage.share),
         "srm_p": p_text(report.sample_ratio.p_value),
+        "decision_rows": decision_rows(report),
     }
+
+
+def decision_rows(report: CampaignReport) -> list[dict[str, Any]]:
+    """The figures the decision saw (ABDecision.figures, campaigns.results.decision):
+    per variant its sent, successes, rate with interval, and its one-sided p against
+    the leader; [] for a decision without them."""
+    if report.decision is None:
+        return []
+    figures = report.decision.figures or {}
+    comparisons = figures.get("comparisons") or {}
+    leader = str(figures.get("leader", ""))
+    rows = []
+    for variant_id, v in (figures.get("variants") or {}).items():
+        if not isinstance(v, dict):
+            continue
+        rate = v.get("rate")
+        low, high = v.get("low"), v.get("high")
+        compared = comparisons.get(variant_id) or {}
+        rows.append(
+            {
+                "variant": variant_id,
+                "name": v.get("name", variant_id),
+                "n": v.get("n"),
+                "successes": v.get("successes"),
+                "rate": "—"
+                if rate is None or low is None or high is None
+                else f"{rate * 100:.2f} % ({low * 100:.2f} – {high * 100:.2f} %)",
+                "leader": variant_id == leader,
+                "p": "leader" if variant_id == leader else p_text(compared.get("p_one_sided")),
+                "beaten": compared.get("beaten"),
+            }
+        )
+    return rows
 
 
 def _group(report: CampaignReport, group: str) -> GroupFigures:

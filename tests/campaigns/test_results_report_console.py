@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+from html import unescape
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -16,7 +17,7 @@ from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
-from campaigns.models import ABDecision, Campaign, CampaignRun, CampaignStatus
+from campaigns.models import ABDecision, Campaign, CampaignRun, CampaignStat, CampaignStatus
 from campaigns.results.statistics import two_proportion_z_test, wilson_interval
 from catalog.models import Product
 from crm.services import membership_add
@@ -52,7 +53,7 @@ def row_of(html: str, table: str, **attrs: str) -> str:
     wanted = "".join(f' data-{k.replace("_", "-")}="{v}"' for k, v in attrs.items())
     match = re.search(rf"<tr{re.escape(wanted)}>(.*?)</tr>", body, re.S)
     assert match, f"no row {attrs} in {table}"
-    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", match.group(1))).strip()
+    return unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", match.group(1))).strip())
 
 
 def interval(s: int, n: int) -> str:
@@ -327,3 +328,34 @@ def test_a_started_campaigns_ab_fields_are_fixed(console, project_a):
     assert response.status_code == 302
     campaign.refresh_from_db()
     assert (campaign.name, campaign.ab_test_percent, campaign.ab_min_sample) == ("Renamed", 20, 100)
+
+
+def test_the_rules_decision_is_shown_with_the_figures_it_saw(console, project_a):
+    from campaigns.results import decision as decisions
+
+    campaign = campaign_make(
+        project_a[0].pk,
+        variants=[("A", 50, EMAIL), ("B", 50, EMAIL)],
+        ab_test_percent=20,
+        ab_min_sample=10,
+        status=CampaignStatus.SCHEDULED,
+    )
+    va, vb = campaign.variants.order_by("pk")
+    CampaignRun.objects.create(campaign=campaign, occurrence="now", planned_at=NOW, started_at=NOW, status="done")
+    for v, sent, clicked in ((va, 1000, 100), (vb, 1000, 130)):
+        for metric, count in (("sent", sent), ("clicked", clicked)):
+            CampaignStat.objects.create(
+                campaign=campaign, group=f"variant:{v.pk}", day=NOW.date(), metric=metric, count=count
+            )
+    decisions.ab_decide(campaign_id=campaign.pk, now=NOW)
+    html = console.get(url(campaign)).content.decode()
+    assert "<strong>B</strong> won." in html
+    assert "(B beats every other variant at p &lt; 0.05)" in html
+    p = decisions.rule_apply(
+        rule=decisions.Rule.of(campaign),
+        counts=[decisions.VariantCount(va.pk, "A", 1000, 100), decisions.VariantCount(vb.pk, "B", 1000, 130)],
+    ).figures["comparisons"][str(va.pk)]["p_one_sided"]
+    assert row_of(html, "report-decision-figures", variant=va.pk) == (
+        f"A 1000 100 {interval(100, 1000)} {p:.4f} beaten (p < 0.0500)"
+    )
+    assert row_of(html, "report-decision-figures", variant=vb.pk) == f"B 1000 130 {interval(130, 1000)} leader leader"
