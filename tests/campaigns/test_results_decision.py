@@ -348,5 +348,16 @@ def test_validation_refuses_an_ab_test_it_cannot_run(project_a):
         "ab_metric": "the conversion rate needs a conversion goal (goal_event)",
         "ab_decision_hours": "must be 1 hour to 30 days",
     }
+    too_big = campaign_make(project.pk, ab_test_percent=95, variants=[("A", 50, EMAIL), ("B", 50, EMAIL_B)])
+    assert campaign_validate(too_big, now=NOW) == {"ab_test_percent": "must be 0 (no test) to 90"}
+    in_app = campaign_make(
+        project.pk,
+        channel="in_app",
+        ab_test_percent=20,
+        variants=[("A", 50, {"html": "<p>a</p>"}), ("B", 50, {"html": "<p>b</p>"})],
+    )
+    assert campaign_validate(in_app, now=NOW) == {
+        "ab_test_percent": "in-app campaigns have no runs to test first: set 0"
+    }
     fine = campaign_make(project.pk, ab_test_percent=20, variants=[("A", 50, EMAIL), ("B", 50, EMAIL_B)])
     assert campaign_validate(fine, now=NOW) == {}

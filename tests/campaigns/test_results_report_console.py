@@ -108,6 +108,7 @@ def test_the_report_page_shows_the_exact_figures(console, sent_campaign):  # noq
 def test_the_csv_has_its_sections_with_exact_figures_and_escaped_cells(console, sent_campaign):  # noqa: F811
     campaign, a, b = sent_campaign
     Product.objects.filter(project_id=campaign.project_id, product_id="p2").update(name="=HYPERLINK(1)")
+    campaign.variants.filter(name="B").update(name="@B")
     response = console.get(url(campaign) + "?format=csv")
     assert response.status_code == 200
     assert response["Content-Type"] == "text/csv; charset=utf-8"
@@ -130,6 +131,10 @@ def test_the_csv_has_its_sections_with_exact_figures_and_escaped_cells(console, 
     products = {(r[0], r[2]): r for r in rows if len(r) == 8 and r[0] in ("p1", "p2", "p3")}
     assert products[("p1", a)] == ["p1", "Red shoe", a, "1", "38", "3", "2", "99.5000"]
     assert products[("p2", a)][1] == "'=HYPERLINK(1)"  # a spreadsheet shows it as text
+    assert by_group[b][1] == "'@B"
+    # Numbers are numbers: a negative uplift is not escaped.
+    uplift = {(r[0], r[1]): r for r in rows if len(r) == 7 and r[1] in ("control", "system_control")}
+    assert uplift[(b, "control")][2] == f"{2 / 40 - 0.1:.6f}" == "-0.050000"
 
 
 def test_an_unknown_format_is_a_400_naming_it(console, sent_campaign):  # noqa: F811
