@@ -5,6 +5,7 @@ held-back profiles, and campaign_validate's refusals."""
 from __future__ import annotations
 
 import math
+from collections import Counter
 from datetime import date, timedelta
 
 import pytest
@@ -361,3 +362,21 @@ def test_validation_refuses_an_ab_test_it_cannot_run(project_a):
     }
     fine = campaign_make(project.pk, ab_test_percent=20, variants=[("A", 50, EMAIL), ("B", 50, EMAIL_B)])
     assert campaign_validate(fine, now=NOW) == {}
+
+
+def test_the_estimate_of_an_ab_campaign_is_its_test_run(project_a):
+    from campaigns.sending.estimate import campaign_estimate
+
+    project = project_a[0]
+    campaign, ids = ab_campaign(project.pk, n=120)
+    rules = assignment_rules(campaign, system_control_percent=0, phase="test")
+    groups = Counter(
+        assign(rules, pid).group if assign(rules, pid).group != "variant" else assign(rules, pid).variant_id
+        for pid in ids
+    )
+    a, b = campaign.variants.order_by("pk")
+    estimate = campaign_estimate(campaign, now=NOW)
+    assert estimate.audience == 120
+    assert estimate.held_for_winner == groups["held"] > 0
+    assert estimate.control == groups["control"]
+    assert [(v.variant_id, v.assigned) for v in estimate.variants] == [(a.pk, groups[a.pk]), (b.pk, groups[b.pk])]

@@ -364,3 +364,16 @@ def test_the_rules_decision_is_shown_with_the_figures_it_saw(console, project_a)
         f"A 1000 100 {interval(100, 1000)} {p:.4f} beaten (p < 0.0500)"
     )
     assert row_of(html, "report-decision-figures", variant=vb.pk) == f"B 1000 130 {interval(130, 1000)} leader leader"
+
+
+def test_the_estimate_page_shows_the_held_back_share(console, project_a):
+    from campaigns.sending.estimate import campaign_estimate
+    from tests.campaigns.test_results_decision import ab_campaign
+
+    campaign, _ = ab_campaign(project_a[0].pk, n=120)
+    estimate = console.get(f"/admin/campaigns/campaign/{campaign.pk}/estimate/").content.decode()
+    held = campaign_estimate(campaign).held_for_winner
+    assert held > 0
+    assert row_of(estimate, "estimate-audience", key="held_for_winner") == (
+        f"− held back for the A/B winner (sent after the decision) {held}"
+    )
