@@ -29,6 +29,7 @@ override) decides once, and the winner run's occurrence is unique besides.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -60,6 +61,8 @@ from campaigns.models import (
     Variant,
 )
 from campaigns.results.statistics import normal_sf, two_proportion_z_test, wilson_interval
+
+logger = logging.getLogger(__name__)
 
 WINNER_SUFFIX = ":winner"
 # The schedule kinds an A/B test first is allowed with: one test run, then one winner run.
@@ -404,7 +407,12 @@ def ab_decide_due(*, now: datetime | None = None) -> list[int]:
     )
     made = []
     for campaign_id in list(runs):
-        decision, created = ab_decide(campaign_id=campaign_id, now=now)
+        try:
+            decision, created = ab_decide(campaign_id=campaign_id, now=now)
+        except ValueError:
+            # Changed between the scan and the lock (its test cancelled): the others still decide.
+            logger.warning("A/B decision of campaign %s skipped", campaign_id, exc_info=True)
+            continue
         if created:
             made.append(decision.pk)
     return made
