@@ -22,6 +22,7 @@ from crm.models import Profile
 from crm.storable import text_problem
 from delivery.channels import channel_get
 from delivery.models import ChannelSettings, DeliverySettings, Message
+from delivery.receipts import sendgrid_webhook_url
 from delivery.selectors import profile_messages, profile_source_messages
 from delivery.services import channel_settings_save
 from delivery.services.settings import settings_merge_secrets
@@ -97,7 +98,15 @@ class ChannelSettingsAdmin(ProjectScopedAdmin):
 
     def get_readonly_fields(self, request: HttpRequest, obj: ChannelSettings | None = None) -> list[str]:
         # One row per (project, channel): a change of channel would be another row.
-        return ["project", "channel"] if obj is not None else []
+        if obj is None:
+            return []
+        return ["project", "channel", "receipts_url"] if obj.channel == "email" else ["project", "channel"]
+
+    @admin.display(description="SendGrid event webhook URL")
+    def receipts_url(self, obj: ChannelSettings) -> str:
+        """What to enter at SendGrid (Mail Settings → Event Webhook), with Signed Event
+        Webhook on and its verification key as event_webhook_public_key (delivery.receipts)."""
+        return sendgrid_webhook_url(project_id=obj.project_id)
 
     @admin.display(description="settings")
     def public_settings(self, obj: ChannelSettings) -> str:
@@ -150,7 +159,8 @@ class MessageAdmin(ReadOnlyFactsAdmin):
     readonly_fields = [
         "project", "profile", "channel", "source", "idempotency_key", "state", "skip_reason", "to", "marketing",
         "quiet_hours_policy", "throttle_per_minute", "not_before", "cutoff_at", "attempts", "claimed_at",
-        "claimed_by", "dispatched_at", "sent_at", "provider_id", "error", "content", "created_at",
+        "claimed_by", "dispatched_at", "sent_at", "provider_id", "error", "content", "created_at", "label",
+        "items", "delivered_at", "opened_at", "clicked_at",
     ]  # fmt: skip
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Message]:

@@ -48,6 +48,13 @@ def test_the_change_page_shows_the_secret_masked_never_its_value(console, email_
     assert "k-123456" not in listing and "••••56" in listing
 
 
+def test_the_email_settings_page_shows_the_projects_sendgrid_webhook_url(console, email_settings, channels):
+    from delivery.receipts import sendgrid_webhook_url
+
+    body = console.get(f"/admin/delivery/channelsettings/{email_settings.pk}/change/").content.decode()
+    assert sendgrid_webhook_url(project_id=email_settings.project_id) in body
+
+
 @pytest.mark.parametrize("typed", ["••••56", ""])
 def test_a_masked_or_blank_secret_keeps_the_stored_one(console, email_settings, channels, typed):
     response = _post(console, email_settings, {"api_key": typed, "from_email": "hello@shop.io"})

@@ -284,3 +284,39 @@ def test_notification_clicked_through_the_collector_is_a_click_of_the_profiles_m
         (push.pk, "opened", "open"),
     ]
     assert Message.objects.filter(profile=bob).count() == 0
+
+
+def test_a_signed_body_that_is_not_an_array_of_events_is_400(client, shop, key_pair):
+    path = sendgrid_webhook_url(project_id=shop.pk)[len(BASE) :]
+    statuses = [
+        client.generic("POST", path, body, content_type="application/json", **signed(key_pair, body)).status_code
+        for body in (b"not json", b'{"event": "delivered"}', b"\xff\xfe")
+    ]
+    # Bytes that are not UTF-8 were not signed as SendGrid signs (text): they do not verify.
+    assert statuses == [400, 400, 403]
+    assert MessageEvent.objects.count() == 0
+
+
+def test_a_twilio_token_of_project_a_never_touches_project_bs_message(
+    client, shop, project_b, make_profile, key_pair, told
+):
+    other = project_b[0]
+    theirs = Message.objects.create(project=other, profile=make_profile(other), channel="sms", idempotency_key="b:s")
+    url = twilio_status_url(project_id=shop.pk, message_id=theirs.pk)
+    params = {"MessageSid": "SM" + "d" * 32, "MessageStatus": "delivered"}
+    assert twilio_post(client, url, params).status_code == 204
+    assert (MessageEvent.objects.count(), told) == (0, [])
+    theirs.refresh_from_db()
+    assert theirs.delivered_at is None
+
+
+def test_notification_clicked_naming_another_projects_message_records_nothing(
+    eager, project_a, project_b, shop, make_profile, told
+):
+    keys = project_a[1]
+    other = project_b[0]
+    make_profile(user_id="alice")
+    theirs = Message.objects.create(project=other, profile=make_profile(other, user_id="alice"), channel="push",
+                                    idempotency_key="b:p")  # fmt: skip
+    assert clicked(Client(), keys.write_key, "alice", theirs.pk, 9).status_code == 200
+    assert (MessageEvent.objects.count(), told) == (0, [])
