@@ -58,6 +58,9 @@ WEEKDAYS = [(1, "Mon"), (2, "Tue"), (3, "Wed"), (4, "Thu"), (5, "Fri"), (6, "Sat
 # A campaign's settings can change while it is a draft or paused; started, it sends what it was.
 EDITABLE = (CampaignStatus.DRAFT, CampaignStatus.PAUSED)
 
+# The A/B test's fields (campaigns.results.decision), fixed once the campaign has started.
+AB_FIELDS = ["ab_test_percent", "ab_decision_hours", "ab_metric", "ab_confidence", "ab_min_sample", "ab_fallback"]
+
 # Each channel's template fields in Variant.content, as render.py renders them:
 # (key, label, multi-line). The webhook's JSON body is rendered apart (as text, then parsed).
 _LABELS = {"html": "HTML body", "text": "text body", "from_email": "from (address)", "from_name": "from (name)",
@@ -138,7 +141,8 @@ class CampaignForm(forms.ModelForm):
             "project", "name", "channel", "marketing", "segment", "control_percent",
             "schedule_kind", "send_date", "send_time", "schedule_timezone", "past_time_policy", "recurrence",
             "weekdays", "trigger_event", "trigger_delay_seconds", "cancel_event", "cutoff_minutes",
-            "goal_event", "goal_window_hours", "quiet_hours_policy", "throttle_per_minute",
+            "goal_event", "goal_window_hours", "ab_test_percent", "ab_decision_hours", "ab_metric",
+            "ab_confidence", "ab_min_sample", "ab_fallback", "quiet_hours_policy", "throttle_per_minute",
             "priority", "max_per_session", "max_per_day",
         ]  # fmt: skip
         widgets = {
@@ -431,13 +435,15 @@ class CampaignAdmin(ProjectScopedAdmin):
     form = CampaignForm
     inlines = [VariantInline]
     change_form_template = "admin/campaigns/campaign/change_form.html"
-    list_display = ["name", "project", "channel", "status", "audience", "schedule", "variant_count", "last_run"]
+    list_display = [
+        "name", "project", "channel", "status", "audience", "schedule", "variant_count", "last_run", "report_column",
+    ]  # fmt: skip
     list_filter = ["project", "channel", "status"]
     list_select_related = ["project", "segment"]
     search_fields = ["name"]
-    readonly_fields = ["status", "system_control", "project_rules"]
+    readonly_fields = ["status", "system_control", "project_rules", "ab_rule", "report_link"]
     fieldsets = [
-        (None, {"fields": ["project", "name", "channel", "marketing", "status"]}),
+        (None, {"fields": ["project", "name", "channel", "marketing", "status", "report_link"]}),
         ("Audience", {"fields": ["segment", "control_percent", "system_control"]}),
         (
             "Schedule",
@@ -459,6 +465,23 @@ class CampaignAdmin(ProjectScopedAdmin):
             },
         ),
         ("Conversion goal", {"fields": ["goal_event", "goal_window_hours"]}),
+        (
+            "A/B test first",
+            {
+                "fields": [
+                    "ab_test_percent",
+                    "ab_decision_hours",
+                    "ab_metric",
+                    "ab_confidence",
+                    "ab_min_sample",
+                    "ab_fallback",
+                    "ab_rule",
+                ],  # fmt: skip
+                "classes": ["campaign-ab"],
+                "description": "Send the variants to a test share first; at the decision time the rule "
+                "picks the winner, which the rest of the audience gets (send now or at a date and time only).",
+            },
+        ),
         ("Delivery", {"fields": ["project_rules", "quiet_hours_policy", "throttle_per_minute"]}),
         (
             "In-app",
@@ -486,7 +509,12 @@ class CampaignAdmin(ProjectScopedAdmin):
         if obj is None:
             return list(self.readonly_fields)
         # A campaign stays in its project: its segment and messages are that project's.
-        return [*self.readonly_fields, "project"]
+        fields = [*self.readonly_fields, "project"]
+        if obj.status != CampaignStatus.DRAFT:
+            # Started (paused included): the test share and rule are those of its
+            # test run, which the winner run's buckets and the decision rely on.
+            fields.extend(AB_FIELDS)
+        return fields
 
     def has_change_permission(self, request: HttpRequest, obj: Campaign | None = None) -> bool:
         if obj is not None and obj.status not in EDITABLE:
@@ -538,6 +566,25 @@ class CampaignAdmin(ProjectScopedAdmin):
         if obj.schedule_kind == ScheduleKind.TRIGGERED:
             return f"on {obj.trigger_event or '…'}"
         return "send now"
+
+    @admin.display(description="the rule in words")
+    def ab_rule(self, obj: Campaign) -> str:
+        from campaigns.results.decision import rule_in_words
+
+        if obj is None or not obj.pk:
+            return "Saved with the campaign; shown here in words."
+        return rule_in_words(obj, variants=getattr(obj, "variants_n", None))
+
+    @admin.display(description="results")
+    def report_link(self, obj: Campaign) -> str:
+        if obj is None or not obj.pk:
+            return "—"
+        url = reverse("admin:campaigns_campaign_report", args=[obj.pk])
+        return format_html('<a href="{}" id="campaign-report-link">Report</a>', url)
+
+    @admin.display(description="report")
+    def report_column(self, obj: Campaign) -> str:
+        return format_html('<a href="{}">report</a>', reverse("admin:campaigns_campaign_report", args=[obj.pk]))
 
     @admin.display(description="variants", ordering="variants_n")
     def variant_count(self, obj: Campaign) -> int:
@@ -607,9 +654,16 @@ class CampaignAdmin(ProjectScopedAdmin):
         ]
         return [
             *actions,
+            path("<int:pk>/report/", wrap(self.report_view), name="campaigns_campaign_report"),
+            path(
+                "<int:pk>/ab-override/",
+                wrap(require_POST(self.ab_override_view)),
+                name="campaigns_campaign_ab_override",
+            ),
             path("<int:pk>/preview/", wrap(self.preview_view), name="campaigns_campaign_preview"),
             path("<int:pk>/estimate/", wrap(self.estimate_view), name="campaigns_campaign_estimate"),
             path("audience/", wrap(self.audience_view), name="campaigns_campaign_audience"),
+            path("ab-rule/", wrap(self.ab_rule_view), name="campaigns_campaign_ab_rule"),
             *super().get_urls(),
         ]
 
@@ -626,7 +680,10 @@ class CampaignAdmin(ProjectScopedAdmin):
         form_url: str = "",
         obj: Campaign | None = None,
     ) -> Any:
-        context["builder"] = {"audience_url": reverse("admin:campaigns_campaign_audience")}
+        context["builder"] = {
+            "audience_url": reverse("admin:campaigns_campaign_audience"),
+            "ab_rule_url": reverse("admin:campaigns_campaign_ab_rule"),
+        }
         if obj is not None and obj.pk:
             problems = _lifecycle().campaign_validate(obj) if obj.status in EDITABLE else {}
             context["problems"] = [(name, problem, _field_anchor(obj, name)) for name, problem in problems.items()]
@@ -668,6 +725,75 @@ class CampaignAdmin(ProjectScopedAdmin):
             return HttpResponseRedirect(reverse("admin:campaigns_campaign_change", args=[campaign.pk]))
 
         return view
+
+    def report_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        """The campaign's report (campaigns.results.report.campaign_report): the
+        funnel, the daily chart, the uplift table, the SRM warning, the A/B
+        decision and its rule (with the override), products, coverage and
+        diversity. `?format=csv`: the same figures as CSV; another format is a
+        400 naming `format`. Another project's campaign: 404."""
+        from campaigns import admin_report
+        from campaigns.results import decision as decisions
+        from campaigns.results.report import campaign_report
+
+        campaign = self._campaign(request, pk)
+        fmt = request.GET.get("format", "html")
+        if fmt not in ("html", "csv"):
+            return HttpResponse("format: must be html or csv", status=400, content_type="text/plain; charset=utf-8")
+        report = campaign_report(campaign=campaign)
+        if fmt == "csv":
+            response = HttpResponse(admin_report.report_csv(report), content_type="text/csv; charset=utf-8")
+            response["Content-Disposition"] = f'attachment; filename="campaign-{campaign.pk}-report.csv"'
+            return response
+        variants = list(campaign.variants.order_by("pk"))
+        is_ab = decisions.is_ab_campaign(campaign)
+        test_started = is_ab and campaign.runs.exclude(occurrence__endswith=decisions.WINNER_SUFFIX).exists()
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Report of {campaign}",
+            "opts": self.model._meta,
+            "original": campaign,
+            "campaign": campaign,
+            "report": report,
+            "variants": variants,
+            "is_ab": is_ab,
+            "rule_words": decisions.rule_in_words(campaign, variants=len(variants)),
+            "can_override": is_ab and test_started and report.decision is None,
+            "override_url": reverse("admin:campaigns_campaign_ab_override", args=[campaign.pk]),
+            "csv_url": reverse("admin:campaigns_campaign_report", args=[campaign.pk]) + "?format=csv",
+            "has_view_permission": True,
+            **admin_report.report_context(report),
+        }
+        return TemplateResponse(request, "admin/campaigns/campaign/report.html", context)
+
+    def ab_override_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        """POST (CSRF) `variant`: the marketer's winner (decision.ab_override):
+        before the rule decided it decides now, after it is refused with the
+        reason; each message names its field."""
+        from campaigns.results import decision as decisions
+
+        campaign = self._campaign(request, pk)
+        if not ProjectScopedAdmin.has_change_permission(self, request, campaign):
+            raise PermissionDenied
+        back = HttpResponseRedirect(reverse("admin:campaigns_campaign_report", args=[campaign.pk]))
+        try:
+            variant_id = params.integer("variant", request.POST.get("variant", ""), minimum=1, maximum=params.MAX_ID)
+        except params.BadParameter as exc:
+            messages.error(request, exc.message)  # "variant must be an integer ..."
+            return back
+        try:
+            decision = decisions.ab_override(
+                campaign_id=campaign.pk, variant_id=variant_id, decided_by=request.user.get_username()
+            )
+        except ValidationError as exc:
+            for field_name, problems in exc.message_dict.items():
+                for problem in problems:
+                    messages.error(request, f"{field_name}: {problem}")
+        else:
+            messages.success(
+                request, f"{decision.winner.name} chosen: the winner run sends it to the held-back profiles."
+            )
+        return back
 
     def preview_view(self, request: HttpRequest, pk: int) -> HttpResponse:
         """GET `?profile=<user id or email>`: each variant rendered for that
@@ -713,6 +839,35 @@ class CampaignAdmin(ProjectScopedAdmin):
             "has_view_permission": True,
         }
         return TemplateResponse(request, "admin/campaigns/campaign/estimate.html", context)
+
+    def ab_rule_view(self, request: HttpRequest) -> JsonResponse:
+        """GET `?ab_test_percent=&ab_decision_hours=&ab_metric=&ab_confidence=&ab_min_sample=
+        &ab_fallback=&variants=`: the A/B rule in words as the builder's fields
+        stand (campaigns.results.decision.rule_in_words, the one wording), for
+        the builder to show while it is edited. 400 naming the field."""
+        from campaigns.models import ABFallback, ABMetric
+        from campaigns.results.decision import rule_in_words
+
+        bounds = {
+            "ab_test_percent": (0, 90),
+            "ab_decision_hours": (1, 24 * 30),
+            "ab_confidence": (50, 99),
+            "ab_min_sample": (1, 10**9),
+            "variants": (1, 100),
+        }
+        values: dict[str, Any] = {}
+        try:
+            for name, (low, high) in bounds.items():
+                values[name] = params.integer(name, request.GET.get(name, ""), minimum=low, maximum=high)
+        except params.BadParameter as exc:
+            return JsonResponse({exc.field: [exc.message]}, status=400)
+        for name, choices in (("ab_metric", ABMetric.values), ("ab_fallback", ABFallback.values)):
+            values[name] = request.GET.get(name, "")
+            if values[name] not in choices:
+                return JsonResponse({name: [f"must be one of {', '.join(choices)}"]}, status=400)
+        k = values.pop("variants")
+        probe = Campaign(**values)
+        return JsonResponse({"text": rule_in_words(probe, variants=k)})
 
     def audience_view(self, request: HttpRequest) -> JsonResponse:
         """GET `?project=&channel=&segment=&marketing=`: the audience's live

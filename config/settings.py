@@ -358,6 +358,12 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": float(CAMPAIGNS_DUE_SECONDS),
         "options": {"queue": "sends"},
     },
+    # A/B tests first: at their decision time the rule picks the winner, sent to the rest.
+    "campaigns: A/B decisions": {
+        "task": "campaigns.ab_decide_due",
+        "schedule": float(CAMPAIGNS_DUE_SECONDS),
+        "options": {"queue": "sends"},
+    },
     # Triggered campaigns' pending triggers go out when their delay has passed.
     "campaigns: due triggers": {
         "task": "campaigns.triggers_send_due",

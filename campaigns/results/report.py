@@ -24,8 +24,10 @@ from campaigns.models import (
     CampaignStat,
     Variant,
 )
+from campaigns.results.decision import is_ab_campaign
 from campaigns.results.statistics import sample_ratio_mismatch, two_proportion_z_test, wilson_interval
 from campaigns.segments.buckets import BUCKETS
+from campaigns.sending.assignment import Phase, assignment_rules
 from catalog.models import Product
 
 HELD_OUT_GROUPS = ("control", "system_control")
@@ -224,19 +226,23 @@ def _uplift(group: GroupFigures, against: GroupFigures) -> Uplift:
 
 
 def _configured_shares(
-    campaign: Campaign, variants: list[Variant], system_control_percent: int, merge_variants: bool
+    campaign: Campaign,
+    variants: list[Variant],
+    system_control_percent: int,
+    merge_variants: bool,
+    phase: Phase = "all",
 ) -> dict[str, float]:
     """The share of the audience each group should get, as the fan-out assigns
-    (campaigns.sending.assignment): the system control group first, the
-    campaign's control of the rest, the variants' bucket ranges of what remains."""
-    system = system_control_percent * BUCKETS // 100 / BUCKETS
-    control_end = campaign.control_percent * BUCKETS // 100
-    shares: dict[str, float] = {"system_control": system, "control": (1 - system) * control_end / BUCKETS}
-    previous, cumulative = control_end, 0
-    for variant in variants:
-        cumulative += variant.share
-        end = control_end + (BUCKETS - control_end) * min(cumulative, 100) // 100
-        key = "variants" if merge_variants else f"variant:{variant.pk}"
+    (campaigns.sending.assignment's own bucket bounds): the system control group
+    first, the campaign's control of the rest, the variants' bucket ranges of
+    what remains; during an A/B test (phase "test") only the test's ranges, the
+    held-back rest being targeted by no one yet."""
+    rules = assignment_rules(campaign, system_control_percent=system_control_percent, variants=variants, phase=phase)
+    system = rules.system_control_end / BUCKETS
+    shares: dict[str, float] = {"system_control": system, "control": (1 - system) * rules.control_end / BUCKETS}
+    previous = rules.control_end
+    for end, variant_id in rules.variant_ends:
+        key = "variants" if merge_variants else f"variant:{variant_id}"
         shares[key] = shares.get(key, 0.0) + (1 - system) * (end - previous) / BUCKETS
         previous = end
     return shares
@@ -307,10 +313,14 @@ def campaign_report(*, campaign: Campaign) -> CampaignReport:
     decision_rows = list(
         ABDecision.objects.filter(campaign=campaign).select_related("winner").order_by("-decided_at", "-id")
     )
-    # After an A/B test the winner is sent to the rest: the variants' own split is
-    # no longer the configured one, so the check compares them together.
-    merge = bool(campaign.ab_test_percent and any(row.winner_id for row in decision_rows))
-    shares = _configured_shares(campaign, variants, system_control_percent, merge)
+    # After an A/B test one variant (the winner, an override's, the first) is sent
+    # to the rest: the variants' own split is no longer the configured one, so the
+    # check compares them together; "keep the split" sends the rest by the shares.
+    # Before the decision only the test share is targeted (phase "test").
+    ab = is_ab_campaign(campaign)
+    merge = ab and any(row.outcome != "fallback:keep_split" for row in decision_rows)
+    phase: Phase = "test" if ab and not decision_rows else "all"
+    shares = _configured_shares(campaign, variants, system_control_percent, merge, phase)
     observed = {key: counts.get(key, {}).get("targeted", 0) for key in shares if key != "variants"}
     if merge:
         observed["variants"] = all_counts.get("targeted", 0)

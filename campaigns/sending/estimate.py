@@ -38,7 +38,14 @@ from django.db.models import (
 from django.utils import timezone
 
 from campaigns.models import Campaign, CampaignChannel, ScheduleKind, ScheduleTimezone, Variant
-from campaigns.sending.assignment import SQL_CONTROL, SQL_SYSTEM_CONTROL, assign, assignment_rules, assignment_sql
+from campaigns.sending.assignment import (
+    SQL_CONTROL,
+    SQL_HELD,
+    SQL_SYSTEM_CONTROL,
+    assign,
+    assignment_rules,
+    assignment_sql,
+)
 from campaigns.sending.context import ContextSpec, Needs, contexts_build, recommendations_config
 from campaigns.sending.fanout import reachable_q, system_control_percent_get
 from campaigns.sending.render import RenderError, sms_segments, variant_render
@@ -103,6 +110,8 @@ class CampaignEstimate:
     quiet_hours_policy: str  # the policy that applies: the campaign's, else the project's
     throttle_per_minute: int | None
     total: VariantEstimate = field(default_factory=lambda: VariantEstimate(variant_id=None, name="total", share=0))
+    # An A/B test first: the estimate is of its test run; these wait for the winner (their own run).
+    held_for_winner: int = 0
 
     @property
     def throttle_minutes(self) -> int | None:
@@ -191,8 +200,13 @@ def campaign_estimate(campaign: Campaign, *, now: datetime | None = None) -> Cam
     one aggregate over the audience, plus the project's settings."""
     at = now or timezone.now()
     variants = list(campaign.variants.order_by("pk"))
+    from campaigns.results.decision import is_ab_campaign
+
     rules = assignment_rules(
-        campaign, system_control_percent=system_control_percent_get(project_id=campaign.project_id), variants=variants
+        campaign,
+        system_control_percent=system_control_percent_get(project_id=campaign.project_id),
+        variants=variants,
+        phase="test" if is_ab_campaign(campaign) else "all",
     )
     group = assignment_sql(rules)
     marketing = campaign.marketing
@@ -237,10 +251,13 @@ def campaign_estimate(campaign: Campaign, *, now: datetime | None = None) -> Cam
         return quiet_of[tz]
 
     by_variant = {v.pk: VariantEstimate(variant_id=v.pk, name=v.name, share=v.share) for v in variants}
-    audience = system_control = control = unassigned = 0
+    audience = system_control = control = unassigned = held = 0
     for row in rows:
         total = row["total"]
         audience += total
+        if row["grp"] == SQL_HELD:
+            held += total
+            continue
         if row["grp"] == SQL_SYSTEM_CONTROL:
             system_control += total
             continue
@@ -285,6 +302,7 @@ def campaign_estimate(campaign: Campaign, *, now: datetime | None = None) -> Cam
         quiet_hours_policy=policy if quiet_applies else "",
         throttle_per_minute=campaign.throttle_per_minute,
         total=total,
+        held_for_winner=held,
     )
 
 

@@ -46,7 +46,8 @@ from campaigns.models import (
     SegmentMembership,
     Variant,
 )
-from campaigns.sending.assignment import assign, assignment_rules
+from campaigns.results.decision import is_winner_run, run_plan, status_after_run
+from campaigns.sending.assignment import Assignment, assign, assignment_rules
 from campaigns.sending.context import ContextSpec, context_spec, contexts_build
 from campaigns.sending.render import RenderError, variant_render
 from crm.bulk import json_param
@@ -73,6 +74,10 @@ COUNT_NAMES = (
     "system_control",
     "template_error",
     "cutoff_passed",  # per-user-time-zone sends whose local time had passed (schedule's skip policy)
+    "held_for_winner",  # A/B test run: the rest, who get the winner (its own run), no message here
+    "tested",  # A/B winner run: profiles of the test share, who had the test's message
+    "control_before",  # A/B winner run: the control groups, held out (and recorded) by the test run
+    "system_control_before",
 )
 
 
@@ -206,7 +211,7 @@ def run_finish_if_complete(*, run_id: int, now: datetime | None = None) -> bool:
         if done:
             run = CampaignRun.objects.select_related("campaign").get(pk=run_id)
             campaign = run.campaign
-            after = (
+            after = status_after_run(campaign=campaign, run=run) or (
                 CampaignStatus.SCHEDULED
                 if campaign.schedule_kind in (ScheduleKind.RECURRING, ScheduleKind.TRIGGERED)
                 else CampaignStatus.COMPLETED
@@ -278,9 +283,15 @@ def profiles_send(
     if not ids:
         return {}
     variant_list = list(variants) if variants is not None else list(campaign.variants.all())
+    # An A/B test first: the test run sends the test share, the winner run the rest (results.decision).
+    plan = run_plan(campaign=campaign, run=run, variants=variant_list)
+    variant_list = plan.variants
     by_id = {v.pk: v for v in variant_list}
     rules = assignment_rules(
-        campaign, system_control_percent=system_control_percent_get(project_id=project_id), variants=variant_list
+        campaign,
+        system_control_percent=system_control_percent_get(project_id=project_id),
+        variants=variant_list,
+        phase=plan.phase,
     )
     specs: dict[int, ContextSpec] = {}
     cutoff = timedelta(minutes=campaign.cutoff_minutes) if campaign.cutoff_minutes else None
@@ -304,6 +315,20 @@ def profiles_send(
         if not fresh:
             return {}
         groups = {pid: assign(rules, pid) for pid in fresh}
+        if plan.test_occurrence is not None:
+            # The winner run: whoever has a message of the test run (the share
+            # cut moved, say) is `tested`, never sent twice.
+            tested_keys = {
+                pid: message_key(
+                    campaign_id=campaign.pk, occurrence=plan.test_occurrence, profile_id=pid, channel=channel
+                )
+                for pid in fresh
+                if groups[pid].group == "variant"
+            }
+            had = _existing_keys(project_id=project_id, keys=list(tested_keys.values()))
+            for pid, key in tested_keys.items():
+                if key in had:
+                    groups[pid] = Assignment(group="tested")
         spec_of: dict[int, ContextSpec] = {}
         bad_specs: dict[int, str] = {}
         for pid in fresh:
@@ -344,6 +369,17 @@ def profiles_send(
                 counts["gone"] += 1
                 continue
             group = groups[pid]
+            if group.group == "held":
+                # The test run's held-back rest: the winner run sends to them.
+                counts["processed"] += 1
+                counts["held_for_winner"] += 1
+                continue
+            if group.group == "tested" or (plan.phase == "winner" and group.group != "variant"):
+                # The winner run: the tested had the test's message, the control
+                # groups were recorded held out by the test run (once).
+                counts["processed"] += 1
+                counts["tested" if group.group == "tested" else f"{group.group}_before"] += 1
+                continue
             due = (not_before_of or {}).get(pid, not_before)
             message = MessageIn(
                 profile_id=pid,
@@ -421,9 +457,13 @@ def profiles_send_chunk(*, run_id: int, profile_ids: Sequence[int]) -> dict[str,
     campaign = run.campaign
     if campaign.status == CampaignStatus.CANCELLED or run.status == RunStatus.CANCELLED:
         return {}
-    from campaigns.sending.schedule import run_message_times
+    from campaigns.sending.schedule import MessageTimes, run_message_times
 
-    times = run_message_times(campaign=campaign, run=run, profile_ids=profile_ids)
+    if is_winner_run(run):
+        # An A/B winner goes when decided: the test run's local times have passed.
+        times = MessageTimes()
+    else:
+        times = run_message_times(campaign=campaign, run=run, profile_ids=profile_ids)
     counts = profiles_send(
         campaign=campaign,
         run=run,

@@ -102,12 +102,45 @@ def _variant_problems(campaign: Campaign, index: int, variant: Any) -> dict[str,
     return problems
 
 
+def _ab_problems(campaign: Campaign, variants: list[Any]) -> dict[str, str]:
+    """An A/B test first (campaigns.results.decision): one test run then one
+    winner run, so only send-now and "at" schedules, with variants to compare."""
+    from campaigns.models import ABFallback, ABMetric
+
+    problems: dict[str, str] = {}
+    if not campaign.ab_test_percent:
+        return problems
+    if not 1 <= campaign.ab_test_percent <= 90:
+        problems["ab_test_percent"] = "must be 0 (no test) to 90"
+    if len(variants) < 2:
+        problems["ab_test_percent"] = f"an A/B test needs at least two variants (this campaign has {len(variants)})"
+    if campaign.channel == CampaignChannel.IN_APP:
+        problems["ab_test_percent"] = "in-app campaigns have no runs to test first: set 0"
+    if campaign.schedule_kind not in (ScheduleKind.NOW, ScheduleKind.AT):
+        problems["schedule_kind"] = (
+            "an A/B test first needs send now or at a date and time (not triggered or recurring)"
+        )
+    if not 1 <= campaign.ab_decision_hours <= 24 * 30:
+        problems["ab_decision_hours"] = "must be 1 hour to 30 days"
+    if campaign.ab_metric not in ABMetric.values:
+        problems["ab_metric"] = f"must be one of {', '.join(ABMetric.values)}"
+    elif campaign.ab_metric == ABMetric.CONVERSION_RATE and not campaign.goal_event.strip():
+        problems["ab_metric"] = "the conversion rate needs a conversion goal (goal_event)"
+    if not 50 <= campaign.ab_confidence <= 99:
+        problems["ab_confidence"] = "must be 50 to 99 (percent)"
+    if campaign.ab_min_sample < 1:
+        problems["ab_min_sample"] = "must be at least 1"
+    if campaign.ab_fallback not in ABFallback.values:
+        problems["ab_fallback"] = f"must be one of {', '.join(ABFallback.values)}"
+    return problems
+
+
 def campaign_validate(campaign: Campaign, *, now: datetime | None = None) -> dict[str, str]:
     """What stops `campaign` from starting, as field -> message ({} when it may
     start): variants (at least one, shares adding up to 100, templates that
     compile, the channel's required fields, recommendation filters), the
     audience (a segment of the same project), the schedule's fields per kind,
-    the control share, the goal."""
+    the control share, the goal, an A/B test first (_ab_problems)."""
     now = now or timezone.now()
     problems: dict[str, str] = {}
     if campaign.channel not in CampaignChannel.values:
@@ -159,6 +192,7 @@ def campaign_validate(campaign: Campaign, *, now: datetime | None = None) -> dic
             problems["trigger_event"] = "required for a triggered campaign"
         if campaign.cancel_event and campaign.cancel_event == campaign.trigger_event:
             problems["cancel_event"] = "must differ from the trigger event"
+    problems.update(_ab_problems(campaign, variants))
     if campaign.goal_event and not 1 <= campaign.goal_window_hours <= 24 * 90:
         problems["goal_window_hours"] = "must be 1 hour to 90 days"
     if campaign.quiet_hours_policy and campaign.quiet_hours_policy not in QuietHoursPolicy.values:

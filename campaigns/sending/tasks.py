@@ -57,3 +57,13 @@ def runs_start_due_task() -> None:
 def recurring_run_task(campaign_id: int) -> None:
     """A recurring campaign's beat entry: start today's run (schedule.recurring_run_start)."""
     schedule.recurring_run_start(campaign_id=campaign_id)
+
+
+@shared_task(name="campaigns.ab_decide_due", queue="sends", ignore_result=True)
+def ab_decide_due_task() -> None:
+    """Decide the A/B tests whose decision time has come and start their winner
+    runs (beat, every minute; campaigns.results.decision.ab_decide_due, which
+    decides each campaign once however often it fires)."""
+    from campaigns.results.decision import ab_decide_due
+
+    ab_decide_due()

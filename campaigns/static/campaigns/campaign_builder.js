@@ -7,7 +7,9 @@
  * - the schedule fields of the chosen kind (SCHEDULE_FIELDS);
  * - the chosen project's segments only (options carry data-project; the form
  *   refuses another project's segment anyway);
- * - the audience's live count, from the audience view (data-audience-url).
+ * - the audience's live count, from the audience view (data-audience-url);
+ * - the A/B rule in words as its fields stand, from the rule view
+ *   (data-ab-rule-url: the server's one wording, campaigns.results.decision).
  * A static file: the console's Content-Security-Policy runs no inline script.
  */
 (function () {
@@ -148,6 +150,47 @@
         .catch(function () { countBox.textContent = ""; });
     }
 
+    var AB_FIELDS = ["ab_test_percent", "ab_decision_hours", "ab_metric", "ab_confidence", "ab_min_sample",
+      "ab_fallback"];
+
+    function variantCount() {
+      var n = 0;
+      document.querySelectorAll('input[name^="variants-"][name$="-share"]').forEach(function (input) {
+        var del = document.getElementsByName(input.name.replace(/-share$/, "-DELETE"))[0];
+        if (input.name.indexOf("__prefix__") < 0 && !(del && del.checked)) {
+          n += 1;
+        }
+      });
+      return Math.max(n, 1);
+    }
+
+    function showRule() {
+      var box = document.querySelector(".form-row.field-ab_rule .readonly");
+      if (!box || !root.dataset.abRuleUrl || !document.getElementById("id_ab_test_percent")) {
+        return;
+      }
+      var query = new URLSearchParams();
+      AB_FIELDS.forEach(function (name) { query.set(name, value("id_" + name) || ""); });
+      query.set("variants", String(variantCount()));
+      fetch(root.dataset.abRuleUrl + "?" + query.toString(), { credentials: "same-origin" })
+        .then(function (response) { return response.json(); })
+        .then(function (body) {
+          box.textContent = body.text || Object.keys(body).map(function (k) {
+            return k + ": " + body[k].join(", ");
+          }).join("; ");
+        })
+        .catch(function () { /* the saved rule stays shown */ });
+    }
+
+    AB_FIELDS.forEach(function (name) {
+      var el = document.getElementById("id_" + name);
+      if (el) {
+        el.addEventListener("change", showRule);
+      }
+    });
+    document.addEventListener("formset:added", showRule);
+    document.addEventListener("formset:removed", showRule);
+
     if (channelBox) {
       channelBox.addEventListener("change", function () { showChannel(); showCount(); });
     }
@@ -174,5 +217,6 @@
     showSchedule();
     filterSegments();
     showCount();
+    showRule();
   }
 })();
