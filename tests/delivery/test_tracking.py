@@ -185,6 +185,25 @@ def test_email_html_links_are_tracked_and_the_pixel_goes_before_the_body_end():
     }
 
 
+def test_links_in_comments_scripts_styles_and_attribute_values_are_not_links():
+    """What HTML does not read as an <a> tag is left as it is: a comment, the raw
+    text of <script> and <style>, and "<a href" or ">" inside a quoted value;
+    <abbr> and <area> are not <a>."""
+    document = (
+        '<!-- <a href="https://c.example/"> --><script>var s = "<a href=\'https://s.example/\'>";</script>'
+        '<STYLE>a[href="https://st.example/"]{}</STYLE><abbr href="https://ab.example/">x</abbr>'
+        '<a data-x="> <a href=https://v.example/" href="https://real.example/">r</a>'
+    )
+    out = links_track(channel="in_app", content={"html": document}, message_id=5, project_id=3)
+    assert out == {
+        "html": (
+            '<!-- <a href="https://c.example/"> --><script>var s = "<a href=\'https://s.example/\'>";</script>'
+            '<STYLE>a[href="https://st.example/"]{}</STYLE><abbr href="https://ab.example/">x</abbr>'
+            f'<a data-x="> <a href=https://v.example/" href="{c("https://real.example/")}">r</a>'
+        )
+    }
+
+
 def test_email_text_and_sms_urls_are_tracked_without_their_trailing_punctuation():
     text = "See https://shop.example/a. Or (http://x.example/b)! mailto:a@b.c"
     expected = f"See {c('https://shop.example/a')}. Or ({c('http://x.example/b')})! mailto:a@b.c"
