@@ -55,7 +55,8 @@ class FunnelRow:
     name: str
     colour: str
     held_out: bool
-    steps: list[tuple[str, int, str]]  # (step, count, share of the first step)
+    # (step, count, share of the first step, the funnel bar's width in px of FUNNEL_BAR_PX)
+    steps: list[tuple[str, int, str, int]]
     open_rate: str
     click_rate: str
     conversion_rate: str
@@ -63,6 +64,9 @@ class FunnelRow:
 
 
 FUNNEL_STEPS = ("targeted", "sent", "delivered", "opened", "clicked", "converted")
+# The drawn funnel: a bar per step as wide as its share of targeted (an SVG rect:
+# the console's Content-Security-Policy refuses inline styles).
+FUNNEL_BAR_PX = 80
 
 
 def funnel(report: CampaignReport) -> list[FunnelRow]:
@@ -75,10 +79,12 @@ def funnel(report: CampaignReport) -> list[FunnelRow]:
         steps = []
         for step in FUNNEL_STEPS:
             if held and step not in ("targeted", "converted"):
-                steps.append((step, 0, ""))
+                steps.append((step, 0, "", 0))
                 continue
             value = getattr(g, step)
-            steps.append((step, value, percent(value / first if first else None, 1)))
+            share = value / first if first else None
+            bar = max(1, round(min(share, 1.0) * FUNNEL_BAR_PX)) if share else 0
+            steps.append((step, value, percent(share, 1), bar))
         rows.append(
             FunnelRow(
                 group=g.group,
@@ -187,6 +193,7 @@ def report_context(report: CampaignReport) -> dict[str, Any]:
     return {
         "funnel": funnel(report),
         "funnel_steps": FUNNEL_STEPS,
+        "funnel_bar_px": FUNNEL_BAR_PX,
         "charts": [time_series_svg(report, metric, title) for metric, title in SERIES],
         "legend": legend(report),
         "uplift": [

@@ -61,6 +61,23 @@ def interval(s: int, n: int) -> str:
     return f"{s / n * 100:.2f} % ({low * 100:.2f} – {high * 100:.2f} %)"
 
 
+def test_the_funnel_is_drawn_as_bars_as_wide_as_each_steps_share_of_targeted(console, sent_campaign):  # noqa: F811
+    campaign, a, b = sent_campaign
+    html = console.get(url(campaign)).content.decode()
+    body = html.split('id="report-funnel"', 1)[1].split("</table>", 1)[0]
+
+    def bars(group: str) -> list[int]:
+        row = re.search(rf'<tr data-group="{group}">(.*?)</tr>', body, re.S).group(1)
+        return [int(w) for w in re.findall(r'<rect width="(\d+)"', row)]
+
+    # Of 80 px: A 40 targeted, 38 sent (95 %), 36 delivered, 20 opened, 10 clicked, 5 converted.
+    assert bars(a) == [80, 76, 72, 40, 20, 10]
+    # B delivered none: no bar for that step.
+    assert bars(b) == [80, 80, 20, 8, 4]
+    # Control: targeted (held out) and converted only.
+    assert bars("control") == [80, 8]
+
+
 def test_the_report_page_shows_the_exact_figures(console, sent_campaign):  # noqa: F811
     campaign, a, b = sent_campaign
     with CaptureQueriesContext(connection) as queries:
