@@ -162,6 +162,8 @@ def main() -> None:
     parser.add_argument("--data", default="online_retail,ms_demo_store")
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--cold-start", action="store_true", help="also measure lists of untouched products")
+    parser.add_argument("--sasrec", action="store_true", help="also measure the SASRec candidate (a forward "
+                        "pass per user; ILD by its own item embeddings)")  # fmt: skip
     parser.add_argument("--refit", choices=["none", "warm", "full"], default="warm",
                         help="after tuning, train on the test split's training part: one warm pass (as the "
                              "pipeline), from scratch, or not at all (serve the validation model)")  # fmt: skip
@@ -229,6 +231,18 @@ def main() -> None:
             row["vs_itemknn"] = round(row["served"]["hr10"] / max(out["itemknn"]["hr10"], 1e-9), 3)
             out[variant] = row
             print(name, variant, json.dumps(row), flush=True)
+        if args.sasrec:
+            from recommendations.training.sasrec import sasrec_fit, sasrec_rank
+
+            fit = sasrec_fit(validation=validation, n_items=n_items,
+                             refit=split.train if args.refit != "none" else None)  # fmt: skip
+            top = sasrec_rank(fit.model, split.train, split.eval_users)
+            vectors = fit.model.items.embeddings.numpy()[1:]
+            row = {"test": quality(split, top, n_items, vectors), "epochs": fit.epochs,
+                   "validation_hr10": fit.validation_hr, "train_s": round(fit.seconds, 1)}  # fmt: skip
+            row["vs_itemknn"] = round(row["test"]["hr10"] / max(out["itemknn"]["hr10"], 1e-9), 3)
+            out["sasrec"] = row
+            print(name, "sasrec", json.dumps(row), flush=True)
         if args.cold_start:
             out["cold_start"] = cold_start(split, n_items, infos)
             print(name, "cold_start", json.dumps(out["cold_start"]), flush=True)
