@@ -164,6 +164,7 @@ def main() -> None:
     parser.add_argument("--cold-start", action="store_true", help="also measure lists of untouched products")
     parser.add_argument("--sasrec", action="store_true", help="also measure the SASRec candidate (a forward "
                         "pass per user; ILD by its own item embeddings)")  # fmt: skip
+    parser.add_argument("--sasrec-seed", type=int, default=0)
     parser.add_argument("--refit", choices=["none", "warm", "full"], default="warm",
                         help="after tuning, train on the test split's training part: one warm pass (as the "
                              "pipeline), from scratch, or not at all (serve the validation model)")  # fmt: skip
@@ -232,9 +233,9 @@ def main() -> None:
             out[variant] = row
             print(name, variant, json.dumps(row), flush=True)
         if args.sasrec:
-            from recommendations.training.sasrec import sasrec_fit, sasrec_rank
+            from recommendations.training.sasrec import SasrecParams, sasrec_fit, sasrec_rank
 
-            fit = sasrec_fit(validation=validation, n_items=n_items,
+            fit = sasrec_fit(validation=validation, n_items=n_items, params=SasrecParams(seed=args.sasrec_seed),
                              refit=split.train if args.refit != "none" else None)  # fmt: skip
             top = sasrec_rank(fit.model, split.train, split.eval_users)
             vectors = fit.model.items.embeddings.numpy()[1:]
