@@ -4,7 +4,14 @@ protocol of ../shared/data/README.md, on Online Retail (purchases) and the demo 
     nice .venv/bin/python bench/recs_quality.py [--data online_retail,ms_demo_store] [--variants mf,item_w1]
 
 Prints one line per (data set, variant) and one JSON object on the last line. Every
-figure is computed by the same code the pipeline runs (recommendations.training).
+figure is computed by the same code the pipeline runs (recommendations.training):
+each variant trains on the validation split's training part (the last two items of
+each user withheld), beta of the popularity debiasing is chosen on the validation
+split (the last-but-one items) by `rerank.debias_tune`, and the figures are on the
+test split (the last items): HR@10, NDCG@10, coverage@10, Gini@10 and intra-list
+diversity by the model's item vectors, for the model before (beta 0) and after the
+re-ranking, item-kNN and popularity. `test_by_beta` gives the test figure of every
+beta tried, for the record: it is printed after the choice and does not enter it.
 """
 
 from __future__ import annotations
@@ -23,21 +30,37 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from recommendations.training.data import Interactions, dedupe_last, holdout_split, user_bounds  # noqa: E402
+from recommendations.training.data import (  # noqa: E402
+    Interactions,
+    dedupe_last,
+    holdout_split,
+    user_bounds,
+    validation_split,
+)
 from recommendations.training.evaluate import (  # noqa: E402
-    coverage_of,
     itemknn_neighbours,
-    metrics_of,
+    list_quality,
     rank_from_neighbours,
     rank_popular,
 )
 from recommendations.training.features import ProductInfo, build_features  # noqa: E402
-from recommendations.training.model import ItemFeatures, ModelParams, item_vectors, train_model  # noqa: E402
-from recommendations.training.neighbours import related_top_k  # noqa: E402
+from recommendations.training.model import (  # noqa: E402
+    ItemFeatures,
+    ModelParams,
+    item_vectors,
+    refit_params,
+    train_model,
+    weights_state,
+)
+from recommendations.training.neighbours import RELATED_K, related_top_k  # noqa: E402
+from recommendations.training.rerank import RERANK_CANDIDATES, debias_rerank, debias_tune  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 SERVED = (5, 0.8)  # last 5 items, newest weighted 1, each older one 0.8 times less (as served)
 BASELINE = (5, 1.0)  # the README's item-kNN rule: last 5 items, equal weights
+# The pipeline's defaults (config/settings.py RECS_DEBIAS_*), fixed before measuring.
+BETAS = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0]
+TOLERANCE_SE = 1.0
 
 VARIANTS: dict[str, dict] = {
     "item_w1": {},  # the defaults: item pairs one step apart, side features, 6 epochs
@@ -90,11 +113,17 @@ def protocol(inter: Interactions, n_items: int):  # noqa: ANN201
     return holdout_split(seqs)
 
 
-def score(split, n_items: int, idx: np.ndarray, val: np.ndarray, rule: tuple[int, float]) -> dict:  # noqa: ANN001
+def quality(split, top: np.ndarray, n_items: int, vectors: np.ndarray) -> dict:  # noqa: ANN001
+    q = list_quality(top, split.heldout, n_items=n_items, allowed=None, vectors=vectors)
+    return {"hr10": round(q.accuracy.hr, 4), "ndcg10": round(q.accuracy.ndcg, 4), "coverage10": round(q.coverage, 4),
+            "gini10": round(q.gini, 4), "ild10": round(q.ild, 4)}  # fmt: skip
+
+
+def score(split, n_items: int, idx: np.ndarray, val: np.ndarray, rule: tuple[int, float],  # noqa: ANN001
+          vectors: np.ndarray) -> dict:  # fmt: skip
     top = rank_from_neighbours(nbr_idx=idx, nbr_score=val, train=split.train, users=split.eval_users,
                                n_items=n_items, recent=rule[0], decay=rule[1])  # fmt: skip
-    m = metrics_of(top, split.heldout)
-    return {"hr10": round(m.hr, 4), "ndcg10": round(m.ndcg, 4), "coverage": round(coverage_of(top, n_items), 4)}
+    return quality(split, top, n_items, vectors)
 
 
 def cold_start(split, n_items: int, infos: list[ProductInfo], n_cold: int = 300) -> dict:  # noqa: ANN001
@@ -133,6 +162,12 @@ def main() -> None:
     parser.add_argument("--data", default="online_retail,ms_demo_store")
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--cold-start", action="store_true", help="also measure lists of untouched products")
+    parser.add_argument("--sasrec", action="store_true", help="also measure the SASRec candidate (a forward "
+                        "pass per user; ILD by its own item embeddings)")  # fmt: skip
+    parser.add_argument("--sasrec-seed", type=int, default=0)
+    parser.add_argument("--refit", choices=["none", "warm", "full"], default="warm",
+                        help="after tuning, train on the test split's training part: one warm pass (as the "
+                             "pipeline), from scratch, or not at all (serve the validation model)")  # fmt: skip
     args = parser.parse_args()
     loaders = {"online_retail": load_online_retail, "ms_demo_store": load_demo_store}
     report: dict = {}
@@ -140,35 +175,75 @@ def main() -> None:
         inter, infos = loaders[name]()
         n_items = len(infos)
         split = protocol(inter, n_items)
-        out: dict = {"users": int(len(split.eval_users)), "items": int(len(np.unique(split.train.items)))}
+        validation = validation_split(split)
+        out: dict = {"users": int(len(split.eval_users)), "items": int(len(np.unique(split.train.items))),
+                     "validation_users": int(len(validation.eval_users))}  # fmt: skip
         pop = np.bincount(split.train.items, minlength=n_items).astype(float)
-        top = rank_popular(popularity=pop, train=split.train, users=split.eval_users)
-        m = metrics_of(top, split.heldout)
-        out["popularity"] = {"hr10": round(m.hr, 4), "ndcg10": round(m.ndcg, 4)}
+        top_pop = rank_popular(popularity=pop, train=split.train, users=split.eval_users)
         k_idx, k_val = itemknn_neighbours(split.train, n_items)
-        out["itemknn"] = score(split, n_items, k_idx, k_val, BASELINE)
-        out["itemknn_served_rule"] = score(split, n_items, k_idx, k_val, SERVED)
-        print(name, "baselines", json.dumps(out), flush=True)
+        baselines: dict = {}
+        print(name, "split", json.dumps(out), flush=True)
         for variant in args.variants.split(","):
             spec = dict(VARIANTS[variant])
             side = spec.pop("side", True)
             feats = build_features(infos)[0] if side else ItemFeatures.empty(n_items)
             params = ModelParams(**{**COMMON, **spec})
             started = time.monotonic()
-            result = train_model(seqs=split.train, n_items=n_items, n_users=int(inter.users.max()) + 1,
+            result = train_model(seqs=validation.train, n_items=n_items, n_users=int(inter.users.max()) + 1,
                                  feats=feats, params=params)  # fmt: skip
-            known = np.bincount(split.train.items, minlength=n_items) > 0
-            ctx, tgt, bias = item_vectors(result.model, known)
-            idx, val = related_top_k(ctx=ctx, tgt=tgt, bias=bias, cosine=params.context == "user")
+            popularity = np.bincount(validation.train.items, minlength=n_items).astype(np.float64)
+            ctx, tgt, bias = item_vectors(result.model, popularity > 0)
+            cand_idx, cand_p = related_top_k(ctx=ctx, tgt=tgt, bias=bias, k=RERANK_CANDIDATES,
+                                             cosine=params.context == "user")  # fmt: skip
+            choice = debias_tune(validation=validation, idx=cand_idx, probs=cand_p, popularity=popularity,
+                                 betas=BETAS, tolerance_se=TOLERANCE_SE, k=RELATED_K, recent=SERVED[0],
+                                 decay=SERVED[1])  # fmt: skip
+            if args.refit != "none":
+                init = weights_state(result.model) if args.refit == "warm" else None
+                result = train_model(seqs=split.train, n_items=n_items, n_users=int(inter.users.max()) + 1,
+                                     feats=feats, params=refit_params(params) if init else params,
+                                     init_from=init)  # fmt: skip
+                popularity = np.bincount(split.train.items, minlength=n_items).astype(np.float64)
+                ctx, tgt, bias = item_vectors(result.model, popularity > 0)
+                cand_idx, cand_p = related_top_k(ctx=ctx, tgt=tgt, bias=bias, k=RERANK_CANDIDATES,
+                                                 cosine=params.context == "user")  # fmt: skip
+            train_s = round(time.monotonic() - started, 1)
+            if not baselines:
+                # Measured once per data set, by the first variant's item vectors (ILD).
+                baselines = {"popularity": quality(split, top_pop, n_items, tgt),
+                             "itemknn": score(split, n_items, k_idx, k_val, BASELINE, tgt),
+                             "itemknn_served_rule": score(split, n_items, k_idx, k_val, SERVED, tgt)}  # fmt: skip
+                out.update(baselines)
+                print(name, "baselines", json.dumps(baselines), flush=True)
+            by_beta = {}
+            for beta in sorted({0.0, choice.beta, *BETAS}):
+                idx, val = debias_rerank(idx=cand_idx, probs=cand_p, popularity=popularity, beta=beta, k=RELATED_K)
+                by_beta[beta] = score(split, n_items, idx, val, SERVED, tgt)
+            idx, val = debias_rerank(idx=cand_idx, probs=cand_p, popularity=popularity, beta=choice.beta, k=RELATED_K)
             row = {
-                "served": score(split, n_items, idx, val, SERVED),
-                "baseline_rule": score(split, n_items, idx, val, BASELINE),
-                "train_s": round(time.monotonic() - started, 1),
+                "before_beta0": by_beta[0.0],
+                "served": by_beta[choice.beta],
+                "baseline_rule": score(split, n_items, idx, val, BASELINE, tgt),
+                "debias": choice.as_dict(),
+                "test_by_beta": {str(b): v for b, v in by_beta.items()},
+                "train_s": train_s,
                 "examples": result.examples,
             }
             row["vs_itemknn"] = round(row["served"]["hr10"] / max(out["itemknn"]["hr10"], 1e-9), 3)
             out[variant] = row
             print(name, variant, json.dumps(row), flush=True)
+        if args.sasrec:
+            from recommendations.training.sasrec import SasrecParams, sasrec_fit, sasrec_rank
+
+            fit = sasrec_fit(validation=validation, n_items=n_items, params=SasrecParams(seed=args.sasrec_seed),
+                             refit=split.train if args.refit != "none" else None)  # fmt: skip
+            top = sasrec_rank(fit.model, split.train, split.eval_users)
+            vectors = fit.model.items.embeddings.numpy()[1:]
+            row = {"test": quality(split, top, n_items, vectors), "epochs": fit.epochs,
+                   "validation_hr10": fit.validation_hr, "train_s": round(fit.seconds, 1)}  # fmt: skip
+            row["vs_itemknn"] = round(row["test"]["hr10"] / max(out["itemknn"]["hr10"], 1e-9), 3)
+            out["sasrec"] = row
+            print(name, "sasrec", json.dumps(row), flush=True)
         if args.cold_start:
             out["cold_start"] = cold_start(split, n_items, infos)
             print(name, "cold_start", json.dumps(out["cold_start"]), flush=True)

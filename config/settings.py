@@ -14,7 +14,7 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 from kombu import Queue
 
-from config.env import env_bool, env_int, env_list, env_rate, env_str
+from config.env import env_bool, env_float, env_floats, env_int, env_list, env_rate, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 # Local state of the quickstart (the embedded PostgreSQL's data, uploaded media).
@@ -420,6 +420,11 @@ RECS_ONLINE_INTERVAL_MINUTES = env_int("RECS_ONLINE_INTERVAL_MINUTES", 15)
 # A new full version activates itself unless its HR@10 is lower than the active one's by more than this.
 RECS_ACTIVATION_MARGIN = float(env_str("RECS_ACTIVATION_MARGIN", "0.02") or "0.02")
 RECS_EVAL_USERS = env_int("RECS_EVAL_USERS", 20_000)  # users whose last item is held out
+# Popularity debiasing of the related lists (recommendations/training/rerank.py): the
+# betas tried on the validation split, and how many standard errors of validation HR@10
+# a beta may lose against the best one to be chosen for more coverage (0: the most accurate).
+RECS_DEBIAS_BETAS = env_floats("RECS_DEBIAS_BETAS", [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0])
+RECS_DEBIAS_TOLERANCE_SE = env_float("RECS_DEBIAS_TOLERANCE_SE", 1.0)
 RECS_KEEP_VERSIONS = env_int("RECS_KEEP_VERSIONS", 3)  # retired versions kept for rollback
 RECS_STALE_RUN_HOURS = env_int("RECS_STALE_RUN_HOURS", 6)
 RECS_TRENDING_HALF_LIFE_DAYS = env_int("RECS_TRENDING_HALF_LIFE_DAYS", 7)

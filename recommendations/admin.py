@@ -17,10 +17,13 @@ from recommendations.models import (
 )
 
 
-def _metric(name: str, label: str):  # noqa: ANN202 - an admin display callable
+def _metric(name: str, label: str, *, older: str | None = None):  # noqa: ANN202 - an admin display callable
+    """A metric column; `older` is the key versions trained before it was renamed used."""
+
     @admin.display(description=label)
     def show(admin_: ModelVersionAdmin, obj: ModelVersion) -> str:
-        value = (obj.metrics or {}).get(name)
+        metrics = obj.metrics or {}
+        value = metrics.get(name, metrics.get(older) if older else None)
         return "—" if value is None else f"{value:.3f}"
 
     return show
@@ -29,8 +32,8 @@ def _metric(name: str, label: str):  # noqa: ANN202 - an admin display callable
 @admin.register(ModelVersion)
 class ModelVersionAdmin(ProjectScopedAdmin):
     list_display = [
-        "__str__", "project", "status", "model_hr", "model_ndcg", "itemknn_hr", "popularity_hr", "coverage",
-        "interactions", "products", "created_at", "held_reason",
+        "__str__", "project", "status", "model_hr", "model_ndcg", "coverage", "gini", "ild", "debias_beta",
+        "itemknn_hr", "itemknn_coverage", "popularity_hr", "interactions", "products", "created_at", "held_reason",
     ]  # fmt: skip
     list_select_related = ["project"]
     list_filter = ["project", "status", "kind"]
@@ -41,7 +44,15 @@ class ModelVersionAdmin(ProjectScopedAdmin):
     model_ndcg = _metric("model_ndcg10", "NDCG@10")
     itemknn_hr = _metric("itemknn_hr10", "item-kNN HR@10")
     popularity_hr = _metric("popularity_hr10", "popularity HR@10")
-    coverage = _metric("coverage", "coverage")
+    coverage = _metric("model_coverage10", "coverage@10", older="coverage")
+    gini = _metric("model_gini10", "Gini@10")
+    ild = _metric("model_ild10", "ILD@10 (item vectors)")
+    itemknn_coverage = _metric("itemknn_coverage10", "item-kNN coverage@10", older="itemknn_coverage")
+
+    @admin.display(description="debias β")
+    def debias_beta(self, obj: ModelVersion) -> str:
+        beta = ((obj.params or {}).get("debias") or {}).get("beta")
+        return "—" if beta is None else f"{beta:g}"
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # versions come from training runs

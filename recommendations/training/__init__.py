@@ -4,5 +4,6 @@ It runs on the `ml` queue (recommendations.tasks) and in the train_recommendatio
 command; the web process (models, admin, selectors, API) never imports it.
 Modules: data (arrays, dedupe, split), collect (PostgreSQL -> storage), model (the
 Keras model), neighbours (top-k per product), evaluate (metrics and baselines),
-trending, pipeline (the stages, versioning).
+rerank (popularity debiasing of the lists, tuned on the validation split), trending,
+pipeline (the stages, versioning), sasrec (a sequence-model candidate, bench only).
 """

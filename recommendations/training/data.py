@@ -104,3 +104,24 @@ def recent_items(train: Interactions, users: np.ndarray, k: int) -> np.ndarray:
         ok = found & (idx >= starts[np.minimum(pos, len(starts) - 1)])
         out[ok, j] = train.items[idx[ok]]
     return out
+
+
+def validation_split(split: Split) -> Split:
+    """The validation split inside a test split: each evaluated user's last training
+    item (their last-but-one item, by time) is held out, the rest is the validation
+    training data. Tuning reads only this; the test split's held-out items are not
+    in it, so a choice made here cannot follow the test figure.
+
+    Users with a single training item are left out (nothing would remain to
+    recommend from); with the protocol's 3 items per user there are none.
+    """
+    starts, ends = user_bounds(split.train.users)
+    user_ids = split.train.users[starts]
+    pos = np.searchsorted(user_ids, split.eval_users)
+    pos_c = np.minimum(pos, max(len(user_ids) - 1, 0))
+    found = (pos < len(user_ids)) & (user_ids[pos_c] == split.eval_users) if len(user_ids) else pos < 0
+    ok = found & (ends[pos_c] - starts[pos_c] >= 2)
+    last = ends[pos_c[ok]] - 1
+    mask = np.ones(len(split.train), dtype=bool)
+    mask[last] = False
+    return Split(train=split.train.take(mask), eval_users=split.eval_users[ok], heldout=split.train.items[last])

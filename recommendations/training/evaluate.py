@@ -161,29 +161,99 @@ def itemknn_neighbours(train: Interactions, n_items: int, k: int = KNN_NEIGHBOUR
     return topk_rows(sim, k)
 
 
-def coverage_of(top: np.ndarray, n_items: int) -> float:
-    """Share of the catalogue that appears in anybody's top list."""
-    if n_items == 0:
+def coverage_of(top: np.ndarray, n_items: int, *, allowed: np.ndarray | None = None) -> float:
+    """Coverage@N: distinct products in the evaluated users' top lists / active
+    products (`allowed`; every product when None)."""
+    active = n_items if allowed is None else int(np.count_nonzero(allowed))
+    if active == 0:
         return 0.0
-    return len(np.unique(top[top >= 0])) / n_items
+    shown = np.unique(top[top >= 0])
+    if allowed is not None:
+        shown = shown[allowed[shown]]
+    return len(shown) / active
+
+
+def gini_of(top: np.ndarray, n_items: int, *, allowed: np.ndarray | None = None) -> float:
+    """Gini index of how often each active product is recommended in the top lists:
+    0 when every product is shown equally often, towards 1 when a few take all the
+    slots. Products never shown count, as zeros (otherwise a recommender that shows
+    ten products to everyone would score 0). G = sum_i (2i - n - 1) x_i / (n sum x),
+    x ascending, i from 1."""
+    counts = np.bincount(top[top >= 0], minlength=n_items).astype(np.float64)
+    if allowed is not None:
+        counts = counts[allowed]
+    n, total = len(counts), counts.sum()
+    if n == 0 or total == 0:
+        return 0.0
+    x = np.sort(counts)
+    rank = np.arange(1, n + 1, dtype=np.float64)
+    return float(np.sum((2 * rank - n - 1) * x) / (n * total))
+
+
+def ild_of(top: np.ndarray, vectors: np.ndarray, *, chunk: int = 4096) -> float:
+    """Intra-list diversity: the mean over lists of the mean pairwise cosine
+    dissimilarity 1 - cos(v_a, v_b) of the list's products, by the model's item
+    (target) vectors. Lists with fewer than two products are left out.
+
+    By item vectors, not category paths: every project has vectors, many catalogs
+    (Online Retail) have no categories. The same vectors measure the model and the
+    baselines of one run; figures of two versions use two models' vectors.
+    Pairs come from |sum v|^2 = sum |v|^2 + 2 sum_pairs v_a.v_b, chunked by users."""
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    unit = (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
+    total, lists = 0.0, 0
+    for start in range(0, len(top), chunk):
+        block = top[start : start + chunk]
+        valid = block >= 0
+        v = unit[np.where(valid, block, 0)] * valid[..., None]
+        m = valid.sum(axis=1).astype(np.float64)
+        s = v.sum(axis=1, dtype=np.float64)
+        self_dots = (v.astype(np.float64) ** 2).sum(axis=(1, 2))
+        pair_cos = ((s * s).sum(axis=1) - self_dots) / 2
+        pairs = m * (m - 1) / 2
+        ok = pairs > 0
+        total += float(np.sum(1.0 - pair_cos[ok] / pairs[ok]))
+        lists += int(ok.sum())
+    return total / lists if lists else 0.0
+
+
+@dataclass
+class ListQuality:
+    """Accuracy and catalogue metrics of one recommender's top-10 lists."""
+
+    accuracy: Metrics
+    coverage: float
+    gini: float
+    ild: float
+
+    def as_dict(self, prefix: str) -> dict[str, float]:
+        return {**self.accuracy.as_dict(prefix), f"{prefix}_coverage10": round(self.coverage, 4),
+                f"{prefix}_gini10": round(self.gini, 4), f"{prefix}_ild10": round(self.ild, 4)}  # fmt: skip
+
+
+def list_quality(
+    top: np.ndarray, heldout: np.ndarray, *, n_items: int, allowed: np.ndarray | None, vectors: np.ndarray
+) -> ListQuality:
+    return ListQuality(
+        accuracy=metrics_of(top, heldout),
+        coverage=coverage_of(top, n_items, allowed=allowed),
+        gini=gini_of(top, n_items, allowed=allowed),
+        ild=ild_of(top, vectors),
+    )
 
 
 @dataclass
 class Evaluation:
-    model: Metrics
-    popularity: Metrics
-    itemknn: Metrics
-    coverage: float
-    itemknn_coverage: float
+    model: ListQuality
+    popularity: ListQuality
+    itemknn: ListQuality
 
     def as_dict(self) -> dict[str, float]:
         return {
             **self.model.as_dict("model"),
             **self.popularity.as_dict("popularity"),
             **self.itemknn.as_dict("itemknn"),
-            "coverage": round(self.coverage, 4),
-            "itemknn_coverage": round(self.itemknn_coverage, 4),
-            "eval_users": self.model.users,
+            "eval_users": self.model.accuracy.users,
         }
 
 
@@ -193,10 +263,14 @@ def evaluate_split(
     n_items: int,
     nbr_idx: np.ndarray,
     nbr_score: np.ndarray,
+    vectors: np.ndarray,
+    allowed: np.ndarray | None = None,
     recent: int = KNN_RECENT,
     decay: float = 1.0,
 ) -> Evaluation:
-    """The model (as served) and both baselines on one split."""
+    """The model (as served) and both baselines on one split: HR@10, NDCG@10,
+    coverage@10 of the active products (`allowed`), Gini and intra-list diversity
+    (by `vectors`, the model's item vectors, for all three)."""
     users, held = split.eval_users, split.heldout
     top = rank_from_neighbours(
         nbr_idx=nbr_idx, nbr_score=nbr_score, train=split.train, users=users, n_items=n_items,
@@ -208,10 +282,9 @@ def evaluate_split(
     top_knn = rank_from_neighbours(
         nbr_idx=knn_idx, nbr_score=knn_score, train=split.train, users=users, n_items=n_items
     )
+    quality = {"n_items": n_items, "allowed": allowed, "vectors": vectors}
     return Evaluation(
-        model=metrics_of(top, held),
-        popularity=metrics_of(top_pop, held),
-        itemknn=metrics_of(top_knn, held),
-        coverage=coverage_of(top, n_items),
-        itemknn_coverage=coverage_of(top_knn, n_items),
+        model=list_quality(top, held, **quality),
+        popularity=list_quality(top_pop, held, **quality),
+        itemknn=list_quality(top_knn, held, **quality),
     )

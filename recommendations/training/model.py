@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
@@ -263,6 +263,16 @@ def train_model(
                 on_progress(done, steps_per_epoch * epochs)
         losses.append(total / max(1, (count + 49) // 50))
     return TrainResult(model=model, examples=n, epochs_loss=losses, seconds=time.monotonic() - started)
+
+
+def refit_params(params: ModelParams) -> ModelParams:
+    """The refit after tuning: one pass, an epoch's share of the budget, continuing
+    from the validation model's weights (`train_model(init_from=...)`). It adds the
+    items the validation split withheld (each evaluated user's last-but-one) at a
+    sixth of a full training's cost, where a second training from scratch would
+    double the train stage."""
+    return replace(params, epochs=1, max_examples=max(1, params.max_examples // max(params.epochs, 1)),
+                   min_steps=max(1, params.min_steps // max(params.epochs, 1)))  # fmt: skip
 
 
 def _schedule(n: int, params: ModelParams) -> tuple[int, int, int]:

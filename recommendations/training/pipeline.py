@@ -32,11 +32,19 @@ from crm.vocabulary import VIEW
 from recommendations import services
 from recommendations.models import ModelVersion, RelatedProduct, TrendingProduct, VersionStatus
 from recommendations.training.collect import collect_interactions, interaction_kinds, training_window
-from recommendations.training.data import Interactions, dedupe_last, holdout_split
+from recommendations.training.data import Interactions, dedupe_last, holdout_split, recent_items, validation_split
 from recommendations.training.evaluate import evaluate_split
 from recommendations.training.features import FeatureVocab, ProductInfo, build_features, category_path
-from recommendations.training.model import CorrelationModel, ModelParams, item_vectors, train_model, weights_state
+from recommendations.training.model import (
+    CorrelationModel,
+    ModelParams,
+    item_vectors,
+    refit_params,
+    train_model,
+    weights_state,
+)
 from recommendations.training.neighbours import RELATED_K, related_top_k
+from recommendations.training.rerank import RERANK_CANDIDATES, debias_rerank, debias_tune
 from recommendations.training.trending import age_scores, decayed_scores, trending_rows
 
 log = logging.getLogger(__name__)
@@ -213,6 +221,7 @@ def _write_trending(version: ModelVersion, cat: Catalog, scores: np.ndarray) -> 
 def _save_artifacts(
     version: ModelVersion, *, model: CorrelationModel, cat: Catalog, vocab: FeatureVocab, known: np.ndarray,
     idx: np.ndarray, probs: np.ndarray, trending: np.ndarray, trending_at: float, profile_pks: np.ndarray,
+    popularity: np.ndarray,
 ) -> None:  # fmt: skip
     folder = _folder(version)
     _replace(f"{folder}/model.weights.npz", _npz(weights_state(model)))
@@ -223,8 +232,9 @@ def _save_artifacts(
     }  # fmt: skip
     _replace(f"{folder}/meta.json", json.dumps(meta).encode())
     # profile_pks: the user rows of the model (matrix factorisation's user vectors).
+    # popularity: users per product in training, the debiasing's n_j (online updates reuse it).
     arrays = {"related_idx": idx, "related_score": probs, "known": known, "trending": trending,
-              "profile_pks": profile_pks}  # fmt: skip
+              "profile_pks": profile_pks, "popularity": popularity}  # fmt: skip
     _replace(f"{folder}/arrays.npz", _npz(arrays))
 
 
@@ -293,25 +303,56 @@ def _run_full(version: ModelVersion, on_progress: Progress | None) -> None:
         version.interactions, version.users, version.products = len(loaded.inter), len(loaded.profile_pks), cat.n
         version.save(update_fields=["interactions", "users", "products", "data_from"])
         split = holdout_split(seqs, max_eval_users=settings.RECS_EVAL_USERS, seed=version.pk)
+        # The model first learns from the validation split's training part (neither the
+        # test items nor the validation items), beta is tuned on the validation items,
+        # then one warm pass adds the validation items back (refit_params) before the
+        # served lists are made; the test items are never seen until the figure.
+        validation = validation_split(split)
         feats, vocab = build_features(cat.infos)
 
     with _stage(version, "train", VersionStatus.TRAINING, on_progress):
         params = model_params()
-        result = train_model(seqs=split.train, n_items=cat.n, n_users=len(loaded.profile_pks), feats=feats,
+        result = train_model(seqs=validation.train, n_items=cat.n, n_users=len(loaded.profile_pks), feats=feats,
                              params=params, on_progress=sub("train"))  # fmt: skip
         version.params = {**version.params, "examples": result.examples, "loss": result.epochs_loss}
 
-    with _stage(version, "related", VersionStatus.TRAINING, on_progress):
-        known = np.bincount(split.train.items, minlength=cat.n) > 0
-        ctx, tgt, bias = item_vectors(result.model, known)
+    with _stage(version, "tune", VersionStatus.TRAINING, on_progress):
         allowed = np.asarray(cat.active, dtype=bool)
-        idx, probs = related_top_k(ctx=ctx, tgt=tgt, bias=bias, allowed=allowed, cosine=params.context == "user",
-                                   on_progress=sub("related"))  # fmt: skip
+        popularity = np.bincount(validation.train.items, minlength=cat.n).astype(np.float64)  # users per product
+        ctx, tgt, bias = item_vectors(result.model, popularity > 0)
+        # Only the lists the validation users' recent items need (the full lists come
+        # from the refitted model below).
+        rows = np.unique(recent_items(validation.train, validation.eval_users, settings.RECS_SERVE_RECENT))
+        rows = rows[rows >= 0]
+        cand_idx = np.full((cat.n, RERANK_CANDIDATES), -1, np.int32)
+        cand_p = np.zeros((cat.n, RERANK_CANDIDATES), np.float32)
+        cand_idx[rows], cand_p[rows] = related_top_k(ctx=ctx, tgt=tgt, bias=bias, rows=rows, allowed=allowed,
+                                                     k=RERANK_CANDIDATES, cosine=params.context == "user")  # fmt: skip
+        choice = debias_tune(validation=validation, idx=cand_idx, probs=cand_p, popularity=popularity,
+                             betas=settings.RECS_DEBIAS_BETAS, tolerance_se=settings.RECS_DEBIAS_TOLERANCE_SE,
+                             k=RELATED_K, allowed=allowed, recent=settings.RECS_SERVE_RECENT,
+                             decay=settings.RECS_SERVE_DECAY)  # fmt: skip
+        del cand_idx, cand_p
+        version.params = {**version.params, "debias": {**choice.as_dict(), "tuned_lists": len(rows)}}
+        refit = train_model(seqs=split.train, n_items=cat.n, n_users=len(loaded.profile_pks), feats=feats,
+                            params=refit_params(params), init_from=weights_state(result.model))  # fmt: skip
+        version.params = {**version.params, "refit": {"examples": refit.examples, "loss": refit.epochs_loss}}
+        result = refit
+
+    with _stage(version, "related", VersionStatus.TRAINING, on_progress):
+        popularity = np.bincount(split.train.items, minlength=cat.n).astype(np.float64)  # users per product
+        known = popularity > 0
+        ctx, tgt, bias = item_vectors(result.model, known)
+        cand_idx, cand_p = related_top_k(ctx=ctx, tgt=tgt, bias=bias, allowed=allowed, k=RERANK_CANDIDATES,
+                                         cosine=params.context == "user", on_progress=sub("related"))  # fmt: skip
+        idx, probs = debias_rerank(idx=cand_idx, probs=cand_p, popularity=popularity, beta=choice.beta, k=RELATED_K)
+        del cand_idx, cand_p
         _write_related(version, cat, np.arange(cat.n), idx, probs)
 
     with _stage(version, "evaluate", VersionStatus.EVALUATING, on_progress):
-        evaluation = evaluate_split(split=split, n_items=cat.n, nbr_idx=idx, nbr_score=probs,
-                                    recent=settings.RECS_SERVE_RECENT, decay=settings.RECS_SERVE_DECAY)  # fmt: skip
+        evaluation = evaluate_split(split=split, n_items=cat.n, nbr_idx=idx, nbr_score=probs, vectors=tgt,
+                                    allowed=allowed, recent=settings.RECS_SERVE_RECENT,
+                                    decay=settings.RECS_SERVE_DECAY)  # fmt: skip
         version.metrics = evaluation.as_dict()
         version.save(update_fields=["metrics", "params"])
 
@@ -322,7 +363,8 @@ def _run_full(version: ModelVersion, on_progress: Progress | None) -> None:
                                 n_items=cat.n, now=now_s, half_life_days=half_life)  # fmt: skip
         _write_trending(version, cat, scores)
         _save_artifacts(version, model=result.model, cat=cat, vocab=vocab, known=known, idx=idx, probs=probs,
-                        trending=scores, trending_at=now_s, profile_pks=loaded.profile_pks)  # fmt: skip
+                        trending=scores, trending_at=now_s, profile_pks=loaded.profile_pks,
+                        popularity=popularity)  # fmt: skip
 
 
 # --- Online updates -------------------------------------------------------------------
@@ -413,8 +455,17 @@ def _run_online(version: ModelVersion, on_progress: Progress | None) -> None:
         affected |= {i for i, t in enumerate(cat.updated_at) if t is not None and t >= changed_since}
         rows = np.array(sorted(affected), dtype=np.int64)
         ctx, tgt, bias = item_vectors(result.model, known)
-        idx, probs = related_top_k(ctx=ctx, tgt=tgt, bias=bias, rows=rows, allowed=np.asarray(cat.active, bool),
-                                   cosine=params.context == "user")  # fmt: skip
+        # The parent's beta, on its popularity plus the new interactions' (user, product)
+        # pairs (a user who had the product before counts twice: an approximation the
+        # nightly run corrects). Parents from before debiasing have beta 0.
+        beta = float(parent.params.get("debias", {}).get("beta", 0.0))
+        popularity = np.zeros(cat.n)
+        popularity[:n_old] = arrays.get("popularity", np.zeros(n_old))
+        new_pairs = np.unique(loaded.inter.users[new_mask].astype(np.int64) * cat.n + loaded.inter.items[new_mask])
+        popularity += np.bincount((new_pairs % cat.n).astype(np.int64), minlength=cat.n)
+        cand_idx, cand_p = related_top_k(ctx=ctx, tgt=tgt, bias=bias, rows=rows, allowed=np.asarray(cat.active, bool),
+                                         k=RERANK_CANDIDATES, cosine=params.context == "user")  # fmt: skip
+        idx, probs = debias_rerank(idx=cand_idx, probs=cand_p, popularity=popularity, beta=beta, k=RELATED_K)
         _copy_parent_related(version, parent, [cat.product_ids[i] for i in rows])
         _write_related(version, cat, rows, idx, probs)
         all_idx = np.full((cat.n, RELATED_K), -1, np.int32)
@@ -437,7 +488,7 @@ def _run_online(version: ModelVersion, on_progress: Progress | None) -> None:
         version.save(update_fields=["metrics"])
         _save_artifacts(version, model=result.model, cat=cat, vocab=vocab, known=known, idx=all_idx,
                         probs=all_probs, trending=scores, trending_at=now_s,
-                        profile_pks=profile_pks.all)  # fmt: skip
+                        profile_pks=profile_pks.all, popularity=popularity)  # fmt: skip
 
 
 @dataclass

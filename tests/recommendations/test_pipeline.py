@@ -8,6 +8,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+import numpy as np
 import pytest
 from django.core.files.storage import default_storage
 from django.core.management import CommandError, call_command
@@ -24,11 +25,18 @@ from recommendations.models import ModelVersion, RelatedProduct, TrendingProduct
 from recommendations.training import pipeline
 from recommendations.training.collect import collect_interactions, training_window
 
-STAGES = {"collect", "load", "train", "related", "evaluate", "trending"}
+STAGES = {"collect", "load", "train", "tune", "related", "evaluate", "trending"}
 METRICS = {
-    "model_hr10", "model_ndcg10", "popularity_hr10", "popularity_ndcg10", "itemknn_hr10", "itemknn_ndcg10",
-    "coverage", "itemknn_coverage", "eval_users",
-}  # fmt: skip
+    f"{who}_{metric}"
+    for who in ("model", "popularity", "itemknn")
+    for metric in ("hr10", "ndcg10", "coverage10", "gini10", "ild10")
+} | {"eval_users"}
+
+
+def settings_betas() -> list[float]:
+    from django.conf import settings
+
+    return sorted(settings.RECS_DEBIAS_BETAS)
 
 
 def _train(project_id: int, *extra: str, capsys: pytest.CaptureFixture) -> dict:
@@ -118,7 +126,13 @@ def test_full_run_serves_twenty_related_products_per_product_with_metrics_and_ar
     assert summary["status"] == "active" and version.status == VersionStatus.ACTIVE
     assert set(summary["stages"]) == STAGES and set(summary["metrics"]) == METRICS
     assert summary["products"] == 40 and summary["interactions"] == version.interactions > 1500
-    assert all(0.0 <= summary["metrics"][k] <= 1.0 for k in METRICS - {"eval_users"})
+    # Dissimilarity 1 - cos lies in [0, 2]; every other metric is a share.
+    assert all(0.0 <= v <= 1.0 for k, v in summary["metrics"].items() if k != "eval_users" and "ild" not in k)
+    assert all(0.0 <= v <= 2.0 for k, v in summary["metrics"].items() if "ild" in k)
+    debias = version.params["debias"]
+    assert debias["beta"] in settings_betas() and [row["beta"] for row in debias["validation"]] == settings_betas()
+    # Every evaluated user (3+ products) has a validation item too.
+    assert debias["validation_users"] == summary["metrics"]["eval_users"] > 0
     lists = _lists(version.pk)
     assert len(lists) == 40
     for product_id, related in lists.items():
@@ -300,3 +314,68 @@ def test_a_project_that_maps_its_own_event_names_trains_on_them(project_a, store
     summary = _train(project.pk, capsys=capsys)
     assert (summary["status"], summary["interactions"]) == ("active", canonical)
     assert len(_active_related(project.pk, "SKU-000001")) == 20
+
+
+@pytest.mark.django_db
+def test_beta_is_tuned_without_the_test_items_and_the_model_never_sees_them(project_a, store_a, capsys, monkeypatch):
+    """The first training and the tuning get the validation split; the test split's
+    held-out (user, product) pairs are in neither, and only the figure reads them."""
+    seen: dict = {"train": []}
+    real_split, real_tune, real_train = pipeline.holdout_split, pipeline.debias_tune, pipeline.train_model
+
+    def pairs(users, items) -> set[tuple[int, int]]:  # noqa: ANN001
+        return set(zip(np.asarray(users).tolist(), np.asarray(items).tolist(), strict=True))
+
+    def spy_split(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        seen["test"] = real_split(*args, **kwargs)
+        return seen["test"]
+
+    def spy_tune(*, validation, **kwargs):  # noqa: ANN001, ANN003, ANN202
+        seen["validation"] = validation
+        return real_tune(validation=validation, **kwargs)
+
+    def spy_train(*, seqs, **kwargs):  # noqa: ANN001, ANN003, ANN202
+        seen["train"].append(pairs(seqs.users, seqs.items))
+        return real_train(seqs=seqs, **kwargs)
+
+    monkeypatch.setattr(pipeline, "holdout_split", spy_split)
+    monkeypatch.setattr(pipeline, "debias_tune", spy_tune)
+    monkeypatch.setattr(pipeline, "train_model", spy_train)
+    summary = _train(project_a[0].pk, capsys=capsys)
+    test, validation = seen["test"], seen["validation"]
+    test_pairs = pairs(test.eval_users, test.heldout)
+    validation_pairs = pairs(validation.eval_users, validation.heldout)
+    assert len(test_pairs) == len(validation_pairs) == summary["metrics"]["eval_users"] > 0
+    assert not test_pairs & pairs(validation.train.users, validation.train.items)
+    assert not test_pairs & validation_pairs
+    # Two trainings: on the validation split's training part, then the warm refit that adds
+    # the validation items back; neither has a test item.
+    first, refit = seen["train"]
+    assert not test_pairs & first and not validation_pairs & first
+    assert validation_pairs <= refit and not test_pairs & refit
+    assert ModelVersion.objects.get(pk=summary["version"]).params["refit"]["examples"] > 0
+
+
+@pytest.mark.django_db
+def test_a_project_whose_profiles_have_no_demographics_still_trains(project_a, store_a, capsys):
+    project = project_a[0]
+    blank = Profile.objects.filter(project=project).update(
+        gender="", birth_date=None, country="", city="", locale="", timezone="", traits={}
+    )
+    assert blank == 60
+    summary = _train(project.pk, capsys=capsys)
+    assert summary["status"] == "active" and set(summary["metrics"]) == METRICS
+    assert RelatedProduct.objects.filter(model_version_id=summary["version"]).count() == 40 * 20
+
+
+@pytest.mark.django_db
+def test_the_activation_guard_reads_hr10_only_not_coverage(project_a, store_a, capsys):
+    """Better coverage does not let a version with a worse HR@10 serve by itself."""
+    project = project_a[0]
+    first = _train(project.pk, capsys=capsys)
+    ModelVersion.objects.filter(pk=first["version"]).update(
+        metrics={**first["metrics"], "model_hr10": first["metrics"]["model_hr10"] + 0.0201, "model_coverage10": 0.0}
+    )
+    second = _train(project.pk, capsys=capsys)
+    assert second["status"] == "ready" and second["metrics"]["model_coverage10"] > 0.0
+    assert _active_version(project_id=project.pk).pk == first["version"]

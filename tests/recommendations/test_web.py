@@ -64,6 +64,28 @@ def test_marketer_sees_only_their_projects_versions_with_metrics(console, projec
 
 
 @pytest.mark.django_db
+def test_the_version_list_shows_coverage_gini_diversity_and_beta_and_older_versions_coverage(console, project_a):
+    new = ModelVersion.objects.create(
+        project=project_a[0], status=VersionStatus.ACTIVE, params={"debias": {"beta": 0.2}},
+        metrics={"model_hr10": 0.28, "model_coverage10": 0.7585, "model_gini10": 0.7041, "model_ild10": 0.7695,
+                 "itemknn_coverage10": 0.6922},
+    )  # fmt: skip
+    old = ModelVersion.objects.create(project=project_a[0], status=VersionStatus.RETIRED,
+                                      metrics={"model_hr10": 0.27, "coverage": 0.6612})  # fmt: skip
+    page = console.get(reverse("admin:recommendations_modelversion_changelist"))
+    assert page.status_code == 200
+    rows = {v.pk: v for v in page.context["cl"].result_list}
+    assert set(rows) == {new.pk, old.pk}
+    admin_ = page.context["cl"].model_admin
+    assert [admin_.coverage(new), admin_.gini(new), admin_.ild(new), admin_.debias_beta(new)] == [
+        "0.758", "0.704", "0.769", "0.2",
+    ]  # fmt: skip
+    assert [admin_.coverage(old), admin_.gini(old), admin_.debias_beta(old)] == ["0.661", "—", "—"]
+    for text in (b"coverage@10", b"Gini@10", b"ILD@10 (item vectors)", b"0.758", b"0.704", b"0.661"):
+        assert text in page.content
+
+
+@pytest.mark.django_db
 def test_marketer_activates_a_held_version_and_rolls_back(console, project_a, project_b):
     old = _version(project_a[0], VersionStatus.ACTIVE, 0.3, activated_at=timezone.now())
     held = _version(project_a[0], VersionStatus.READY, 0.1, held_reason="HR@10 0.1 is below")
