@@ -35,6 +35,7 @@ from django.test import Client
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from campaigns.models import Campaign
 from catalog.csvfile import ProductIn
 from catalog.models import CatalogUpload
 from catalog.services import catalog_import_run, catalog_upload_create, catalog_upload_start, products_upsert
@@ -42,6 +43,8 @@ from config.celery import app
 from crm import services
 from crm.admin_base import ConsoleAdmin
 from crm.models import Event
+from delivery.receipts import sendgrid_webhook_url, twilio_status_url
+from delivery.tracking import click_url, open_url
 from ingestion.models import DeadLetter
 from ingestion.spec import MESSAGE_TYPES
 from tests.conftest import basic_header, wsgi_call
@@ -374,6 +377,7 @@ API_ENDPOINTS = [
     ("GET", "/api/v1/segments/{id}"),
     ("GET", "/api/v1/segments/{id}/members"),
     ("GET", "/api/v1/users/{id}/segments"),
+    ("GET", "/api/v1/campaigns/{campaign}/report"),
 ]
 PATH_IDS = mostly(
     st.sampled_from(["alice", "u1", "p1", "P1"]),
@@ -415,8 +419,11 @@ def _authorizations(keys: Any) -> st.SearchStrategy[str | None]:
 def test_api_endpoints_never_fail(shop, method, template, data):
     project, keys = shop
     upload = CatalogUpload.objects.get(project=project)
+    campaign, _ = Campaign.objects.get_or_create(project=project, name="Fuzzed", channel="email")
     path = template.format(
-        id=data.draw(PATH_IDS, "id"), upload=data.draw(mostly(st.just(str(upload.pk)), UPLOAD_IDS, 5), "upload")
+        id=data.draw(PATH_IDS, "id"),
+        upload=data.draw(mostly(st.just(str(upload.pk)), UPLOAD_IDS, 5), "upload"),
+        campaign=data.draw(mostly(st.just(str(campaign.pk)), UPLOAD_IDS, 5), "campaign"),
     )
     query = data.draw(query_strings(API_PARAMS), "query")
     auth = data.draw(_authorizations(keys), "authorization")
@@ -441,6 +448,70 @@ def test_api_endpoints_never_fail(shop, method, template, data):
         _assert_not_5xx(response.status_code, f"{method} {url}", body)
         if response.status_code == 400:
             assert isinstance(response.json(), dict), response.content
+
+    _example(check)
+
+
+# The recipients' and providers' endpoints: no key, a signed token in the path.
+PUBLIC_ENDPOINTS = ["/t/o/{token}", "/t/c/{token}", "/u/{token}", "/hooks/sendgrid/{token}", "/hooks/twilio/{token}"]
+
+
+def _public_tokens(project_id: int) -> st.SearchStrategy[str]:
+    """Tokens signed here (for a message that does not exist, or the project's
+    receipt hooks), the same with a character changed, and anything at all."""
+    signed = [
+        open_url(project_id=project_id, message_id=1).rsplit("/", 1)[1],
+        click_url(project_id=project_id, message_id=1, url="https://shop.example/").rsplit("/", 1)[1],
+        sendgrid_webhook_url(project_id=project_id).rsplit("/", 1)[1],
+        twilio_status_url(project_id=project_id, message_id=1).rsplit("/", 1)[1],
+    ]
+    tampered = st.tuples(st.sampled_from(signed), st.integers(min_value=0, max_value=40), texts()).map(
+        lambda t: t[0][: t[1]] + t[2] + t[0][t[1] + 1 :]
+    )
+    return mostly(
+        st.sampled_from(signed),
+        st.one_of(tampered, texts(), st.binary(min_size=1, max_size=40).map(lambda b: b.decode("latin-1"))),
+        per_ten=3,
+    ).map(lambda t: quote(t, safe="") or "x")
+
+
+@pytest.mark.parametrize("template", PUBLIC_ENDPOINTS)
+@FUZZ
+@given(data=st.data())
+def test_public_endpoints_never_fail(shop, template, data):
+    """Tracking links, the unsubscribe page and the receipt webhooks answer
+    tampered tokens, hostile bodies and forged signature headers with a 4xx
+    (or their normal answer), never a 5xx."""
+    project, _keys = shop
+    path = template.format(token=data.draw(_public_tokens(project.pk), "token"))
+    method = data.draw(st.sampled_from(["GET", "POST"]), "method")
+    body = data.draw(
+        st.one_of(
+            json_values(nul=True, surrogates=True, deep=True).map(dumps),
+            st.binary(max_size=300),
+            st.just(b"List-Unsubscribe=One-Click"),
+        ),
+        "body",
+    )
+    content_type = data.draw(
+        st.sampled_from(["application/json", "application/x-www-form-urlencoded", "text/plain"]), "content type"
+    )
+    headers = {
+        "HTTP_X_TWILIO_EMAIL_EVENT_WEBHOOK_SIGNATURE": data.draw(texts().map(as_header), "sendgrid signature"),
+        "HTTP_X_TWILIO_EMAIL_EVENT_WEBHOOK_TIMESTAMP": data.draw(texts().map(as_header), "sendgrid timestamp"),
+        "HTTP_X_TWILIO_SIGNATURE": data.draw(texts().map(as_header), "twilio signature"),
+    }
+
+    def check() -> None:
+        client = Client(**headers)
+        if method == "GET":
+            response = client.get(path)
+        else:
+            response = client.generic("POST", path, body, content_type=content_type)
+        _assert_not_5xx(response.status_code, f"{method} {path}", response.content)
+        if response.status_code in (301, 302, 303, 307, 308):
+            # Only a signed click link redirects, and only to the URL it signed.
+            assert response["Location"] == "https://shop.example/", response["Location"]
 
     _example(check)
 
