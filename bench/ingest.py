@@ -317,6 +317,12 @@ def main() -> None:
     )
     parser.add_argument("--ingest-workers", type=int, default=2, help="worker processes (with --ingest-pool solo)")
     parser.add_argument(
+        "--ingest-nice",
+        type=int,
+        default=0,
+        help="the ingest workers' niceness (10: the collectors get the CPU first on a shared host)",
+    )
+    parser.add_argument(
         "--ingest-queue-type", choices=["classic", "quorum"], default="classic", help="INGEST_QUEUE_TYPE (RabbitMQ)"
     )
     parser.add_argument("--linger-ms", type=int, default=10, help="INGEST_PUBLISH_LINGER_MS of the web process")
@@ -418,8 +424,10 @@ def main() -> None:
                 ],  # fmt: skip
                 "gunicorn",
             )
+        # --ingest-nice: the workers yield the CPU to the collectors (README, "Running in production").
+        niced = ["nice", "-n", str(args.ingest_nice)] if args.ingest_nice else []
         worker_argv = [
-            str(BIN / "celery"), "-A", "config", "worker", "-Q", "ingest",
+            *niced, str(BIN / "celery"), "-A", "config", "worker", "-Q", "ingest",
             "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "WARNING",
         ]  # fmt: skip
         if args.ingest_pool == "solo":
@@ -528,6 +536,7 @@ def main() -> None:
         "ingest_workers": (
             f"{args.ingest_workers} x solo" if args.ingest_pool == "solo" else f"prefork {args.ingest_concurrency}"
         ),
+        "ingest_nice": args.ingest_nice,
         "linger_ms": args.linger_ms,
         "switch_interval_ms": args.switch_interval_ms,
         "stored_event_hooks": not args.without_stored_hooks,
