@@ -15,8 +15,8 @@ from django.utils import timezone
 from crm.bulk import json_param
 from delivery.channels import channel_get
 from delivery.models import ChannelName, MessageState, QuietHoursPolicy, SkipReason
-from delivery.outcomes import OutcomeKind, outcomes_told
-from delivery.services.told import OUTCOME_COLUMNS, outcome_of
+from delivery.outcomes import outcomes_told
+from delivery.services.told import OUTCOME_COLUMNS, inserted_outcomes
 
 # messages_enqueue refuses more rows than this in one call: callers plan their
 # fan-out in chunks (each its own transaction), so a crash resumes.
@@ -177,12 +177,7 @@ def messages_enqueue(
         returned = cursor.fetchall()
         # Told in the insert's transaction, for the rows it really inserted (a key
         # enqueued before returns nothing): created for each, skipped with its reason too.
-        told = []
-        for r in returned:
-            told.append(outcome_of(r[5:], kind=OutcomeKind.CREATED, at=now))
-            if r[2] == MessageState.SKIPPED:
-                told.append(outcome_of(r[5:], kind=OutcomeKind.SKIPPED, at=now, reason=r[4]))
-        outcomes_told(told)
+        outcomes_told(inserted_outcomes([(r[2], r[4], r[5:]) for r in returned], at=now))
     inserted = [r[:4] for r in returned]
     queued = sorted((r[0], r[1]) for r in inserted if r[2] == MessageState.QUEUED)
     due: dict[str, list[int]] = defaultdict(list)

@@ -15,9 +15,9 @@ from django.utils import timezone
 
 from crm.bulk import json_param
 from delivery.models import ChannelName, MessageState
-from delivery.outcomes import OutcomeKind, outcomes_told
+from delivery.outcomes import outcomes_told
 from delivery.services.enqueue import ID_SQL, MessageIn, _check
-from delivery.services.told import OUTCOME_COLUMNS, outcome_of
+from delivery.services.told import OUTCOME_COLUMNS, inserted_outcomes
 
 
 def messages_record(*, project_id: int, messages: Sequence[MessageIn], now: datetime | None = None) -> dict[str, int]:
@@ -76,12 +76,5 @@ def messages_record(*, project_id: int, messages: Sequence[MessageIn], now: date
             [project_id, ChannelName.IN_APP.value, now, now, now, now, json_param(rows), project_id],
         )
         returned = cursor.fetchall()
-        told = []
-        for r in returned:
-            told.append(outcome_of(r[3:], kind=OutcomeKind.CREATED, at=now))
-            if r[1] == MessageState.SKIPPED:
-                told.append(outcome_of(r[3:], kind=OutcomeKind.SKIPPED, at=now, reason=r[2]))
-            else:
-                told.append(outcome_of(r[3:], kind=OutcomeKind.SENT, at=now))
-        outcomes_told(told)
+        outcomes_told(inserted_outcomes([(r[1], r[2], r[3:]) for r in returned], at=now, sent_unless_skipped=True))
     return {r[0]: r[3] for r in returned}

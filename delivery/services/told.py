@@ -11,7 +11,8 @@ from typing import Any
 
 import orjson
 
-from delivery.outcomes import Outcome
+from delivery.models import MessageState
+from delivery.outcomes import Outcome, OutcomeKind
 
 # Appended to a RETURNING list (the table aliased `m`): read back by outcome_of.
 OUTCOME_COLUMNS = "m.id, m.project_id, m.profile_id, m.channel, m.source, m.label, m.items, m.created_at"
@@ -42,3 +43,20 @@ def outcome_of(columns: Sequence[Any], *, kind: str, at: datetime, reason: str =
         created_at=created_at,
         **more,
     )
+
+
+def inserted_outcomes(
+    rows: Sequence[tuple[str, str, Sequence[Any]]], *, at: datetime, sent_unless_skipped: bool = False
+) -> list[Outcome]:
+    """The Outcomes of rows an INSERT just made, each (state, skip_reason,
+    OUTCOME_COLUMNS): `created`, then `skipped` with its reason for a row
+    inserted skipped, or (`sent_unless_skipped`: in-app rows are recorded when
+    shown) `sent` for the others."""
+    told = []
+    for state, reason, columns in rows:
+        told.append(outcome_of(columns, kind=OutcomeKind.CREATED, at=at))
+        if state == MessageState.SKIPPED:
+            told.append(outcome_of(columns, kind=OutcomeKind.SKIPPED, at=at, reason=reason))
+        elif sent_unless_skipped:
+            told.append(outcome_of(columns, kind=OutcomeKind.SENT, at=at))
+    return told
