@@ -349,6 +349,9 @@ def main() -> None:
         help="single requests per second offered, open loop (0: closed loop, as fast as answered)",
     )
     parser.add_argument("--single-connections", type=int, default=64)
+    parser.add_argument(
+        "--single-only", action="store_true", help="only the single-event phase, after the warm-up (batch figures 0)"
+    )
     parser.add_argument("--log-dir", default="/tmp/bench-ingest")
     args = parser.parse_args()
     Path(args.log_dir).mkdir(parents=True, exist_ok=True)
@@ -473,29 +476,41 @@ def main() -> None:
         with db.cursor() as cur:
             cur.execute("ANALYZE")
 
-        _log(f"target load: batches of {args.batch_size} for {args.duration} s, with the freshness probe")
-        probe = FreshnessProbe(args, write_key, project_id)
-        counter = StoredCounter(db, project_id)
-        cpu_before = _cpu_by_process()
-        started = time.perf_counter()
-        probe.start()
-        batch = _load(args, write_key, "batch", 0, args.batch_connections, args.batch_rate)
-        probe.stop_event.set()
-        probe.join()
-        stored_at = counter.wait_for(batch["events_accepted"] + len(probe.samples), timeout=900)
-        events_per_s_stored_at_target = batch["events_accepted"] / (stored_at - started)
-        batch_cpu = _cpu_delta(cpu_before, _cpu_by_process(), batch["cpu_s"])
-        batch_wall = stored_at - started
+        if args.single_only:
+            # Only the single-event phase, for work on its tail: the batch
+            # phases' figures are reported as 0.
+            batch = capacity = {"events_per_s_accepted": 0, "requests_per_s": 0, "p50_ms": 0, "p99_ms": 0, "errors": 0}
+            events_per_s_stored = events_per_s_stored_at_target = 0.0
+            batch_cpu = capacity_cpu = {}
+            batch_wall = capacity_wall = 0.0
+            probe = FreshnessProbe.__new__(FreshnessProbe)
+            probe.samples, probe.missed = [], 0
+        else:
+            _log(f"target load: batches of {args.batch_size} for {args.duration} s, with the freshness probe")
+            probe = FreshnessProbe(args, write_key, project_id)
+            counter = StoredCounter(db, project_id)
+            cpu_before = _cpu_by_process()
+            started = time.perf_counter()
+            probe.start()
+            batch = _load(args, write_key, "batch", 0, args.batch_connections, args.batch_rate)
+            probe.stop_event.set()
+            probe.join()
+            stored_at = counter.wait_for(batch["events_accepted"] + len(probe.samples), timeout=900)
+            events_per_s_stored_at_target = batch["events_accepted"] / (stored_at - started)
+            batch_cpu = _cpu_delta(cpu_before, _cpu_by_process(), batch["cpu_s"])
+            batch_wall = stored_at - started
 
-        _log(f"capacity: batches offered at {args.capacity_rate * args.batch_size:g} events/s for {args.duration} s")
-        counter = StoredCounter(db, project_id)
-        cpu_before = _cpu_by_process()
-        started = time.perf_counter()
-        capacity = _load(args, write_key, "batch", 5 * 10**8, args.batch_connections, args.capacity_rate)
-        capacity_stored_at = counter.wait_for(capacity["events_accepted"], timeout=900)
-        events_per_s_stored = capacity["events_accepted"] / (capacity_stored_at - started)
-        capacity_cpu = _cpu_delta(cpu_before, _cpu_by_process(), capacity["cpu_s"])
-        capacity_wall = capacity_stored_at - started
+            _log(
+                f"capacity: batches offered at {args.capacity_rate * args.batch_size:g} events/s for {args.duration} s"
+            )
+            counter = StoredCounter(db, project_id)
+            cpu_before = _cpu_by_process()
+            started = time.perf_counter()
+            capacity = _load(args, write_key, "batch", 5 * 10**8, args.batch_connections, args.capacity_rate)
+            capacity_stored_at = counter.wait_for(capacity["events_accepted"], timeout=900)
+            events_per_s_stored = capacity["events_accepted"] / (capacity_stored_at - started)
+            capacity_cpu = _cpu_delta(cpu_before, _cpu_by_process(), capacity["cpu_s"])
+            capacity_wall = capacity_stored_at - started
 
         _log(f"single-event requests offered at {args.single_rate:g}/s for {args.duration} s")
         counter = StoredCounter(db, project_id)
