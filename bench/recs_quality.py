@@ -34,10 +34,12 @@ from recommendations.training.data import (  # noqa: E402
     Interactions,
     dedupe_last,
     holdout_split,
+    recent_items,
     user_bounds,
     validation_split,
 )
 from recommendations.training.evaluate import (  # noqa: E402
+    _owned_keys,
     itemknn_neighbours,
     list_quality,
     rank_from_neighbours,
@@ -124,6 +126,40 @@ def score(split, n_items: int, idx: np.ndarray, val: np.ndarray, rule: tuple[int
     top = rank_from_neighbours(nbr_idx=idx, nbr_score=val, train=split.train, users=split.eval_users,
                                n_items=n_items, recent=rule[0], decay=rule[1])  # fmt: skip
     return quality(split, top, n_items, vectors)
+
+
+# What a profile keeps of its recent purchases (crm.models.RECENT_ITEMS_LIMIT): the
+# history serving hands the sequence model.
+RECENT_KEPT = 10
+
+
+def django_for_serving() -> None:
+    """Settings only to import the serving package (its __init__ reads Django models);
+    nothing here queries a database."""
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    os.environ.setdefault("DEBUG", "1")
+    os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+    import django
+
+    django.setup()
+
+
+def sequence_rank(exported, train: Interactions, users: np.ndarray, n_items: int, keep: int) -> np.ndarray:  # noqa: ANN001
+    """Top 10 per user by recommendations.serving.sequence (no TensorFlow) from the
+    user's last `keep` training items, every owned item excluded (the protocol)."""
+    from recommendations.serving.sequence import sequence_scores
+
+    last = recent_items(train, users, keep)  # newest first, -1 padded
+    histories = [[int(i) for i in row[::-1] if i >= 0] for row in last]
+    owned = _owned_keys(train, users, n_items)
+    out = np.full((len(users), 10), -1, np.int64)
+    for start in range(0, len(users), 512):
+        scores = sequence_scores(exported, histories[start : start + 512])
+        lo, hi = np.searchsorted(owned, [start * n_items, (start + len(scores)) * n_items])
+        mine = owned[lo:hi]
+        scores[mine // n_items - start, mine % n_items] = -np.inf
+        out[start : start + len(scores)] = np.argsort(-scores, axis=1, kind="stable")[:, :10]
+    return out
 
 
 def cold_start(split, n_items: int, infos: list[ProductInfo], n_cold: int = 300) -> dict:  # noqa: ANN001
@@ -233,7 +269,7 @@ def main() -> None:
             out[variant] = row
             print(name, variant, json.dumps(row), flush=True)
         if args.sasrec:
-            from recommendations.training.sasrec import SasrecParams, sasrec_fit, sasrec_rank
+            from recommendations.training.sasrec import SasrecParams, sasrec_export, sasrec_fit, sasrec_rank
 
             fit = sasrec_fit(validation=validation, n_items=n_items, params=SasrecParams(seed=args.sasrec_seed),
                              refit=split.train if args.refit != "none" else None)  # fmt: skip
@@ -241,6 +277,13 @@ def main() -> None:
             vectors = fit.model.items.embeddings.numpy()[1:]
             row = {"test": quality(split, top, n_items, vectors), "epochs": fit.epochs,
                    "validation_hr10": fit.validation_hr, "train_s": round(fit.seconds, 1)}  # fmt: skip
+            # The served path: the exported weights, the NumPy forward pass, over the
+            # whole history the model reads (max_len) and over what a profile keeps.
+            django_for_serving()
+            exported = sasrec_export(fit.model)
+            for label, keep in (("numpy_full_history", exported.max_len), ("numpy_profile_recent", RECENT_KEPT)):
+                top = sequence_rank(exported, split.train, split.eval_users, n_items, keep)
+                row[label] = {**quality(split, top, n_items, vectors), "history": keep}
             row["vs_itemknn"] = round(row["test"]["hr10"] / max(out["itemknn"]["hr10"], 1e-9), 3)
             out["sasrec"] = row
             print(name, "sasrec", json.dumps(row), flush=True)

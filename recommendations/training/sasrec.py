@@ -21,10 +21,14 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+if TYPE_CHECKING:
+    from recommendations.serving.sequence import SequenceModel
 
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
@@ -77,6 +81,32 @@ class Sasrec(keras.Model):
             x = x + self.drop(ffn(n2(x)), training=training)
             x = x * mask
         return self.final(x)
+
+
+def sasrec_export(model: Sasrec) -> SequenceModel:
+    """The trained weights as NumPy arrays for recommendations.serving.sequence, whose
+    forward pass gives the same scores without TensorFlow. Imported here: the serving
+    package needs Django set up, which the bench's data loading does not."""
+    from recommendations.serving.sequence import SequenceBlock, SequenceModel
+
+    def arr(variable: object) -> np.ndarray:
+        return np.asarray(keras.ops.convert_to_numpy(variable), np.float32)
+
+    blocks = []
+    for attn, ffn, n1, n2 in zip(model.attn, model.ffn, model.norm1, model.norm2, strict=True):
+        dense1, dense2 = ffn.layers
+        blocks.append(SequenceBlock(
+            q_w=arr(attn._query_dense.kernel), q_b=arr(attn._query_dense.bias),
+            k_w=arr(attn._key_dense.kernel), k_b=arr(attn._key_dense.bias),
+            v_w=arr(attn._value_dense.kernel), v_b=arr(attn._value_dense.bias),
+            o_w=arr(attn._output_dense.kernel), o_b=arr(attn._output_dense.bias),
+            ffn1_w=arr(dense1.kernel), ffn1_b=arr(dense1.bias), ffn2_w=arr(dense2.kernel), ffn2_b=arr(dense2.bias),
+            norm1_g=arr(n1.gamma), norm1_b=arr(n1.beta), norm2_g=arr(n2.gamma), norm2_b=arr(n2.beta),
+        ))  # fmt: skip
+    return SequenceModel(
+        items=arr(model.items.embeddings), positions=arr(model.positions.embeddings), out_bias=arr(model.out_bias),
+        final_g=arr(model.final.gamma), final_b=arr(model.final.beta), blocks=tuple(blocks),
+    )  # fmt: skip
 
 
 def _sequences(train: Interactions, users: np.ndarray, max_len: int, rng: np.random.Generator | None) -> np.ndarray:
