@@ -39,11 +39,12 @@ from recommendations.training.data import (  # noqa: E402
     validation_split,
 )
 from recommendations.training.evaluate import (  # noqa: E402
-    _owned_keys,
     itemknn_neighbours,
     list_quality,
+    owned_keys,
     rank_from_neighbours,
     rank_popular,
+    top_unowned,
 )
 from recommendations.training.features import ProductInfo, build_features  # noqa: E402
 from recommendations.training.model import (  # noqa: E402
@@ -151,14 +152,11 @@ def sequence_rank(exported, train: Interactions, users: np.ndarray, n_items: int
 
     last = recent_items(train, users, keep)  # newest first, -1 padded
     histories = [[int(i) for i in row[::-1] if i >= 0] for row in last]
-    owned = _owned_keys(train, users, n_items)
+    owned = owned_keys(train, users, n_items)
     out = np.full((len(users), 10), -1, np.int64)
     for start in range(0, len(users), 512):
         scores = sequence_scores(exported, histories[start : start + 512])
-        lo, hi = np.searchsorted(owned, [start * n_items, (start + len(scores)) * n_items])
-        mine = owned[lo:hi]
-        scores[mine // n_items - start, mine % n_items] = -np.inf
-        out[start : start + len(scores)] = np.argsort(-scores, axis=1, kind="stable")[:, :10]
+        out[start : start + len(scores)] = top_unowned(scores, owned, start, 10)
     return out
 
 

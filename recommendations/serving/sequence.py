@@ -12,13 +12,11 @@ with the TensorFlow model's to float32 rounding (tests/recommendations/test_sequ
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 
 LAYER_NORM_EPSILON = 1e-8  # the Keras model's LayerNormalization(epsilon=1e-8)
-_BLOCK_ARRAYS = ("q_w", "q_b", "k_w", "k_b", "v_w", "v_b", "o_w", "o_b", "ffn1_w", "ffn1_b", "ffn2_w", "ffn2_b",
-                 "norm1_g", "norm1_b", "norm2_g", "norm2_b")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -42,6 +40,9 @@ class SequenceBlock:
     norm1_b: np.ndarray
     norm2_g: np.ndarray
     norm2_b: np.ndarray
+
+
+_BLOCK_ARRAYS = tuple(field.name for field in fields(SequenceBlock))
 
 
 @dataclass(frozen=True)

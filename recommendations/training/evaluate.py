@@ -42,7 +42,7 @@ def metrics_of(top: np.ndarray, heldout: np.ndarray) -> Metrics:
     return Metrics(hr, ndcg, len(heldout))
 
 
-def _owned_keys(train: Interactions, users: np.ndarray, n_items: int) -> np.ndarray:
+def owned_keys(train: Interactions, users: np.ndarray, n_items: int) -> np.ndarray:
     """Sorted keys row*n_items+item of every training item of the evaluated users."""
     starts, ends = user_bounds(train.users)
     user_ids = train.users[starts]
@@ -54,6 +54,22 @@ def _owned_keys(train: Interactions, users: np.ndarray, n_items: int) -> np.ndar
     offsets = np.repeat(starts[pos_c] - np.r_[0, np.cumsum(lengths)[:-1]], lengths)
     items = train.items[np.arange(lengths.sum()) + offsets]
     return np.sort(rows.astype(np.int64) * n_items + items)
+
+
+def top_unowned(scores: np.ndarray, owned: np.ndarray, start: int, top_n: int = TOP_N) -> np.ndarray:
+    """Top `top_n` item indexes per row of a full-catalogue score block (rows
+    start.. of the evaluated users), the rows' owned items (owned_keys) excluded;
+    -1 where fewer are left. `scores` is overwritten."""
+    n_items = scores.shape[1]
+    lo, hi = np.searchsorted(owned, [start * n_items, (start + len(scores)) * n_items])
+    mine = owned[lo:hi]
+    scores[mine // n_items - start, mine % n_items] = -np.inf
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :top_n]
+    # Owned products (-inf) never fill a slot, even when the catalogue is small.
+    order = np.where(np.isfinite(np.take_along_axis(scores, order, axis=1)), order, -1)
+    out = np.full((len(scores), top_n), -1, np.int64)
+    out[:, : order.shape[1]] = order
+    return out
 
 
 def rank_from_neighbours(
@@ -90,7 +106,7 @@ def rank_from_neighbours(
         return out
     uniq, inverse = np.unique(keys, return_inverse=True)
     total = np.bincount(inverse, weights=score)
-    owned = _owned_keys(train, users, n_items)
+    owned = owned_keys(train, users, n_items)
     keep = ~np.isin(uniq, owned, assume_unique=False)
     uniq, total = uniq[keep], total[keep]
     r = uniq // n_items
@@ -108,7 +124,7 @@ def rank_popular(*, popularity: np.ndarray, train: Interactions, users: np.ndarr
     """The most popular items each user does not have yet."""
     n_items = len(popularity)
     order = np.lexsort((np.arange(n_items), -popularity))
-    owned = _owned_keys(train, users, n_items)
+    owned = owned_keys(train, users, n_items)
     out = np.full((len(users), top_n), -1, dtype=np.int64)
     head = order[: top_n * 4]
     for row in range(len(users)):

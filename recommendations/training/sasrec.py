@@ -34,7 +34,7 @@ import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from recommendations.training.data import Interactions, Split, user_bounds  # noqa: E402
-from recommendations.training.evaluate import TOP_N, _owned_keys, metrics_of  # noqa: E402
+from recommendations.training.evaluate import TOP_N, metrics_of, owned_keys, top_unowned  # noqa: E402
 
 
 @dataclass
@@ -127,8 +127,7 @@ def _sequences(train: Interactions, users: np.ndarray, max_len: int, rng: np.ran
 def sasrec_rank(model: Sasrec, train: Interactions, users: np.ndarray, top_n: int = TOP_N) -> np.ndarray:
     """Top `top_n` items per user from the last step's output over every item, the
     user's own items excluded."""
-    n = model.n_items
-    owned = _owned_keys(train, users, n)
+    owned = owned_keys(train, users, model.n_items)
     table = model.items.embeddings[1:]
     bias = model.out_bias[1:]
     out = np.full((len(users), top_n), -1, np.int64)
@@ -136,14 +135,7 @@ def sasrec_rank(model: Sasrec, train: Interactions, users: np.ndarray, top_n: in
         sel = users[start : start + 1024]
         h = model(tf.constant(_sequences(train, sel, model.p.max_len, None)))[:, -1]
         scores = (tf.matmul(h, table, transpose_b=True) + bias).numpy()
-        rows = np.arange(start, start + len(sel))
-        lo, hi = np.searchsorted(owned, [rows[0] * n, (rows[-1] + 1) * n])
-        mine = owned[lo:hi]
-        scores[mine // n - start, mine % n] = -np.inf
-        order = np.argsort(-scores, axis=1)[:, :top_n]
-        # Owned products (-inf) never fill a slot, even when the catalogue is small.
-        order = np.where(np.isfinite(np.take_along_axis(scores, order, axis=1)), order, -1)
-        out[start : start + len(sel), : order.shape[1]] = order
+        out[start : start + len(sel)] = top_unowned(scores, owned, start, top_n)
     return out
 
 
