@@ -219,6 +219,8 @@ def _load(
             str(args.batch_size),
             "--rate",
             str(rate),
+            "--arrivals",
+            args.arrivals,
         ],
         check=True,
         capture_output=True,
@@ -349,6 +351,12 @@ def main() -> None:
         help="single requests per second offered, open loop (0: closed loop, as fast as answered)",
     )
     parser.add_argument("--single-connections", type=int, default=64)
+    parser.add_argument(
+        "--arrivals",
+        choices=["poisson", "lockstep"],
+        default="lockstep",
+        help="open-loop schedule of each connection (bench/ingest_load.py): independent clients, or all at once",
+    )
     parser.add_argument(
         "--single-only", action="store_true", help="only the single-event phase, after the warm-up (batch figures 0)"
     )
@@ -547,6 +555,7 @@ def main() -> None:
         "capacity_rate_offered": args.capacity_rate * args.batch_size,
         "single_rate_offered": args.single_rate,
         "single_connections": args.single_connections,
+        "arrivals": args.arrivals,
         "web": f"{args.server} {args.web_workers} processes x {args.web_threads} threads",
         "ingest_workers": (
             f"{args.ingest_workers} x solo" if args.ingest_pool == "solo" else f"prefork {args.ingest_concurrency}"

@@ -84,15 +84,17 @@ def build_templates(
 
 async def _connection(
     *, host: str, port: int, head: bytes, templates: list[bytes], counter: list[int], prefix: int,
-    deadline: float, latencies: list[float], errors: list[int], interval: float,
+    deadline: float, latencies: list[float], errors: list[int], interval: float, gaps: random.Random | None,
 ) -> None:  # fmt: skip
     reader, writer = await asyncio.open_connection(host, port)
     next_send = time.perf_counter()
     try:
         while time.perf_counter() < deadline:
             if interval:
-                # Open loop: this connection's share of --rate, on a fixed schedule.
-                next_send += interval
+                # Open loop: this connection's share of --rate, on its schedule:
+                # independent clients (Poisson arrivals: exponential gaps of
+                # mean `interval`), or every connection at once (lockstep).
+                next_send += gaps.expovariate(1 / interval) if gaps is not None else interval
                 delay = next_send - time.perf_counter()
                 if delay > 0:
                     await asyncio.sleep(delay)
@@ -154,8 +156,9 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
                 latencies=latencies,
                 errors=errors,
                 interval=args.connections / args.rate if args.rate else 0.0,
+                gaps=random.Random(args.seed * 1000 + n) if args.arrivals == "poisson" else None,
             )
-            for _ in range(args.connections)
+            for n in range(args.connections)
         )
     )
     elapsed = time.perf_counter() - start
@@ -193,6 +196,13 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--rate", type=float, default=0.0, help="requests per second in all (0: as fast as answered)")
     parser.add_argument("--duration", type=float, default=20.0)
+    parser.add_argument(
+        "--arrivals",
+        choices=["poisson", "lockstep"],
+        default="lockstep",
+        help="with --rate: each connection sends at exponential gaps (independent clients, as SDKs in the field), "
+        "or all connections at once every connections/rate seconds (bursts of --connections requests)",
+    )
     parser.add_argument("--users", type=int, default=10_000)
     parser.add_argument("--user-digits", type=int, default=0, help="zero-pad user numbers to this many digits")
     parser.add_argument("--templates", type=int, default=200)
