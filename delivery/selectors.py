@@ -11,7 +11,9 @@ import orjson
 from django.db import connection
 from django.db.models import QuerySet
 
+from crm.selectors import CONTACT_CHANNELS, profiles_contact
 from delivery.models import ChannelSettings, DeliverySettings, Message, QuietHoursPolicy
+from delivery.services.rules import contact_address, contact_skip_reason
 
 
 def delivery_settings_get(*, project_id: int) -> DeliverySettings:
@@ -23,6 +25,28 @@ def delivery_settings_get(*, project_id: int) -> DeliverySettings:
     return DeliverySettings(
         project_id=project_id, caps={}, min_gap_seconds=0, quiet_hours_policy=QuietHoursPolicy.DELAY
     )
+
+
+def profiles_skipped_now(
+    *, project_id: int, channel: str, profile_ids: Sequence[int], marketing: bool
+) -> dict[int, str]:
+    """The profiles among `profile_ids` that a message on `channel` claimed now
+    would skip for their contact facts alone (unsubscribed, no_address: the
+    claim's rules.contact_skip_reason), each with its reason: a sender about
+    to hand delivery messages that go now need not render theirs (it enqueues
+    them skipped with that reason). Channels whose address is the profile's
+    only (email, SMS, push); other profiles and channels: none. The claim
+    checks the rest again when it sends."""
+    if channel not in CONTACT_CHANNELS or not profile_ids:
+        return {}
+    contacts = profiles_contact(project_id=project_id, profile_ids=profile_ids, push_tokens=channel == "push")
+    skipped = {}
+    for profile_id, contact in contacts.items():
+        address = contact_address(channel=channel, contact=contact)
+        reason = contact_skip_reason(channel=channel, marketing=marketing, address=address, contact=contact)
+        if reason:
+            skipped[profile_id] = reason
+    return skipped
 
 
 def channel_settings_get(*, project_id: int, channel: str) -> ChannelSettings | None:

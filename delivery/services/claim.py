@@ -17,6 +17,9 @@ rows, so the ingest workers' profile updates never wait for a claim.
 
 from __future__ import annotations
 
+import os
+import socket
+import uuid
 import zoneinfo
 from collections import defaultdict
 from dataclasses import dataclass
@@ -39,7 +42,7 @@ from delivery.models import (
 )
 from delivery.outcomes import OutcomeKind, outcomes_told
 from delivery.selectors import delivery_settings_get
-from delivery.services.rules import quiet_hours_end, zone_get
+from delivery.services.rules import contact_address, contact_skip_reason, quiet_hours_end, zone_get
 from delivery.services.told import OUTCOME_COLUMNS, outcome_of
 from delivery.unsubscribe import unsubscribe_url
 
@@ -63,7 +66,7 @@ class Claimed:
 
 
 @dataclass
-class _Row:
+class ClaimRow:
     id: int
     project_id: int
     profile_id: int
@@ -93,18 +96,21 @@ _CLAIM_SQL = (
 )
 
 
-def _address(row: _Row, contact: ProfileContact | None) -> str:
+def claim_token() -> str:
+    """Who holds a claim: this host and process, and this batch."""
+    return f"{socket.gethostname()[:80]}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+
+
+def _address(row: ClaimRow, contact: ProfileContact | None) -> str:
     if row.to:
         return row.to
     if row.channel == "webhook":
         url = row.content.get("url")
         return url if isinstance(url, str) else ""
-    if contact is None:
-        return ""
-    return {"email": contact.email, "sms": contact.phone, "push": contact.push_token}.get(row.channel, "")
+    return contact_address(channel=row.channel, contact=contact)
 
 
-def _content_of(row: _Row) -> dict[str, Any]:
+def _content_of(row: ClaimRow) -> dict[str, Any]:
     """What the channel sends: the content plus what is made per message at
     claim: a marketing email's unsubscribe link, an SMS's status callback."""
     if row.channel == "sms" and not row.content.get("status_callback"):
@@ -114,7 +120,7 @@ def _content_of(row: _Row) -> dict[str, Any]:
     return _with_unsubscribe(row)
 
 
-def _with_unsubscribe(row: _Row) -> dict[str, Any]:
+def _with_unsubscribe(row: ClaimRow) -> dict[str, Any]:
     """A marketing email's content with its signed unsubscribe link when the
     caller gave none: the email channel turns it into the List-Unsubscribe and
     List-Unsubscribe-Post headers (RFC 8058), which bulk senders must carry.
@@ -190,9 +196,20 @@ def messages_claim(*, message_ids: list[int], token: str, now: datetime) -> list
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(_CLAIM_SQL, [now, token, list(message_ids), now])
         # Django's psycopg2 setup hands jsonb to a raw cursor as text.
-        rows = [_Row(*r[:7], orjson.loads(r[7]), *r[8:]) for r in cursor.fetchall()]
-        if not rows:
-            return []
+        rows = [ClaimRow(*r[:7], orjson.loads(r[7]), *r[8:]) for r in cursor.fetchall()]
+        return claimed_rules_apply(rows=rows, now=now)
+
+
+def claimed_rules_apply(*, rows: list[ClaimRow], now: datetime) -> list[Claimed]:
+    """Inside the transaction that made `rows` claimed (the claim's UPDATE, or
+    messages_enqueue inserting due rows already claimed): the rules, as
+    messages_claim describes them. Returns the rows that may be sent now; the
+    others are ended (skipped / failed, told) or queued again for later by one
+    UPDATE. Takes the advisory locks of the caps and throttles, held to the
+    end of the caller's transaction."""
+    if not rows:
+        return []
+    with connection.cursor() as cursor:
         rows.sort(key=lambda r: r.id)
         batch_ids = [r.id for r in rows]
         projects = {r.project_id for r in rows}
@@ -230,7 +247,9 @@ def messages_claim(*, message_ids: list[int], token: str, now: datetime) -> list
         contacts: dict[int, ProfileContact] = {}
         for project_id in projects:
             ids = sorted({r.profile_id for r in rows if r.project_id == project_id})
-            contacts.update(profiles_contact(project_id=project_id, profile_ids=ids))
+            # Only a push needs the devices' tokens: an email batch reads the profiles alone.
+            push = any(r.channel == "push" for r in rows if r.project_id == project_id and not r.to)
+            contacts.update(profiles_contact(project_id=project_id, profile_ids=ids, push_tokens=push))
 
         caps: dict[tuple[int, str], _Caps] = {}
         for project_id, channel in {(r.project_id, r.channel) for r in rows if r.marketing}:
@@ -270,11 +289,9 @@ def messages_claim(*, message_ids: list[int], token: str, now: datetime) -> list
             if r.cutoff_at is not None and now > r.cutoff_at:
                 changes.append([r.id, MessageState.SKIPPED, SkipReason.CUTOFF_PASSED, r.to, None, 0])
                 continue
-            if r.marketing and contact is not None and contact.subscribed(r.channel) is False:
-                changes.append([r.id, MessageState.SKIPPED, SkipReason.UNSUBSCRIBED, r.to, None, 0])
-                continue
-            if not to:
-                changes.append([r.id, MessageState.SKIPPED, SkipReason.NO_ADDRESS, r.to, None, 0])
+            skip = contact_skip_reason(channel=r.channel, marketing=r.marketing, address=to, contact=contact)
+            if skip:
+                changes.append([r.id, MessageState.SKIPPED, skip, r.to, None, 0])
                 continue
             if (r.project_id, r.channel) not in configured:
                 changes.append([r.id, MessageState.FAILED, SkipReason.CHANNEL_NOT_CONFIGURED, r.to, None, 0])

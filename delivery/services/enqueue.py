@@ -16,6 +16,7 @@ from crm.bulk import json_param
 from delivery.channels import channel_get
 from delivery.models import ChannelName, MessageState, QuietHoursPolicy, SkipReason
 from delivery.outcomes import outcomes_told
+from delivery.services.claim import Claimed, ClaimRow, claim_token, claimed_rules_apply
 from delivery.services.told import OUTCOME_COLUMNS, inserted_outcomes
 
 # messages_enqueue refuses more rows than this in one call: callers plan their
@@ -53,9 +54,11 @@ class MessageIn:
 
 @dataclass(frozen=True)
 class EnqueueResult:
-    created: int  # rows inserted (queued and skipped)
+    created: int  # rows inserted (queued, claimed and skipped)
     duplicates: int  # keys already enqueued before: nothing inserted for them
     queued_ids: list[int]  # the new queued rows, in id order
+    # send_now: the new rows claimed by this call (the rules passed), sent after commit.
+    claimed: int = 0
 
 
 def _check(messages: Sequence[MessageIn], throttle_per_minute: int | None) -> None:
@@ -111,6 +114,7 @@ def messages_enqueue(
     messages: Sequence[MessageIn],
     throttle_per_minute: int | None = None,
     now: datetime | None = None,
+    send_now: bool = False,
 ) -> EnqueueResult:
     """Insert `messages` for the project's profiles in one statement,
     `INSERT ... ON CONFLICT (project_id, idempotency_key) DO NOTHING`: a key
@@ -122,7 +126,19 @@ def messages_enqueue(
     that are due go to the `sends` queue in batches of the channel's
     max_batch, by id; rows not yet due (not_before later) are dispatched by the
     sweeper when they are. Raises ValueError naming the field of a bad message,
-    or the profiles that are not the project's (nothing is inserted then)."""
+    or the profiles that are not the project's (nothing is inserted then).
+
+    `send_now` (a sender that is itself a task on `sends`, e.g. a campaign's
+    chunk): the due rows without a skip are inserted already claimed by this
+    process, and the claim's rules are applied to them in the same transaction
+    (delivery.services.claim.claimed_rules_apply: the ones they end are
+    skipped or failed with their reason, the delayed ones queued); once the
+    caller's transaction commits, the rest are sent from this process
+    (delivery.services.send.messages_send_claimed) instead of by send tasks:
+    one write of each row fewer (no claim UPDATE) and no trip through the
+    broker. A process killed after that commit leaves its rows claimed, and
+    the sweeper queues them again after DELIVERY_CLAIM_TIMEOUT_SECONDS, as for
+    a killed send task."""
     _check(messages, throttle_per_minute)
     for i, m in enumerate(messages):
         if m.channel == ChannelName.IN_APP:
@@ -133,7 +149,12 @@ def messages_enqueue(
     if not messages:
         return EnqueueResult(created=0, duplicates=0, queued_ids=[])
     now = now or timezone.now()
+    token = claim_token() if send_now else ""
     profile_ids = sorted({m.profile_id for m in messages})
+
+    def claims(m: MessageIn) -> bool:
+        return send_now and not m.skip_reason and (m.not_before is None or m.not_before <= now)
+
     rows = [
         [
             m.profile_id,
@@ -142,7 +163,7 @@ def messages_enqueue(
             m.source,
             m.content,
             m.to,
-            MessageState.SKIPPED if m.skip_reason else MessageState.QUEUED,
+            MessageState.SKIPPED if m.skip_reason else MessageState.CLAIMED if claims(m) else MessageState.QUEUED,
             m.skip_reason,
             m.marketing,
             m.quiet_hours_policy,
@@ -154,6 +175,10 @@ def messages_enqueue(
             m.label,
             m.items,
             m.id,
+            # Claimed at insert (send_now): by this call's token, its first attempt.
+            token if claims(m) else "",
+            now.isoformat() if claims(m) else None,
+            1 if claims(m) else 0,
         ]
         for m in messages
     ]
@@ -165,19 +190,23 @@ def messages_enqueue(
         cursor.execute(
             "INSERT INTO delivery_message AS m (id, project_id, profile_id, channel, idempotency_key, source, "
             'content, "to", state, skip_reason, marketing, quiet_hours_policy, not_before, cutoff_at, '
-            "dispatched_at, error, label, items, throttle_per_minute, attempts, claimed_by, provider_id, created_at) "
+            "dispatched_at, error, label, items, throttle_per_minute, attempts, claimed_by, claimed_at, "
+            "provider_id, created_at) "
             f"SELECT {ID_SQL.format(index=16)}, %s, (e->>0)::bigint, e->>1, e->>2, e->>3, e->4, e->>5, e->>6, "
             "e->>7, (e->>8)::boolean, e->>9, (e->>10)::timestamptz, (e->>11)::timestamptz, "
-            "(e->>12)::timestamptz, e->>13, e->>14, e->15, %s::integer, 0, '', '', %s "
+            "(e->>12)::timestamptz, e->>13, e->>14, e->15, %s::integer, (e->>19)::smallint, e->>17, "
+            "(e->>18)::timestamptz, '', %s "
             "FROM jsonb_array_elements(%s::jsonb) AS e "
             "ON CONFLICT (project_id, idempotency_key) DO NOTHING "
-            f"RETURNING m.id, m.channel, m.state, m.dispatched_at IS NOT NULL, m.skip_reason, {OUTCOME_COLUMNS}",
+            "RETURNING m.id, m.channel, m.state, m.dispatched_at IS NOT NULL, m.skip_reason, m.idempotency_key, "
+            f"{OUTCOME_COLUMNS}",
             [project_id, throttle_per_minute, now, json_param(rows)],
         )
         returned = cursor.fetchall()
         # Told in the insert's transaction, for the rows it really inserted (a key
         # enqueued before returns nothing): created for each, skipped with its reason too.
-        outcomes_told(inserted_outcomes([(r[2], r[4], r[5:]) for r in returned], at=now))
+        outcomes_told(inserted_outcomes([(r[2], r[4], r[6:]) for r in returned], at=now))
+        claimed = _claimed_at_insert(messages, returned, project_id, throttle_per_minute, now) if send_now else []
     inserted = [r[:4] for r in returned]
     queued = sorted((r[0], r[1]) for r in inserted if r[2] == MessageState.QUEUED)
     due: dict[str, list[int]] = defaultdict(list)
@@ -186,9 +215,54 @@ def messages_enqueue(
             due[channel].append(message_id)
     if due:
         transaction.on_commit(lambda: messages_dispatch(by_channel=due))
+    if claimed:
+        from delivery.services.send import messages_send_claimed
+
+        transaction.on_commit(lambda: messages_send_claimed(claimed=claimed, token=token, now=now))
     return EnqueueResult(
-        created=len(inserted), duplicates=len(messages) - len(inserted), queued_ids=[i for i, _ in queued]
+        created=len(inserted),
+        duplicates=len(messages) - len(inserted),
+        queued_ids=[i for i, _ in queued],
+        claimed=len(claimed),
     )
+
+
+def _claimed_at_insert(
+    messages: Sequence[MessageIn],
+    returned: Sequence[Sequence[Any]],
+    project_id: int,
+    throttle_per_minute: int | None,
+    now: datetime,
+) -> list[Claimed]:
+    """The claim's rules over the rows the INSERT made claimed (RETURNING: id,
+    channel, state, _, _, idempotency_key), from the callers' messages in
+    memory rather than read back (the content is most of a row)."""
+    by_key: dict[str, MessageIn] = {}
+    for m in messages:
+        by_key.setdefault(m.idempotency_key, m)  # a key given twice: the first is the one inserted
+    rows = []
+    for r in returned:
+        if r[2] != MessageState.CLAIMED:
+            continue
+        m = by_key[r[5]]
+        rows.append(
+            ClaimRow(
+                id=r[0],
+                project_id=project_id,
+                profile_id=m.profile_id,
+                channel=m.channel,
+                idempotency_key=m.idempotency_key,
+                source=m.source,
+                to=m.to,
+                content=m.content,
+                marketing=m.marketing,
+                quiet_hours_policy=m.quiet_hours_policy,
+                cutoff_at=m.cutoff_at,
+                throttle_per_minute=throttle_per_minute,
+                attempts=1,
+            )
+        )
+    return claimed_rules_apply(rows=rows, now=now)
 
 
 def id_batches(ids: Iterable[int], size: int) -> list[list[int]]:

@@ -1,5 +1,6 @@
-"""The delivery rules that need no database: quiet hours in a time zone, the
-retry backoff. Pure functions, so the claim applies them to a batch in memory."""
+"""The delivery rules that need no database: a contact's address and the skips
+it decides, quiet hours in a time zone, the retry backoff. Pure functions, so
+the claim applies them to a batch in memory."""
 
 from __future__ import annotations
 
@@ -7,6 +8,30 @@ import random
 import zoneinfo
 from datetime import datetime, time, timedelta
 from functools import lru_cache
+
+from crm.selectors import ProfileContact
+from delivery.models import SkipReason
+
+
+def contact_address(*, channel: str, contact: ProfileContact | None) -> str:
+    """The profile's own address on `channel` ("" for none, and for channels
+    whose address is the message's, such as a webhook's URL)."""
+    if contact is None:
+        return ""
+    return {"email": contact.email, "sms": contact.phone, "push": contact.push_token}.get(channel, "")
+
+
+def contact_skip_reason(*, channel: str, marketing: bool, address: str, contact: ProfileContact | None) -> str:
+    """Why a message on `channel` to `address` is not sent, by its profile's
+    contact facts alone; "" when they let it go. Unsubscribed first (marketing
+    only: the profile opted out of the channel), then no address. The claim
+    applies it after the cutoff; a sender may apply it before rendering
+    (delivery.selectors.profiles_skipped_now)."""
+    if marketing and contact is not None and contact.subscribed(channel) is False:
+        return SkipReason.UNSUBSCRIBED
+    if not address:
+        return SkipReason.NO_ADDRESS
+    return ""
 
 
 @lru_cache(maxsize=1024)

@@ -18,10 +18,7 @@ message's collapse key, so the device shows one of the two).
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import time
-import uuid
 from collections import defaultdict
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -38,7 +35,7 @@ from delivery.channels import Outgoing, PermanentError, Result, TemporaryError, 
 from delivery.models import MessageState, SkipReason
 from delivery.outcomes import OutcomeKind, outcome_hooks_active, outcomes_told
 from delivery.selectors import channel_settings_get
-from delivery.services.claim import Claimed, messages_claim
+from delivery.services.claim import Claimed, claim_token, messages_claim
 from delivery.services.enqueue import messages_dispatch
 from delivery.services.rules import retry_delay_seconds
 from delivery.services.told import OUTCOME_COLUMNS, outcome_of
@@ -56,11 +53,6 @@ class SendSummary:
     retry_ids: list[int] = field(default_factory=list)
     # Seconds spent per stage ("claim", "call": the provider calls, "record"), for profiling.
     timing: dict[str, float] = field(default_factory=lambda: {"claim": 0.0, "call": 0.0, "record": 0.0})
-
-
-def claim_token() -> str:
-    """Who holds a claim: this host and process, and this batch."""
-    return f"{socket.gethostname()[:80]}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
 
 
 def _call(channel_name: str, channel_settings: dict[str, Any], batch: list[Claimed]) -> list[Result]:
@@ -97,6 +89,24 @@ def messages_send(*, message_ids: list[int], now: datetime | None = None) -> Sen
     claimed = messages_claim(message_ids=message_ids, token=token, now=now)
     summary = SendSummary(claimed=len(claimed))
     summary.timing["claim"] = time.monotonic() - started
+    _claimed_send(claimed=claimed, token=token, now=now, started=started, summary=summary)
+    return summary
+
+
+def messages_send_claimed(*, claimed: list[Claimed], token: str, now: datetime) -> SendSummary:
+    """Outside any transaction: send messages this process already claimed and
+    committed as claimed by `token` (messages_enqueue(send_now=True) inserts
+    them so, the rules applied), and record each result, as messages_send does
+    after its claim. `now` is the claim's time."""
+    summary = SendSummary(claimed=len(claimed))
+    _claimed_send(claimed=claimed, token=token, now=now, started=time.monotonic(), summary=summary)
+    return summary
+
+
+def _claimed_send(*, claimed: list[Claimed], token: str, now: datetime, started: float, summary: SendSummary) -> None:
+    """The provider calls of claimed messages, by (project, channel) in batches
+    of the channel's max_batch, each batch's results recorded before the next
+    call; temporary errors get a send task after their backoff."""
     groups: dict[tuple[int, str], list[Claimed]] = defaultdict(list)
     for m in claimed:
         groups[(m.project_id, m.channel)].append(m)
@@ -128,7 +138,6 @@ def messages_send(*, message_ids: list[int], now: datetime | None = None) -> Sen
         by_channel = {ch: [i for i, _ in rows] for ch, rows in retry.items()}
         delay = max(d for rows in retry.values() for _, d in rows)
         transaction.on_commit(lambda: messages_dispatch(by_channel=by_channel, countdown=delay))
-    return summary
 
 
 def _record(
@@ -206,4 +215,4 @@ def _record(
         summary.tokens_cleared += devices_clear_push_tokens(project_id=project_id, tokens=dead_tokens)
 
 
-__all__ = ["SendSummary", "claim_token", "messages_send"]
+__all__ = ["SendSummary", "claim_token", "messages_send", "messages_send_claimed"]

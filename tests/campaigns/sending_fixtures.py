@@ -12,7 +12,7 @@ import pytest
 
 from campaigns.models import Campaign, CampaignSettings, Segment, SegmentMembership, SegmentStatus, Variant
 from crm.models import Profile
-from delivery.models import Message
+from delivery.models import ChannelSettings, Message
 from recommendations.serving import serving_cache_clear
 from tests.recommendations.serving_data import catalog_write, version_write
 
@@ -35,6 +35,13 @@ def eager() -> Iterator[None]:
     app.conf.task_always_eager = True
     yield
     app.conf.task_always_eager = saved
+
+
+@pytest.fixture
+def email_configured(project_a) -> None:  # noqa: ANN001
+    """Provider settings for project A's email, so the rules that a chunk applies
+    when it inserts its due messages claimed (delivery's send_now) let them go."""
+    ChannelSettings.objects.create(project=project_a[0], channel="email", settings={"api_key": "k"})
 
 
 @pytest.fixture(autouse=True)

@@ -36,6 +36,7 @@ from tests.campaigns.sending_fixtures import (
     campaign_make,
     campaign_messages,
     eager,  # noqa: F401 - fixture
+    email_configured,  # noqa: F401 - fixture
     profiles_make,
     segment_make,
     system_control_set,
@@ -152,7 +153,11 @@ def counters(campaign: Campaign, group: str, sent: int, clicked: int) -> None:
     CampaignStat.objects.create(campaign=campaign, group=group, day=day, metric="clicked", count=clicked)
 
 
-def test_the_test_run_holds_back_the_rest_and_the_winner_run_reaches_exactly_them(project_a, eager):  # noqa: F811
+def test_the_test_run_holds_back_the_rest_and_the_winner_run_reaches_exactly_them(
+    project_a,
+    eager,  # noqa: F811
+    email_configured,  # noqa: F811
+):
     project = project_a[0]
     system_control_set(project.pk, 5)
     campaign, ids = ab_campaign(project.pk)

@@ -5,9 +5,11 @@ message, recommendations as the serving code gives them."""
 from __future__ import annotations
 
 from collections import Counter
+from datetime import timedelta
 
 import pytest
 from django.test import override_settings
+from django.utils import timezone
 
 from campaigns.models import CampaignRun, CampaignStatus, RunStatus
 from campaigns.sending import fanout
@@ -23,6 +25,7 @@ from tests.campaigns.sending_fixtures import (
     campaign_make,
     campaign_messages,
     eager,  # noqa: F401 - fixture
+    email_configured,  # noqa: F401 - fixture
     profiles_make,
     segment_make,
     shop_catalog,
@@ -41,7 +44,7 @@ def run_now(campaign, occurrence="now"):
 
 
 @override_settings(CAMPAIGNS_CHUNK_SIZE=7, CAMPAIGNS_PLAN_AHEAD=2)
-def test_a_run_over_a_segment_enqueues_exactly_its_members(project_a, project_b, eager):  # noqa: F811
+def test_a_run_over_a_segment_enqueues_exactly_its_members(project_a, project_b, eager, email_configured):  # noqa: F811
     project, other = project_a[0], project_b[0]
     ids = profiles_make(project.pk, 40)
     other_ids = profiles_make(other.pk, 10)
@@ -55,7 +58,8 @@ def test_a_run_over_a_segment_enqueues_exactly_its_members(project_a, project_b,
 
     messages = campaign_messages(campaign)
     assert [m.profile_id for m in messages] == members
-    assert {m.state for m in messages} == {MessageState.QUEUED}
+    # Inserted claimed by the chunk, which sends them once it commits (never, in this test's transaction).
+    assert {m.state for m in messages} == {MessageState.CLAIMED}
     assert messages[0].idempotency_key == f"campaign:{campaign.pk}:now:profile:{members[0]}:email"
     assert messages[0].content["subject"] == "User3, picked for you"  # ids[3], named "User3 Last"
     assert not Message.objects.filter(project_id=other.pk).exists()
@@ -88,7 +92,7 @@ def test_subject_is_plain_text_and_html_is_escaped(project_a, eager):  # noqa: F
     assert message.content["html"] == "<b>Fish &amp; &lt;Chips&gt;</b>" + pixel + 'style="display:none">'
 
 
-def test_control_and_system_control_are_recorded_with_their_reasons(project_a, eager):  # noqa: F811
+def test_control_and_system_control_are_recorded_with_their_reasons(project_a, eager, email_configured):  # noqa: F811
     project = project_a[0]
     ids = profiles_make(project.pk, 300)
     system_control_set(project.pk, 10)
@@ -110,7 +114,7 @@ def test_control_and_system_control_are_recorded_with_their_reasons(project_a, e
         elif a.group == "control":
             assert (m.state, m.skip_reason) == (MessageState.SKIPPED, SkipReason.CONTROL)
         else:
-            assert m.state == MessageState.QUEUED
+            assert m.state == MessageState.CLAIMED
             assert m.content["subject"].startswith("B: ") == (a.variant_id == variant_b.pk)
     groups = Counter(a.group for a in expected.values())
     by_variant = Counter(a.variant_id for a in expected.values() if a.group == "variant")
@@ -149,7 +153,7 @@ def test_rerunning_a_run_or_a_chunk_inserts_and_counts_nothing_twice(project_a, 
     }
 
 
-def test_a_template_error_is_recorded_per_message_and_the_others_go(project_a, eager):  # noqa: F811
+def test_a_template_error_is_recorded_per_message_and_the_others_go(project_a, eager, email_configured):  # noqa: F811
     project = project_a[0]
     ids = profiles_make(project.pk, 4)
     Profile.objects.filter(pk=ids[1]).update(traits={"n": 0})
@@ -162,7 +166,7 @@ def test_a_template_error_is_recorded_per_message_and_the_others_go(project_a, e
     assert messages[ids[1]].skip_reason == SkipReason.TEMPLATE_ERROR
     assert messages[ids[1]].error.startswith("text: FilterArgumentError: divided_by: can't divide by 0")
     assert [messages[p].content["text"] for p in (ids[0], ids[2], ids[3])] == ["5", "5", "5"]
-    assert {messages[p].state for p in (ids[0], ids[2], ids[3])} == {MessageState.QUEUED}
+    assert {messages[p].state for p in (ids[0], ids[2], ids[3])} == {MessageState.CLAIMED}
     assert (run.counts["template_error"], run.counts["enqueued"]) == (1, 3)
 
 
@@ -261,3 +265,38 @@ def test_a_variant_with_bad_recommendation_filters_records_template_errors(proje
     assert {(m.skip_reason, m.error) for m in campaign_messages(campaign)} == {
         (SkipReason.TEMPLATE_ERROR, "recommendations.limit: must be a whole number from 1 to 20")
     }
+
+
+def test_messages_going_now_that_delivery_would_skip_are_recorded_unrendered(
+    project_a,
+    email_configured,  # noqa: F811
+    django_capture_on_commit_callbacks,
+):
+    project = project_a[0]
+    going, opted_out, no_email = profiles_make(project.pk, 3)
+    Profile.objects.filter(pk=opted_out).update(email_subscribed=False)
+    Profile.objects.filter(pk=no_email).update(email="")
+    campaign = campaign_make(project.pk)
+    variant = campaign.variants.get()
+    run = CampaignRun.objects.create(campaign=campaign, occurrence="now", planned_at=NOW)
+    with django_capture_on_commit_callbacks(execute=False):
+        counts = fanout.profiles_send(campaign=campaign, run=run, profile_ids=[going, opted_out, no_email], now=NOW)
+    assert (counts["enqueued"], counts["unsubscribed"], counts["no_address"]) == (1, 1, 1)
+    assert counts[f"variant:{variant.pk}"] == 3
+    messages = {m.profile_id: m for m in campaign_messages(campaign)}
+    assert messages[going].state == MessageState.CLAIMED
+    assert messages[going].content["subject"] == "User0, picked for you"
+    for pid, reason in ((opted_out, SkipReason.UNSUBSCRIBED), (no_email, SkipReason.NO_ADDRESS)):
+        m = messages[pid]
+        assert (m.state, m.skip_reason, m.label, m.content, m.items) == (
+            MessageState.SKIPPED, reason, f"variant:{variant.pk}", {}, [],
+        )  # fmt: skip
+
+    # Going later: rendered and queued, for the claim to decide when it is due
+    # (the profile may subscribe again meanwhile).
+    later = CampaignRun.objects.create(campaign=campaign, occurrence="later", planned_at=NOW)
+    fanout.profiles_send(
+        campaign=campaign, run=later, profile_ids=[opted_out], not_before=timezone.now() + timedelta(hours=2), now=NOW
+    )
+    [m] = [m for m in campaign_messages(campaign) if m.idempotency_key.endswith(f":later:profile:{opted_out}:email")]
+    assert (m.state, m.skip_reason, m.content["subject"]) == (MessageState.QUEUED, "", "User1, picked for you")

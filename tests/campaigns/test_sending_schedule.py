@@ -10,19 +10,22 @@ from datetime import UTC, date, datetime, time, timedelta
 
 import pytest
 from django.core.exceptions import ValidationError
+from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
 from campaigns.models import Campaign, CampaignRun, CampaignStatus, RunStatus
 from campaigns.sending import fanout, lifecycle, schedule
 from campaigns.sending.tasks import run_plan_task
 from crm.models import Profile
-from delivery.models import Message, MessageState, SkipReason
+from delivery.models import DeliverySettings, Message, MessageState, SkipReason
+from delivery.services.rules import zone_get
 from tests.campaigns.sending_fixtures import (
     EMAIL,
     NOW,
     campaign_make,
     campaign_messages,
     eager,  # noqa: F401 - fixture
+    email_configured,  # noqa: F401 - fixture
     profiles_make,
     segment_make,
 )
@@ -51,6 +54,11 @@ def user_zone_campaign(project_id: int, policy: str) -> Campaign:
     )
 
 
+def due_state(message: Message) -> str:
+    """A chunk's message without a skip: claimed at insert when due, else queued."""
+    return MessageState.CLAIMED if message.not_before <= timezone.now() else MessageState.QUEUED
+
+
 def local(day: int, hour: int, zone: str) -> datetime:
     import zoneinfo
 
@@ -58,7 +66,7 @@ def local(day: int, hour: int, zone: str) -> datetime:
 
 
 @pytest.mark.parametrize("policy", ["skip", "next_day"])
-def test_each_users_local_time_across_three_zones(project_a, eager, policy):  # noqa: F811
+def test_each_users_local_time_across_three_zones(project_a, eager, email_configured, policy):  # noqa: F811
     project = project_a[0]
     ids = three_zone_profiles(project.pk)
     campaign = user_zone_campaign(project.pk, policy)
@@ -78,7 +86,10 @@ def test_each_users_local_time_across_three_zones(project_a, eager, policy):  # 
     assert messages[paris].not_before == local(2, 9, "Europe/Paris")
     assert messages[new_york].not_before == local(2, 9, "America/New_York")
     assert messages[unzoned].not_before == datetime(2026, 12, 2, 9, 0, tzinfo=UTC)
-    assert {messages[p].state for p in (paris, new_york, unzoned)} == {MessageState.QUEUED}
+    # Due by the clock (the chunk's now is the real time): inserted claimed, to be sent by
+    # the chunk after its commit; later ones queued for the sweeper.
+    for p in (paris, new_york, unzoned):
+        assert messages[p].state == due_state(messages[p])
     if policy == "skip":
         assert (messages[auckland].state, messages[auckland].skip_reason) == (
             MessageState.SKIPPED,
@@ -87,8 +98,8 @@ def test_each_users_local_time_across_three_zones(project_a, eager, policy):  # 
         assert run.counts["cutoff_passed"] == 1
         assert run.counts["enqueued"] == 3
     else:
-        assert messages[auckland].state == MessageState.QUEUED
         assert messages[auckland].not_before == local(3, 9, "Pacific/Auckland")
+        assert messages[auckland].state == due_state(messages[auckland])
         assert run.counts["enqueued"] == 4
     # The minute beat again: the occurrence is started once.
     assert schedule.runs_start_due(now=started_at + timedelta(minutes=1)) == []
@@ -270,10 +281,18 @@ def test_pause_stops_planning_and_resume_goes_on(project_a, eager, settings):  #
     assert run.counts["enqueued"] == 7
 
 
-def test_cancel_skips_the_queued_messages_and_plans_nothing_more(project_a, eager, settings):  # noqa: F811
+def test_cancel_skips_the_queued_messages_and_plans_nothing_more(project_a, eager, email_configured, settings):  # noqa: F811
     settings.CAMPAIGNS_CHUNK_SIZE = 2
     settings.CAMPAIGNS_PLAN_AHEAD = 1
     project = project_a[0]
+    # Quiet hours now (delay policy): the chunks' messages wait, queued, for their end
+    # (due ones would be claimed and sent by their chunk at once).
+    local_now = timezone.now().astimezone(zone_get(project.timezone) or UTC)
+    DeliverySettings.objects.create(
+        project=project,
+        quiet_hours_start=(local_now - timedelta(hours=1)).time().replace(microsecond=0),
+        quiet_hours_end=(local_now + timedelta(hours=1)).time().replace(microsecond=0),
+    )
     ids = profiles_make(project.pk, 5)
     campaign = campaign_make(project.pk, status=CampaignStatus.SCHEDULED)
     other = campaign_make(project.pk, status=CampaignStatus.SCHEDULED)

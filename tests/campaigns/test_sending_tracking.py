@@ -19,6 +19,7 @@ from tests.campaigns.sending_fixtures import (  # noqa: F401 - fixtures
     campaign_make,
     campaign_messages,
     eager,
+    email_configured,
     profiles_make,
     shop_catalog,
 )
@@ -31,6 +32,7 @@ pytestmark = pytest.mark.django_db
 def test_variant_messages_carry_label_items_and_tracked_links_and_control_rows_their_label(
     project_a,
     eager,  # noqa: F811
+    email_configured,  # noqa: F811
 ):
     project = project_a[0]
     shop_catalog(project.pk)

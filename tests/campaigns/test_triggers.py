@@ -12,6 +12,8 @@ from datetime import timedelta
 import pytest
 from django.conf import settings
 from django.db import connection
+from django.db.models import F, Value
+from django.db.models.functions import Concat
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
@@ -30,7 +32,7 @@ from campaigns.sending import triggers
 from catalog.models import Product
 from crm.models import EventNameMapping, Profile
 from crm.selectors import event_name_mappings_cache_clear
-from delivery.models import Message, MessageState, SkipReason
+from delivery.models import ChannelSettings, Message, MessageState, SkipReason
 from delivery.tracking import open_url
 from ingestion.hooks import StoredEvent
 from ingestion.spec import message_normalize
@@ -80,8 +82,10 @@ def campaign_create(project, **fields) -> Campaign:
 
 
 def store(project, t, *raws):
-    """Store messages through the ingest workers' path (hooks included)."""
-    return messages_store(
+    """Store messages through the ingest workers' path (hooks included). The
+    users get an email address: delivery records a message that goes now to a
+    profile without one as skipped no_address, unrendered."""
+    stored = messages_store(
         project_id=project.pk,
         messages=[
             message_normalize(
@@ -96,6 +100,8 @@ def store(project, t, *raws):
             for i, raw in enumerate(raws)
         ],
     )
+    Profile.objects.filter(project=project, email="").update(email=Concat(F("user_id"), Value("@example.com")))
+    return stored
 
 
 def added(user="u1", product="p1"):
@@ -115,6 +121,7 @@ def ordered(user="u1"):
 def shop(project_a, project_b):
     project = project_a[0]
     Product.objects.create(project=project, product_id="p1", name="Trail shoe", price=90)
+    ChannelSettings.objects.create(project=project, channel="email", settings={"api_key": "k"})
     return project, project_b[0]
 
 
@@ -149,7 +156,8 @@ def test_a_trigger_fires_once_even_when_the_batch_is_stored_twice(shop, t0):
     assert triggers.triggers_send_due(now=t0 + HOUR).sent == 1
     assert triggers.triggers_send_due(now=t0 + 2 * HOUR).total == 0  # nothing left to send
     [message] = campaign_messages(campaign)
-    assert (message.profile_id, message.state, message.channel) == (profile.pk, MessageState.QUEUED, "email")
+    # Due: inserted claimed, sent by this process after the commit (never, in this test's transaction).
+    assert (message.profile_id, message.state, message.channel) == (profile.pk, MessageState.CLAIMED, "email")
     assert (
         message.idempotency_key == f"campaign:{campaign.pk}:event:{trigger.event_message_id}:profile:{profile.pk}:email"
     )
@@ -192,7 +200,7 @@ def test_the_cancelling_event_after_the_trigger_cancels_it_and_says_why(shop, t0
     assert (counts.sent, counts.cancelled) == (1, 1)
     u1, u2 = (Profile.objects.get(project=project, user_id=u).pk for u in ("u1", "u2"))
     by_profile = {m.profile_id: m for m in campaign_messages(campaign)}
-    assert by_profile[u2].state == MessageState.QUEUED
+    assert by_profile[u2].state == MessageState.CLAIMED
     cancelled = by_profile[u1]
     assert (cancelled.state, cancelled.skip_reason) == (MessageState.SKIPPED, SkipReason.CANCELLED)
     order_time = t0 + timedelta(minutes=20)

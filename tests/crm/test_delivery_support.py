@@ -32,6 +32,16 @@ def test_contact_facts_take_the_latest_device_with_a_token_and_only_the_projects
     )  # fmt: skip
 
 
+def test_contact_facts_without_push_tokens_read_no_device(project_a, django_assert_num_queries):
+    a = Profile.objects.create(project=project_a[0], email="a@x.io", timezone="Asia/Tokyo", email_subscribed=True)
+    Device.objects.create(project=project_a[0], profile=a, device_id="1", push_token="t-1", last_seen=T0)
+    with django_assert_num_queries(1) as queries:
+        facts = profiles_contact(project_id=project_a[0].pk, profile_ids=[a.pk], push_tokens=False)
+    assert "crm_device" not in queries.captured_queries[0]["sql"]
+    c = facts[a.pk]
+    assert (c.email, c.push_token, c.timezone, c.subscribed("email")) == ("a@x.io", "", "Asia/Tokyo", True)
+
+
 def test_clearing_a_dead_token_touches_only_that_profiles_devices_in_the_project(project_a, project_b):
     a = Profile.objects.create(project=project_a[0])
     b = Profile.objects.create(project=project_a[0])
