@@ -5,7 +5,7 @@ core's tests need a provider that answers as told, and records what it got.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -14,12 +14,27 @@ from django.core.exceptions import ValidationError
 from crm.models import Profile, Project
 from delivery.channels.base import Outgoing, Result
 from delivery.models import ChannelSettings
+from delivery.outcomes import Outcome, outcome_hook_register, outcome_hook_unregister
 from tests.localproviders.server import (  # noqa: F401 - fixtures of the channels' tests
     channel_settings,
     local_server,
     local_server_url,
     local_service_account_key,
 )
+
+
+@pytest.fixture
+def told() -> Iterator[list[Outcome]]:
+    """The outcomes the delivery service tells its hooks during the test."""
+    heard: list[Outcome] = []
+
+    def hook(outcomes):  # noqa: ANN001, ANN202
+        heard.extend(outcomes)
+
+    outcome_hook_register(hook)
+    yield heard
+    outcome_hook_unregister(hook)
+
 
 SECRET_KEYS = ("api_key", "secret")
 

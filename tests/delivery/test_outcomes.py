@@ -6,7 +6,6 @@ items and created_at."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -22,18 +21,6 @@ from delivery.services.sweeper import messages_sweep
 pytestmark = pytest.mark.django_db
 
 T0 = datetime(2026, 6, 1, 6, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-def told() -> Iterator[list[Outcome]]:
-    heard: list[Outcome] = []
-
-    def hook(outcomes):
-        heard.extend(outcomes)
-
-    outcome_hook_register(hook)
-    yield heard
-    outcome_hook_unregister(hook)
 
 
 def kinds(outcomes: list[Outcome]) -> list[tuple[int, str, str]]:

@@ -23,7 +23,6 @@ from config.celery import app
 from crm.models import Profile
 from delivery.channels.email import channel as email_channel
 from delivery.models import ChannelSettings, Message, MessageEvent
-from delivery.outcomes import Outcome, outcome_hook_register, outcome_hook_unregister
 from delivery.receipts import sendgrid_webhook_url, twilio_status_url
 from delivery.services import MessageIn, messages_enqueue
 from tests.conftest import basic_header
@@ -33,18 +32,6 @@ pytestmark = pytest.mark.django_db
 T0 = datetime(2026, 6, 1, 6, 0, tzinfo=UTC)
 BASE = "http://127.0.0.1:8000"
 AUTH_TOKEN = "twilio-auth-token-of-project-a"
-
-
-@pytest.fixture
-def told() -> Iterator[list[Outcome]]:
-    heard: list[Outcome] = []
-
-    def hook(outcomes):
-        heard.extend(outcomes)
-
-    outcome_hook_register(hook)
-    yield heard
-    outcome_hook_unregister(hook)
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ sweeper hands back, each then sent once."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
@@ -14,23 +13,10 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from delivery.models import DeliverySettings, Message
-from delivery.outcomes import Outcome, outcome_hook_register, outcome_hook_unregister
 from delivery.services import MessageIn, messages_enqueue, messages_send, messages_sweep
 from tests.delivery.test_send import T0
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def told() -> Iterator[list[Outcome]]:
-    heard: list[Outcome] = []
-
-    def hook(outcomes):
-        heard.extend(outcomes)
-
-    outcome_hook_register(hook)
-    yield heard
-    outcome_hook_unregister(hook)
 
 
 @pytest.fixture

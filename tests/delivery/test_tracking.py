@@ -7,14 +7,12 @@ output per channel."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
 from django.core import signing
 
 from delivery.models import Message, MessageEvent
-from delivery.outcomes import Outcome, outcome_hook_register, outcome_hook_unregister
 from delivery.services import MessageIn, messages_enqueue
 from delivery.tracking import PIXEL_GIF, _token, click_url, links_track, open_url
 
@@ -22,18 +20,6 @@ pytestmark = pytest.mark.django_db
 
 T0 = datetime(2026, 6, 1, 6, 0, tzinfo=UTC)
 BASE = "http://127.0.0.1:8000"
-
-
-@pytest.fixture
-def told() -> Iterator[list[Outcome]]:
-    heard: list[Outcome] = []
-
-    def hook(outcomes):
-        heard.extend(outcomes)
-
-    outcome_hook_register(hook)
-    yield heard
-    outcome_hook_unregister(hook)
 
 
 @pytest.fixture
